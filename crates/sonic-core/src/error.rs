@@ -1,0 +1,106 @@
+//! The error type of `sonic-core`.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the plumbing: files, configs, weights, devices.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    /// A file could not be read (missing, a directory, no permission).
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file at fault.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
+    /// A JSON file could not be parsed or does not fit the expected schema.
+    #[error("invalid JSON in {path}: {message}")]
+    Json {
+        /// The file at fault.
+        path: PathBuf,
+        /// What serde said.
+        message: String,
+    },
+    /// A config value that this implementation does not support (it would change the math).
+    #[error("unsupported value in {path}: `{key}` = {value} ({reason})")]
+    UnsupportedConfig {
+        /// The config file (or a description of where the config came from).
+        path: PathBuf,
+        /// The config key.
+        key: String,
+        /// The offending value, as JSON text.
+        value: String,
+        /// Why it is rejected.
+        reason: String,
+    },
+    /// A safetensors file is corrupt or cannot be parsed.
+    #[error("invalid weights file {path}: {message}")]
+    WeightsFile {
+        /// The weights file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// A tensor the model needs is absent from the weights file.
+    #[error("missing tensor `{key}` (expected shape {expected:?}) in {path}")]
+    MissingTensor {
+        /// The weights file.
+        path: PathBuf,
+        /// The key (in the file's naming).
+        key: String,
+        /// The shape the model expects.
+        expected: Vec<usize>,
+    },
+    /// The weights file holds a tensor the model does not use.
+    #[error("unexpected tensor `{key}` with shape {found:?} in {path}")]
+    UnexpectedTensor {
+        /// The weights file.
+        path: PathBuf,
+        /// The key (in the file's naming).
+        key: String,
+        /// The shape in the file.
+        found: Vec<usize>,
+    },
+    /// A tensor's shape in the file differs from the model's.
+    #[error("shape mismatch for `{key}` in {path}: model expects {expected:?}, file has {found:?}")]
+    ShapeMismatch {
+        /// The weights file.
+        path: PathBuf,
+        /// The key (in the file's naming).
+        key: String,
+        /// The shape the model expects.
+        expected: Vec<usize>,
+        /// The shape in the file.
+        found: Vec<usize>,
+    },
+    /// A tensor's dtype cannot be used (e.g. an integer tensor where floats are needed).
+    #[error("tensor `{key}` in {path} has unsupported dtype {dtype}")]
+    UnsupportedDtype {
+        /// The weights file.
+        path: PathBuf,
+        /// The key.
+        key: String,
+        /// The dtype found.
+        dtype: String,
+    },
+    /// A device string could not be parsed, or names a backend not compiled in.
+    #[error("unknown or unavailable device `{spec}`: {reason}")]
+    Device {
+        /// The device string given by the user.
+        spec: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// A tensor holds NaN or infinite values where finite ones are required.
+    #[error("non-finite values in {what}")]
+    NonFinite {
+        /// Which tensor.
+        what: String,
+    },
+    /// Reading a tensor back from the device failed.
+    #[error("cannot read tensor back from the device: {0}")]
+    Readback(String),
+}
+
+/// Shorthand for results in this crate.
+pub type Result<T, E = CoreError> = std::result::Result<T, E>;

@@ -1,0 +1,27 @@
+//! Plumbing shared by every sonic-diffusion crate.
+//!
+//! - [`device`]: choosing a Burn [`Device`](burn::tensor::Device) from a string such as
+//!   `flex`, `ndarray`, `wgpu` or `cuda:1`;
+//! - [`weights`]: reading `*.safetensors` files into Burn modules with key remapping and
+//!   shape checks, turning every mismatch into a typed error that names the file and key;
+//! - [`config`]: reading a JSON config file into a typed struct;
+//! - [`fixtures`]: locating and reading the PyTorch reference fixtures and comparing tensors;
+//! - [`error`]: the crate's error type.
+//!
+//! ```no_run
+//! use sonic_core::device::parse_device;
+//! let device = parse_device("flex").expect("the flex backend is compiled in");
+//! let x = burn::tensor::Tensor::<2>::zeros([2, 3], &device);
+//! assert_eq!(x.dims(), [2, 3]);
+//! ```
+
+pub mod config;
+pub mod device;
+pub mod error;
+pub mod fixtures;
+pub mod weights;
+
+pub use error::CoreError;
+
+/// The Burn tensor types used throughout the workspace.
+pub use burn::tensor::{Device, Tensor, TensorData};

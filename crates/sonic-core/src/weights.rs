@@ -1,0 +1,397 @@
+//! Loading `*.safetensors` weights into Burn modules.
+//!
+//! Module field names mirror the PyTorch (diffusers / transformers) parameter names, so a
+//! file key maps to a module path one to one; where a model needs it, a list of regex
+//! [`Remap`] rules rewrites file keys first. Before any tensor is applied, the file's header is
+//! checked against the module: every missing tensor, unexpected tensor and shape mismatch is
+//! reported in the file's own naming (PyTorch names and shapes: `weight`/`bias` for norms,
+//! `[out, in]` for linear weights) with the file path. Half-precision files
+//! (`*.fp16.safetensors`) are cast to the run dtype (`f32`) on load.
+
+use crate::error::{CoreError, Result};
+use burn::module::Module;
+use burn::store::{
+    BurnToPyTorchAdapter, ChainAdapter, FloatCastAdapter, KeyRemapper, ModuleSnapshot,
+    PyTorchToBurnAdapter, SafetensorsStore,
+};
+use burn::tensor::DType;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// A key rewrite rule applied to file keys before they are matched to module paths:
+/// a regex and its replacement (`$1` for capture groups).
+#[derive(Debug, Clone)]
+pub struct Remap {
+    /// The regex matched against each file key.
+    pub pattern: String,
+    /// The replacement.
+    pub replacement: String,
+}
+
+impl Remap {
+    /// A rule rewriting `pattern` to `replacement`.
+    pub fn new(pattern: impl Into<String>, replacement: impl Into<String>) -> Self {
+        Self {
+            pattern: pattern.into(),
+            replacement: replacement.into(),
+        }
+    }
+}
+
+/// Options for [`load_safetensors`].
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Key rewrites, applied in order to every file key.
+    pub remaps: Vec<Remap>,
+    /// Regexes of file keys that are known to be unused and are skipped silently
+    /// (e.g. `position_ids` buffers of older transformers checkpoints).
+    pub ignore: Vec<String>,
+}
+
+/// One entry of a safetensors header.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeaderEntry {
+    /// The dtype string (`F32`, `F16`, `BF16`, ...).
+    pub dtype: String,
+    /// The shape.
+    pub shape: Vec<usize>,
+}
+
+/// Reads only the JSON header of a safetensors file (name -> dtype, shape), validating the
+/// declared offsets against the file size so a truncated file is caught up front.
+pub fn read_safetensors_header(path: &Path) -> Result<BTreeMap<String, HeaderEntry>> {
+    let bad = |message: String| CoreError::WeightsFile {
+        path: path.to_path_buf(),
+        message,
+    };
+    if path.is_dir() {
+        return Err(CoreError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::IsADirectory, "is a directory"),
+        });
+    }
+    let mut file = std::fs::File::open(path).map_err(|source| CoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let file_len = file
+        .metadata()
+        .map_err(|source| CoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .len();
+    let mut len_bytes = [0u8; 8];
+    file.read_exact(&mut len_bytes)
+        .map_err(|_| bad("file is shorter than the 8-byte header length".into()))?;
+    let header_len = u64::from_le_bytes(len_bytes);
+    if header_len > 100_000_000 || header_len + 8 > file_len {
+        return Err(bad(format!(
+            "header length {header_len} does not fit a file of {file_len} bytes"
+        )));
+    }
+    let mut header = vec![0u8; header_len as usize];
+    file.read_exact(&mut header)
+        .map_err(|e| bad(format!("cannot read header: {e}")))?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&header).map_err(|e| bad(format!("header is not JSON: {e}")))?;
+    let obj = json
+        .as_object()
+        .ok_or_else(|| bad("header is not a JSON object".into()))?;
+    let data_len = file_len - 8 - header_len;
+    let mut out = BTreeMap::new();
+    for (name, entry) in obj {
+        if name == "__metadata__" {
+            continue;
+        }
+        let dtype = entry
+            .get("dtype")
+            .and_then(|d| d.as_str())
+            .ok_or_else(|| bad(format!("tensor `{name}` has no dtype")))?
+            .to_string();
+        let shape: Vec<usize> = entry
+            .get("shape")
+            .and_then(|s| s.as_array())
+            .ok_or_else(|| bad(format!("tensor `{name}` has no shape")))?
+            .iter()
+            .map(|v| v.as_u64().map(|x| x as usize))
+            .collect::<Option<_>>()
+            .ok_or_else(|| bad(format!("tensor `{name}` has a bad shape")))?;
+        let offsets = entry
+            .get("data_offsets")
+            .and_then(|s| s.as_array())
+            .and_then(|a| Some((a.first()?.as_u64()?, a.get(1)?.as_u64()?)))
+            .ok_or_else(|| bad(format!("tensor `{name}` has no data_offsets")))?;
+        if offsets.1 < offsets.0 || offsets.1 > data_len {
+            return Err(bad(format!(
+                "tensor `{name}` data [{}, {}) lies outside the {data_len} data bytes (truncated file?)",
+                offsets.0, offsets.1
+            )));
+        }
+        out.insert(name.clone(), HeaderEntry { dtype, shape });
+    }
+    Ok(out)
+}
+
+/// The tensors a module expects, in PyTorch naming and layout: path -> shape.
+pub fn expected_tensors<M: ModuleSnapshot>(module: &M) -> BTreeMap<String, Vec<usize>> {
+    module
+        .collect(None, Some(Box::new(BurnToPyTorchAdapter)), true)
+        .into_iter()
+        .map(|t| (t.name.clone(), t.shape.to_vec()))
+        .collect()
+}
+
+fn compile_remaps(remaps: &[Remap], origin: &Path) -> Result<Vec<(regex::Regex, String)>> {
+    remaps
+        .iter()
+        .map(|r| {
+            regex::Regex::new(&r.pattern)
+                .map(|re| (re, r.replacement.clone()))
+                .map_err(|e| CoreError::WeightsFile {
+                    path: origin.to_path_buf(),
+                    message: format!("bad remap pattern `{}`: {e}", r.pattern),
+                })
+        })
+        .collect()
+}
+
+fn apply_remaps(key: &str, remaps: &[(regex::Regex, String)]) -> String {
+    let mut k = key.to_string();
+    for (re, rep) in remaps {
+        k = re.replace_all(&k, rep.as_str()).into_owned();
+    }
+    k
+}
+
+/// Checks a file's tensors (name -> shape, already remapped to module paths) against a module's
+/// expected tensors, returning the first problem in a stable order: shape mismatches, then
+/// missing tensors, then unexpected ones.
+pub fn check_tensors(
+    path: &Path,
+    expected: &BTreeMap<String, Vec<usize>>,
+    found: &BTreeMap<String, Vec<usize>>,
+) -> Result<()> {
+    for (key, exp) in expected {
+        if let Some(f) = found.get(key)
+            && f != exp
+        {
+            return Err(CoreError::ShapeMismatch {
+                path: path.to_path_buf(),
+                key: key.clone(),
+                expected: exp.clone(),
+                found: f.clone(),
+            });
+        }
+    }
+    if let Some((key, exp)) = expected.iter().find(|(k, _)| !found.contains_key(*k)) {
+        return Err(CoreError::MissingTensor {
+            path: path.to_path_buf(),
+            key: key.clone(),
+            expected: exp.clone(),
+        });
+    }
+    if let Some((key, f)) = found.iter().find(|(k, _)| !expected.contains_key(*k)) {
+        return Err(CoreError::UnexpectedTensor {
+            path: path.to_path_buf(),
+            key: key.clone(),
+            found: f.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// Loads a safetensors file into `module` (which must mirror the file's PyTorch names), after
+/// checking names and shapes; float tensors of any precision are cast to `f32`.
+pub fn load_safetensors<M>(module: M, path: &Path, options: &LoadOptions) -> Result<M>
+where
+    M: Module + ModuleSnapshot,
+{
+    let header = read_safetensors_header(path)?;
+    let remaps = compile_remaps(&options.remaps, path)?;
+    let ignore: Vec<regex::Regex> = options
+        .ignore
+        .iter()
+        .map(|p| regex::Regex::new(p))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| CoreError::WeightsFile {
+            path: path.to_path_buf(),
+            message: format!("bad ignore pattern: {e}"),
+        })?;
+    let mut found = BTreeMap::new();
+    for (key, entry) in &header {
+        if ignore.iter().any(|re| re.is_match(key)) {
+            continue;
+        }
+        if !matches!(entry.dtype.as_str(), "F32" | "F16" | "BF16" | "F64") {
+            return Err(CoreError::UnsupportedDtype {
+                path: path.to_path_buf(),
+                key: key.clone(),
+                dtype: entry.dtype.clone(),
+            });
+        }
+        found.insert(apply_remaps(key, &remaps), entry.shape.clone());
+    }
+    let expected = expected_tensors(&module);
+    check_tensors(path, &expected, &found)?;
+
+    let mut remapper = KeyRemapper::new();
+    for r in &options.remaps {
+        remapper = remapper
+            .add_pattern(&r.pattern, r.replacement.clone())
+            .map_err(|e| CoreError::WeightsFile {
+                path: path.to_path_buf(),
+                message: format!("bad remap pattern `{}`: {e}", r.pattern),
+            })?;
+    }
+    let mut store = SafetensorsStore::from_file(path)
+        .remap(remapper)
+        .with_from_adapter(ChainAdapter::new(
+            PyTorchToBurnAdapter,
+            FloatCastAdapter::to(DType::F32),
+        ))
+        .allow_partial(true)
+        .validate(false);
+    let mut module = module;
+    let result = module
+        .load_from(&mut store)
+        .map_err(|e| CoreError::WeightsFile {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    if let Some(err) = result.errors.first() {
+        return Err(CoreError::WeightsFile {
+            path: path.to_path_buf(),
+            message: err.to_string(),
+        });
+    }
+    if let Some((missing, _)) = result.missing.first() {
+        return Err(CoreError::MissingTensor {
+            path: path.to_path_buf(),
+            key: missing.clone(),
+            expected: expected.get(missing).cloned().unwrap_or_default(),
+        });
+    }
+    tracing::debug!(
+        file = %path.display(),
+        applied = result.applied.len(),
+        "loaded weights"
+    );
+    Ok(module)
+}
+
+/// Picks the weights file of a diffusers component folder: `<stem>.safetensors`, or the
+/// `<stem>.fp16.safetensors` variant when `prefer_fp16` is set or the full-precision file is
+/// absent.
+pub fn find_weights(dir: &Path, stem: &str, prefer_fp16: bool) -> Result<PathBuf> {
+    let full = dir.join(format!("{stem}.safetensors"));
+    let half = dir.join(format!("{stem}.fp16.safetensors"));
+    let order = if prefer_fp16 {
+        [&half, &full]
+    } else {
+        [&full, &half]
+    };
+    for p in order {
+        if p.is_file() {
+            return Ok(p.clone());
+        }
+    }
+    Err(CoreError::Io {
+        path: full,
+        source: std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("no {stem}.safetensors or {stem}.fp16.safetensors in this folder"),
+        ),
+    })
+}
+
+/// Converts a safetensors tensor view of a float or integer dtype to `f32` values
+/// (`None` for dtypes that are not numbers).
+pub fn view_to_f32(view: &safetensors::tensor::TensorView<'_>) -> Option<Vec<f32>> {
+    use safetensors::Dtype;
+    let b = view.data();
+    let v = match view.dtype() {
+        Dtype::F32 => b
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F64 => b
+            .chunks_exact(8)
+            .map(|c| {
+                f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
+            })
+            .collect(),
+        Dtype::F16 => b
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => b
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::I64 => b
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
+            .collect(),
+        Dtype::I32 => b
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32)
+            .collect(),
+        _ => return None,
+    };
+    Some(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_reports_mismatch_missing_unexpected() {
+        let p = Path::new("m.safetensors");
+        let exp: BTreeMap<_, _> = [("a.weight".to_string(), vec![2, 3])].into();
+        let bad_shape: BTreeMap<_, _> = [("a.weight".to_string(), vec![3, 2])].into();
+        let e = check_tensors(p, &exp, &bad_shape).unwrap_err();
+        assert!(matches!(e, CoreError::ShapeMismatch { .. }));
+        let msg = e.to_string();
+        assert!(msg.contains("a.weight") && msg.contains("[2, 3]") && msg.contains("[3, 2]"));
+        let e = check_tensors(p, &exp, &BTreeMap::new()).unwrap_err();
+        assert!(matches!(e, CoreError::MissingTensor { .. }), "{e}");
+        let extra: BTreeMap<_, _> = [
+            ("a.weight".to_string(), vec![2, 3]),
+            ("b".to_string(), vec![1]),
+        ]
+        .into();
+        let e = check_tensors(p, &exp, &extra).unwrap_err();
+        assert!(matches!(e, CoreError::UnexpectedTensor { ref key, .. } if key == "b"));
+    }
+
+    #[test]
+    fn remaps_apply_in_order() {
+        let r = compile_remaps(
+            &[Remap::new(r"^text_model\.", ""), Remap::new(r"\.fc1\.", ".mlp_in.")],
+            Path::new("x"),
+        )
+        .unwrap();
+        assert_eq!(apply_remaps("text_model.a.fc1.weight", &r), "a.mlp_in.weight");
+    }
+
+    #[test]
+    fn truncated_header_is_reported() {
+        let dir = std::env::temp_dir().join(format!("sonic-core-w-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("trunc.safetensors");
+        let header = br#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#;
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header);
+        bytes.extend_from_slice(&[0u8; 8]);
+        std::fs::write(&p, &bytes).unwrap();
+        let e = read_safetensors_header(&p).unwrap_err();
+        assert!(matches!(e, CoreError::WeightsFile { .. }));
+        assert!(e.to_string().contains("trunc.safetensors"), "{e}");
+        std::fs::write(&p, b"abc").unwrap();
+        assert!(read_safetensors_header(&p).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,327 @@
+//! diffusers' noise schedulers on Burn, equal to diffusers to float32 rounding.
+//!
+//! - [`Scheduler`]: one object-safe trait for the sampling loop, implemented by
+//!   [`DdimScheduler`], [`DdimInverseScheduler`], [`PndmScheduler`] (PLMS),
+//!   [`EulerDiscreteScheduler`] and [`DpmSolverMultistepScheduler`] (DPM-Solver++ 2M);
+//! - [`scheduler_from_config`]: builds any of them from a diffusers config dict (a
+//!   `scheduler_config.json`) with diffusers' `from_config` semantics, so a DDIM config can
+//!   build an Euler scheduler; [`scheduler_by_name`] adds user-facing names such as
+//!   `euler-karras`;
+//! - [`DdpmSchedule`]: the training helpers `add_noise` / `get_velocity`;
+//! - [`parity`]: runs the reference fixtures' scheduler cases.
+//!
+//! Schedule tables (betas, ᾱ, sigmas, timesteps) are host vectors computed as diffusers
+//! computes them (float32 where diffusers uses float32 torch ops); the latent math uses Burn
+//! tensor ops, so it runs on any device. Steps are addressed by index into
+//! [`Scheduler::timesteps`], which avoids float comparisons of timesteps and handles PNDM's
+//! repeated timestep.
+//!
+//! Config values that would change the math in an unimplemented way are errors
+//! ([`SchedulerError::UnsupportedConfig`]) naming the key and value; nothing is silently
+//! ignored.
+//!
+//! ```
+//! use burn::tensor::{Device, Tensor};
+//! use sonic_schedulers::{Scheduler, scheduler_from_config};
+//! # fn main() -> Result<(), sonic_schedulers::SchedulerError> {
+//! let config = serde_json::json!({
+//!     "beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012,
+//!     "steps_offset": 1, "set_alpha_to_one": false, "clip_sample": false
+//! });
+//! // An SD 1.x DDIM config, used to build an Euler scheduler.
+//! let mut scheduler = scheduler_from_config("EulerDiscreteScheduler", &config)?;
+//! scheduler.set_timesteps(4)?;
+//! let device = Device::default();
+//! let mut x = Tensor::<4>::ones([1, 4, 8, 8], &device).mul_scalar(scheduler.init_noise_sigma());
+//! for i in 0..scheduler.timesteps().len() {
+//!     let input = scheduler.scale_model_input(x.clone(), i)?;
+//!     let eps = input.zeros_like(); // the UNet's output at timestep scheduler.timesteps()[i]
+//!     x = scheduler.step(eps, i, x)?;
+//! }
+//! assert_eq!(x.dims(), [1, 4, 8, 8]);
+//! # Ok(()) }
+//! ```
+
+mod common;
+pub mod config;
+pub mod ddim;
+pub mod ddpm;
+pub mod dpm;
+pub mod error;
+pub mod euler;
+pub mod json;
+pub mod parity;
+pub mod pndm;
+mod tables;
+
+pub use config::{
+    BetaConfig, BetaSchedule, FinalSigmasType, PredictionType, SchedulerKind, TimestepSpacing,
+};
+pub use ddim::{DdimConfig, DdimInverseConfig, DdimInverseScheduler, DdimScheduler};
+pub use ddpm::{DdpmConfig, DdpmSchedule};
+pub use dpm::{DpmSolverConfig, DpmSolverMultistepScheduler};
+pub use error::SchedulerError;
+pub use euler::{EulerConfig, EulerDiscreteScheduler};
+pub use json::{parse_python_json, read_python_json};
+pub use pndm::{PndmConfig, PndmScheduler};
+
+use burn::tensor::Tensor;
+use error::Result;
+use serde_json::Value;
+
+/// A diffusion sampling scheduler: the timestep schedule and the update rule of the
+/// sampling loop.
+///
+/// The loop is: [`set_timesteps`](Scheduler::set_timesteps)`(n)`; `x = noise *
+/// init_noise_sigma()`; for each index `i` of [`timesteps`](Scheduler::timesteps):
+/// `model_output = unet(scale_model_input(x, i), timesteps()[i])`, then
+/// `x = step(model_output, i, x)`.
+///
+/// Multistep schedulers (PNDM, DPM-Solver++) keep their history inside; stepping index 0
+/// starts a fresh loop, [`reset`](Scheduler::reset) and `set_timesteps` clear it, and other
+/// steps must follow each other in order.
+pub trait Scheduler: Send {
+    /// Which class this is.
+    fn kind(&self) -> SchedulerKind;
+
+    /// Sets the number of inference steps and computes the timestep schedule (clearing any
+    /// multistep history). Errors when `num_inference_steps` is 0 or more than the training
+    /// timesteps.
+    fn set_timesteps(&mut self, num_inference_steps: usize) -> Result<()>;
+
+    /// The timesteps to give the model, one per step, after `set_timesteps` (empty before).
+    /// Fractional with Euler Karras sigmas; PNDM's second timestep appears twice.
+    fn timesteps(&self) -> &[f64];
+
+    /// The standard deviation of the initial noise (1 except for Euler).
+    fn init_noise_sigma(&self) -> f64;
+
+    /// Scales the model input at step `step_index` (Euler divides by `sqrt(sigma² + 1)`; the
+    /// others return it unchanged).
+    fn scale_model_input(&self, sample: Tensor<4>, step_index: usize) -> Result<Tensor<4>>;
+
+    /// One sampling step at `step_index`: from the model output and the current sample, the
+    /// sample at the next timestep (diffusers' `prev_sample`).
+    fn step(
+        &mut self,
+        model_output: Tensor<4>,
+        step_index: usize,
+        sample: Tensor<4>,
+    ) -> Result<Tensor<4>>;
+
+    /// diffusers' class attribute `order` (1 for every class here; it counts model
+    /// evaluations per step for progress bars, not the solver order).
+    fn order(&self) -> usize;
+
+    /// Clears the multistep history (a no-op for single-step schedulers).
+    fn reset(&mut self);
+
+    /// ᾱ_t for every training timestep (float32 values, as diffusers computes them).
+    fn alphas_cumprod(&self) -> &[f64];
+
+    /// What the model predicts.
+    fn prediction_type(&self) -> PredictionType;
+
+    /// The number of training timesteps.
+    fn num_train_timesteps(&self) -> usize;
+}
+
+/// Builds scheduler `kind` from a diffusers config dict (diffusers' `from_config`: keys the
+/// class does not take are ignored, absent keys take the class's defaults).
+pub fn build_scheduler(kind: SchedulerKind, config: &Value) -> Result<Box<dyn Scheduler>> {
+    Ok(match kind {
+        SchedulerKind::Ddim => Box::new(DdimScheduler::from_json(config)?),
+        SchedulerKind::DdimInverse => Box::new(DdimInverseScheduler::from_json(config)?),
+        SchedulerKind::Pndm => Box::new(PndmScheduler::from_json(config)?),
+        SchedulerKind::EulerDiscrete => Box::new(EulerDiscreteScheduler::from_json(config)?),
+        SchedulerKind::DpmSolverMultistep => {
+            Box::new(DpmSolverMultistepScheduler::from_json(config)?)
+        }
+    })
+}
+
+/// Builds the scheduler class named `class` (a diffusers class name such as
+/// `"DDIMScheduler"`, or an alias accepted by [`SchedulerKind::from_name`]) from a diffusers
+/// config dict, which may be another class's config (diffusers' `from_config` semantics).
+pub fn scheduler_from_config(class: &str, config: &Value) -> Result<Box<dyn Scheduler>> {
+    build_scheduler(SchedulerKind::from_name(class)?, config)
+}
+
+/// Builds the scheduler a model's `scheduler_config.json` names in its `_class_name`.
+pub fn scheduler_from_model_config(config: &Value) -> Result<Box<dyn Scheduler>> {
+    let class = config
+        .get("_class_name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| SchedulerError::InvalidConfigValue {
+            class: "scheduler_config.json".into(),
+            key: "_class_name".into(),
+            value: config
+                .get("_class_name")
+                .map_or("absent".into(), |v| v.to_string()),
+            expected: "a scheduler class name string".into(),
+        })?;
+    scheduler_from_config(class, config)
+}
+
+/// The user-facing scheduler names of [`scheduler_by_name`].
+pub const SCHEDULER_NAMES: [&str; 8] = [
+    "ddim",
+    "ddim-inverse",
+    "pndm",
+    "euler",
+    "euler-karras",
+    "dpm++2m",
+    "dpm++2m-karras",
+    "model",
+];
+
+/// Builds a scheduler chosen by a user-facing name from a model's scheduler config:
+/// a class name or alias ([`SchedulerKind::from_name`]), optionally with a `-karras` suffix
+/// (Euler and DPM-Solver++: sets `use_karras_sigmas`), or `model` for the config's own
+/// `_class_name`. `pndm` / `plms` always set `skip_prk_steps = true` (PLMS, the only mode
+/// implemented, and what Stable Diffusion's PNDM configs use).
+pub fn scheduler_by_name(name: &str, model_config: &Value) -> Result<Box<dyn Scheduler>> {
+    let trimmed = name.trim();
+    if trimmed.eq_ignore_ascii_case("model") {
+        return scheduler_from_model_config(model_config);
+    }
+    let lower = trimmed.to_ascii_lowercase();
+    let (base, karras) = match lower
+        .strip_suffix("-karras")
+        .or_else(|| lower.strip_suffix("_karras"))
+    {
+        Some(b) => (b, true),
+        None => (lower.as_str(), false),
+    };
+    let kind = SchedulerKind::from_name(base).map_err(|_| SchedulerError::UnknownClass {
+        name: name.to_string(),
+        known: SCHEDULER_NAMES.join(", "),
+    })?;
+    let mut config = match model_config {
+        Value::Object(map) => map.clone(),
+        other => {
+            return Err(SchedulerError::ConfigNotObject {
+                class: kind.class_name().into(),
+                found: other.to_string(),
+            });
+        }
+    };
+    if karras {
+        if !matches!(
+            kind,
+            SchedulerKind::EulerDiscrete | SchedulerKind::DpmSolverMultistep
+        ) {
+            return Err(SchedulerError::UnknownClass {
+                name: name.to_string(),
+                known: SCHEDULER_NAMES.join(", "),
+            });
+        }
+        config.insert("use_karras_sigmas".into(), Value::Bool(true));
+    }
+    if kind == SchedulerKind::Pndm {
+        config.insert("skip_prk_steps".into(), Value::Bool(true));
+    }
+    build_scheduler(kind, &Value::Object(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sd1_ddim() -> Value {
+        json!({
+            "_class_name": "DDIMScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear",
+            "beta_start": 0.00085, "clip_sample": false, "num_train_timesteps": 1000,
+            "set_alpha_to_one": false, "steps_offset": 1, "thresholding": false,
+            "timestep_spacing": "leading", "prediction_type": "epsilon"
+        })
+    }
+
+    #[test]
+    fn any_class_builds_from_a_ddim_config() {
+        for kind in SchedulerKind::ALL {
+            let cfg = if kind == SchedulerKind::Pndm {
+                let mut c = sd1_ddim();
+                c["skip_prk_steps"] = json!(true);
+                c
+            } else {
+                sd1_ddim()
+            };
+            let mut s = build_scheduler(kind, &cfg).unwrap();
+            assert_eq!(s.kind(), kind);
+            s.set_timesteps(10).unwrap();
+            assert!(!s.timesteps().is_empty());
+        }
+    }
+
+    #[test]
+    fn names_select_karras_and_plms() {
+        let mut s = scheduler_by_name("Euler-Karras", &sd1_ddim()).unwrap();
+        assert_eq!(s.kind(), SchedulerKind::EulerDiscrete);
+        s.set_timesteps(15).unwrap();
+        // Karras timesteps are fractional.
+        assert!(s.timesteps().iter().any(|t| t.fract() != 0.0));
+        let mut p = scheduler_by_name("pndm", &sd1_ddim()).unwrap();
+        p.set_timesteps(10).unwrap();
+        assert_eq!(p.timesteps().len(), 11);
+        let m = scheduler_by_name("model", &sd1_ddim()).unwrap();
+        assert_eq!(m.kind(), SchedulerKind::Ddim);
+        let e = scheduler_by_name("ddim-karras", &sd1_ddim()).err().unwrap();
+        assert!(matches!(e, SchedulerError::UnknownClass { .. }));
+        let e = scheduler_by_name("heun", &sd1_ddim()).err().unwrap();
+        assert!(e.to_string().contains("euler-karras"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_typed_errors_naming_key_and_value() {
+        let cases = [
+            ("DDIMScheduler", json!({"beta_schedule": "cubic"}), "beta_schedule", "\"cubic\""),
+            ("DDIMScheduler", json!({"timestep_spacing": "random"}), "timestep_spacing", "\"random\""),
+            ("DDIMScheduler", json!({"prediction_type": "noise"}), "prediction_type", "\"noise\""),
+            ("DDIMScheduler", json!({"thresholding": true}), "thresholding", "true"),
+            ("EulerDiscreteScheduler", json!({"use_beta_sigmas": true}), "use_beta_sigmas", "true"),
+            ("PNDMScheduler", json!({"skip_prk_steps": false}), "skip_prk_steps", "false"),
+        ];
+        for (class, cfg, key, value) in cases {
+            let e = scheduler_from_config(class, &cfg).err().unwrap();
+            let msg = e.to_string();
+            match &e {
+                SchedulerError::UnsupportedConfig { key: k, value: v, class: c, .. } => {
+                    assert_eq!((k.as_str(), v.as_str(), c.as_str()), (key, value, class), "{msg}");
+                }
+                other => panic!("unexpected error {other}"),
+            }
+            assert!(msg.contains(key) && msg.contains(value), "{msg}");
+        }
+        let e = scheduler_from_config("DDIMScheduler", &json!({"beta_start": "small"}))
+            .err()
+            .unwrap();
+        assert!(
+            matches!(e, SchedulerError::InvalidConfigValue { ref key, .. } if key == "beta_start"),
+            "{e}"
+        );
+        let e = scheduler_from_config("DDIMScheduler", &json!({"clip_sample": 1})).err().unwrap();
+        assert!(e.to_string().contains("`clip_sample` = 1"), "{e}");
+        let e = scheduler_from_config("KDPM2", &json!({})).err().unwrap();
+        assert!(matches!(e, SchedulerError::UnknownClass { .. }));
+        let e = scheduler_from_model_config(&json!({"beta_start": 0.1})).err().unwrap();
+        assert!(e.to_string().contains("_class_name"), "{e}");
+    }
+
+    #[test]
+    fn stepping_before_set_timesteps_is_an_error() {
+        let device = burn::tensor::Device::default();
+        let x = Tensor::<4>::zeros([1, 1, 2, 2], &device);
+        for kind in SchedulerKind::ALL {
+            let cfg = json!({"skip_prk_steps": true});
+            let mut s = build_scheduler(kind, &cfg).unwrap();
+            let e = s.step(x.clone(), 0, x.clone()).err().unwrap();
+            assert!(matches!(e, SchedulerError::TimestepsNotSet { .. }), "{kind}: {e}");
+            s.set_timesteps(3).unwrap();
+            let len = s.timesteps().len();
+            let e = s.scale_model_input(x.clone(), len).err().unwrap();
+            assert!(matches!(e, SchedulerError::StepIndexOutOfRange { .. }), "{kind}: {e}");
+        }
+    }
+}
