@@ -6,6 +6,9 @@ pub enum ClipError {
     /// Files, configs and weights (names the file / key).
     #[error(transparent)]
     Core(#[from] sonic_core::CoreError),
+    /// The tokenizer failed (names the file or setting).
+    #[error(transparent)]
+    Tokenizer(#[from] crate::tokenizer::ClipTokenizerError),
     /// A token sequence is empty or longer than the position table.
     #[error("token sequence of length {found} does not fit the text encoder (1..={max})")]
     SequenceLength {

@@ -14,6 +14,7 @@
 //! ```
 
 pub mod error;
+pub mod parity;
 pub mod text_encoder;
 pub mod tokenizer;
 

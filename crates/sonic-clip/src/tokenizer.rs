@@ -54,7 +54,8 @@ pub const DEFAULT_BOS_TOKEN: &str = "<|startoftext|>";
 pub const DEFAULT_EOS_TOKEN: &str = "<|endoftext|>";
 
 /// The regex CLIP splits normalized text with before the byte-level BPE.
-const CLIP_PRETOKENIZER_REGEX: &str = r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
+const CLIP_PRETOKENIZER_REGEX: &str =
+    r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
 
 /// A `model_max_length` above this is transformers' "no limit" sentinel (`int(1e30)`).
 const MAX_SENSIBLE_LENGTH: u64 = 1_000_000;
@@ -235,21 +236,9 @@ impl ClipTokenizer {
         };
 
         let special = special_tokens(config.as_ref(), &config_path)?;
-        // transformers registers the configured special tokens as (non-normalized) added
-        // tokens: they are matched in the raw prompt and never split. For SD 2.x this makes
-        // every "!" of a prompt the pad token (id 0), exactly as in Python.
         let pad = special.pad.clone().or(json_pad);
-        let mut added: Vec<AddedToken> = Vec::new();
-        for token in [&special.bos, &special.eos, &special.unk]
-            .into_iter()
-            .chain(pad.as_ref())
-        {
-            if !added.iter().any(|a| &a.content == token) {
-                added.push(AddedToken::from(token.clone(), true));
-            }
-        }
-        tokenizer.add_special_tokens(&added);
-
+        // Every special token must already be in the vocabulary: a new id would lie outside
+        // the text encoder's embedding table.
         let id_of = |role: &'static str, token: &str| {
             tokenizer
                 .token_to_id(token)
@@ -266,6 +255,21 @@ impl ClipTokenizer {
             None => eos_id,
         };
         id_of("unk", &special.unk)?;
+
+        // transformers registers the configured special tokens as (non-normalized) added
+        // tokens: they are matched in the raw prompt and never split. For SD 2.x this makes
+        // every "!" of a prompt the pad token (id 0), exactly as in Python. The ids stay the
+        // vocabulary's, looked up above.
+        let mut added: Vec<AddedToken> = Vec::new();
+        for token in [&special.bos, &special.eos, &special.unk]
+            .into_iter()
+            .chain(pad.as_ref())
+        {
+            if !added.iter().any(|a| &a.content == token) {
+                added.push(AddedToken::from(token.clone(), true));
+            }
+        }
+        tokenizer.add_special_tokens(&added);
 
         Ok(Self {
             tokenizer,
@@ -556,8 +560,8 @@ fn special_tokens(config: Option<&Value>, path: &Path) -> Result<SpecialTokens> 
         },
         Some(v) => return Err(bad_length(v)),
     };
-    let eos = token_setting(config, "eos_token", path)?
-        .unwrap_or_else(|| DEFAULT_EOS_TOKEN.to_string());
+    let eos =
+        token_setting(config, "eos_token", path)?.unwrap_or_else(|| DEFAULT_EOS_TOKEN.to_string());
     Ok(SpecialTokens {
         max_length,
         bos: token_setting(config, "bos_token", path)?
@@ -579,7 +583,8 @@ mod tests {
         let s = special_tokens(None, p).unwrap();
         assert_eq!(s.max_length, 77);
         assert_eq!(s.pad, None);
-        let c = json!({"model_max_length": 1e30, "pad_token": {"content": "!"}, "bos_token": "<s>"});
+        let c =
+            json!({"model_max_length": 1e30, "pad_token": {"content": "!"}, "bos_token": "<s>"});
         let s = special_tokens(Some(&c), p).unwrap();
         assert_eq!(s.max_length, 77);
         assert_eq!(s.pad.as_deref(), Some("!"));
@@ -596,9 +601,8 @@ mod tests {
 
     #[test]
     fn malformed_merges_line_names_the_file() {
-        let dir = std::env::temp_dir().join(format!("sonic-clip-merges-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(MERGES_TXT);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(MERGES_TXT);
         std::fs::write(&path, "#version: 0.2\ni n\nbroken\n").unwrap();
         let err = read_merges(&path).unwrap_err();
         assert!(matches!(err, ClipTokenizerError::Parse { .. }));
@@ -606,6 +610,5 @@ mod tests {
         assert!(err.to_string().contains("line 3"));
         std::fs::write(&path, "#version: 0.2\ni n\nt h\n").unwrap();
         assert_eq!(read_merges(&path).unwrap().len(), 2);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

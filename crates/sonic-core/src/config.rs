@@ -27,6 +27,59 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
     })
 }
 
+/// Rewrites Python's non-standard JSON numbers (`NaN`, `Infinity`, `-Infinity`, as written
+/// by Python's `json` module, e.g. diffusers' `lambda_min_clipped: -Infinity`) outside string
+/// literals: infinities become `±1.7976931348623157e308` (`f64::MAX`) and `NaN` becomes `null`.
+pub fn sanitize_python_json(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+            rest = &rest[c.len_utf8()..];
+            continue;
+        }
+        let replaced = [
+            ("-Infinity", "-1.7976931348623157e308"),
+            ("Infinity", "1.7976931348623157e308"),
+            ("NaN", "null"),
+        ]
+        .iter()
+        .find(|(pat, _)| rest.starts_with(pat));
+        if let Some((pat, rep)) = replaced {
+            out.push_str(rep);
+            rest = &rest[pat.len()..];
+            continue;
+        }
+        if c == '"' {
+            in_string = true;
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
+/// Parses a JSON file that may contain Python's `NaN` / `Infinity` (see
+/// [`sanitize_python_json`]) into `T`.
+pub fn read_json_lenient<T: DeserializeOwned>(path: &Path) -> Result<T> {
+    let bytes = read_file(path)?;
+    let text = String::from_utf8_lossy(&bytes);
+    serde_json::from_str(&sanitize_python_json(&text)).map_err(|e| CoreError::Json {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
 /// Parses an in-memory JSON value into `T`; `origin` names where it came from in errors.
 pub fn from_value<T: DeserializeOwned>(value: &serde_json::Value, origin: &Path) -> Result<T> {
     T::deserialize(value).map_err(|e| CoreError::Json {
@@ -58,6 +111,16 @@ mod tests {
     struct Cfg {
         #[allow(dead_code)]
         a: u32,
+    }
+
+    #[test]
+    fn python_json_numbers_are_sanitized() {
+        let s = sanitize_python_json(r#"{"a": -Infinity, "b": "NaN \" x", "c": [NaN, Infinity]}"#);
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        assert_eq!(v["a"].as_f64(), Some(-f64::MAX));
+        assert_eq!(v["b"].as_str(), Some("NaN \" x"));
+        assert!(v["c"][0].is_null());
+        assert_eq!(v["c"][1].as_f64(), Some(f64::MAX));
     }
 
     #[test]

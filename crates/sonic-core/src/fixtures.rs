@@ -195,3 +195,86 @@ mod tests {
         assert!(c.max_rel.is_infinite());
     }
 }
+
+/// The outcome of one parity case: an id beginning with the cases.json section name, the
+/// measured error and the tolerance it must meet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaseResult {
+    /// `<section>.<case>...`, e.g. `text_encoder.0.last_hidden_state`.
+    pub id: String,
+    /// The measured error.
+    pub cmp: Comparison,
+    /// The tolerance on `max_rel`.
+    pub tol: f64,
+}
+
+impl CaseResult {
+    /// A result for `id`.
+    pub fn new(id: impl Into<String>, cmp: Comparison, tol: f64) -> Self {
+        Self {
+            id: id.into(),
+            cmp,
+            tol,
+        }
+    }
+
+    /// Whether `max_rel <= tol` (NaN fails).
+    pub fn passed(&self) -> bool {
+        self.cmp.max_rel <= self.tol
+    }
+}
+
+/// A fixture folder: its `cases.json` and its tensors.
+pub struct Fixture {
+    /// The folder (holding `reference/`, and model folders for SD fixtures).
+    pub dir: PathBuf,
+    /// The parsed `reference/cases.json`.
+    pub cases: serde_json::Value,
+    /// The tensors of `reference/tensors.safetensors`.
+    pub tensors: TensorFile,
+}
+
+impl Fixture {
+    /// Opens `<dir>/reference/cases.json` and `<dir>/reference/tensors.safetensors`.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let cases = crate::config::read_json_lenient(&dir.join("reference").join("cases.json"))?;
+        let tensors = TensorFile::open(&dir.join("reference").join("tensors.safetensors"))?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            cases,
+            tensors,
+        })
+    }
+
+    /// The cases.json section `name` (`None` when absent).
+    pub fn section(&self, name: &str) -> Option<&serde_json::Value> {
+        self.cases.get(name)
+    }
+
+    /// A string field of a case, or a [`CoreError::Json`] naming it.
+    pub fn str_field<'a>(&self, case: &'a serde_json::Value, key: &str) -> Result<&'a str> {
+        case.get(key)
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| self.schema_error(key))
+    }
+
+    /// A number field of a case, or a [`CoreError::Json`] naming it.
+    pub fn f64_field(&self, case: &serde_json::Value, key: &str) -> Result<f64> {
+        case.get(key)
+            .and_then(|v| v.as_f64())
+            .ok_or_else(|| self.schema_error(key))
+    }
+
+    /// The reference tensor named by the string field `key` of `case`.
+    pub fn tensor_of(&self, case: &serde_json::Value, key: &str) -> Result<&HostTensor> {
+        self.tensors.get(self.str_field(case, key)?)
+    }
+
+    /// An error saying `key` is missing or malformed in cases.json.
+    pub fn schema_error(&self, key: &str) -> CoreError {
+        CoreError::Json {
+            path: self.dir.join("reference").join("cases.json"),
+            message: format!("field `{key}` is missing or has the wrong type"),
+        }
+    }
+}

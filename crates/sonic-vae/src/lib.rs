@@ -1,1 +1,23 @@
-//! x
+//! Stable Diffusion's variational autoencoder (diffusers' `AutoencoderKL`): images in
+//! `[-1, 1]` to latent distributions (mean, log-variance) and latents back to images.
+//!
+//! ```no_run
+//! use sonic_vae::AutoencoderKL;
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let device = sonic_core::device::default_device()?;
+//! let vae = AutoencoderKL::from_dir(std::path::Path::new("sd/vae"), &device)?;
+//! let image = burn::tensor::Tensor::<4>::zeros([1, 3, 512, 512], &device);
+//! let dist = vae.encode(image)?;
+//! let latents = dist.mean.clone().mul_scalar(vae.scaling_factor());
+//! let decoded = vae.decode(latents.div_scalar(vae.scaling_factor()))?; // [1, 3, 512, 512]
+//! # Ok(()) }
+//! ```
+
+pub mod autoencoder_kl;
+pub mod config;
+pub mod error;
+pub mod parity;
+
+pub use autoencoder_kl::{AutoencoderKL, DiagonalGaussian};
+pub use config::VaeConfig;
+pub use error::VaeError;
