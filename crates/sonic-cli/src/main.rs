@@ -1,1 +1,52 @@
-fn main(){}
+//! The `sonic` command-line tool.
+
+mod parity;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// SonicDiffusion in Rust: turn sounds into pictures with a frozen Stable Diffusion.
+#[derive(Parser, Debug)]
+#[command(name = "sonic", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run every case of a reference fixture folder (`reference/cases.json`) and compare with
+    /// the PyTorch tensors: one line per case, `ok|FAIL|skip <case-id> max_abs=.. max_rel=.. tol=..`.
+    Parity {
+        /// The fixture folder (e.g. ../shared/fixtures/sd15-tiny).
+        dir: PathBuf,
+        /// Only these top-level sections (comma-separated, e.g. `text_encoder,vae`).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// The device: flex, ndarray, wgpu, wgpu-cpu, cuda[:N], metal.
+        #[arg(long, default_value = "flex")]
+        device: String,
+    },
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SONIC_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Parity { dir, only, device } => {
+            let device = sonic_core::device::parse_device(&device)?;
+            let summary = parity::run(&dir, &only, &device)?;
+            if summary.failed > 0 {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+    }
+}

@@ -372,7 +372,7 @@ impl Scheduler for DpmSolverMultistepScheduler {
             sample
                 .mul_scalar(sigma_t / sigma_s0)
                 .sub(m0.mul_scalar(phi))
-                .sub(d1.mul_scalar(0.5f32 * phi))
+                .sub(d1.mul_scalar(0.5001f32 * phi))
         };
         if self.lower_order_nums < cfg.solver_order {
             self.lower_order_nums += 1;
@@ -438,17 +438,18 @@ mod tests {
 
     #[test]
     fn lambda_min_clipped_shortens_the_schedule() {
-        let mut s = DpmSolverMultistepScheduler::from_json(&json!({"lambda_min_clipped": -5.1}))
+        let mut s = DpmSolverMultistepScheduler::from_json(&json!({"lambda_min_clipped": -3.0}))
             .unwrap();
         s.set_timesteps(10).unwrap();
-        let clipped_first = s.timesteps()[0];
+        let first = s.timesteps()[0] as usize;
         let mut plain = DpmSolverMultistepScheduler::from_json(&json!({})).unwrap();
         plain.set_timesteps(10).unwrap();
         assert_eq!(plain.timesteps()[0], 999.0);
-        assert!(clipped_first < 999.0, "{clipped_first}");
-        // Every kept timestep has log-SNR above the clip.
-        let t = clipped_first as usize;
-        assert!(s.lambda_t[t] as f64 >= -5.1 - 0.05);
+        assert!(first < 900, "{first}");
+        // The schedule starts at the last training timestep whose log-SNR is not below the
+        // clip.
+        assert!(s.lambda_t[first] as f64 >= -3.0, "{}", s.lambda_t[first]);
+        assert!((s.lambda_t[first + 1] as f64) < -3.0, "{}", s.lambda_t[first + 1]);
     }
 
     #[test]

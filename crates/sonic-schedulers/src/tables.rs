@@ -8,7 +8,9 @@
 use crate::config::{BetaConfig, BetaSchedule};
 
 /// `torch.linspace(start, end, n, dtype=torch.float32)` on the CPU: the step is computed in
-/// float32, the first half counts up from `start`, the second half down from `end`.
+/// float32, the first half counts up from `start`, the second half down from `end`, each value
+/// with one fused multiply-add (PyTorch's vectorised CPU build contracts `start + step * i`
+/// into an FMA; with it the fixtures' `alphas_cumprod` match bit for bit).
 pub(crate) fn torch_linspace_f32(start: f64, end: f64, n: usize) -> Vec<f32> {
     if n == 0 {
         return Vec::new();
@@ -23,9 +25,9 @@ pub(crate) fn torch_linspace_f32(start: f64, end: f64, n: usize) -> Vec<f32> {
     (0..n)
         .map(|i| {
             if i < halfway {
-                start + step * i as f32
+                step.mul_add(i as f32, start)
             } else {
-                end - step * (n - i - 1) as f32
+                (-step).mul_add((n - i - 1) as f32, end)
             }
         })
         .collect()
@@ -228,9 +230,10 @@ pub(crate) fn karras_sigmas(sigma_min: f64, sigma_max: f64, n: usize) -> Vec<f64
         .collect()
 }
 
-/// Natural log of float32 values in float32 (numpy's `np.log` of a float32 array).
+/// Natural log of float32 values, correctly rounded to float32 (numpy's `np.log` of a
+/// float32 array).
 pub(crate) fn ln_f32(values: &[f32]) -> Vec<f32> {
-    values.iter().map(|v| v.ln()).collect()
+    values.iter().map(|&v| (v as f64).ln() as f32).collect()
 }
 
 #[cfg(test)]
