@@ -252,6 +252,7 @@ where
             FloatCastAdapter::to(DType::F32),
         ))
         .allow_partial(true)
+        .skip_enum_variants(true)
         .validate(false);
     let mut module = module;
     let result = module

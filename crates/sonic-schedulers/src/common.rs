@@ -63,11 +63,15 @@ pub(crate) fn predict_x0_eps(
     let (sa, sb) = (alpha_t.sqrt(), beta_t.sqrt());
     match prediction {
         PredictionType::Epsilon => {
-            let x0 = sample.sub(model_output.clone().mul_scalar(sb)).div_scalar(sa);
+            let x0 = sample
+                .sub(model_output.clone().mul_scalar(sb))
+                .div_scalar(sa);
             (x0, model_output)
         }
         PredictionType::Sample => {
-            let eps = sample.sub(model_output.clone().mul_scalar(sa)).div_scalar(sb);
+            let eps = sample
+                .sub(model_output.clone().mul_scalar(sa))
+                .div_scalar(sb);
             (model_output, eps)
         }
         PredictionType::VPrediction => {

@@ -63,8 +63,13 @@ impl SchedulerKind {
             "eulerdiscretescheduler" | "euler" | "euler-discrete" | "euler_discrete" => {
                 SchedulerKind::EulerDiscrete
             }
-            "dpmsolvermultistepscheduler" | "dpm++2m" | "dpmpp2m" | "dpmpp_2m" | "dpm-solver++"
-            | "dpmsolver++" | "dpm-solver-multistep" => SchedulerKind::DpmSolverMultistep,
+            "dpmsolvermultistepscheduler"
+            | "dpm++2m"
+            | "dpmpp2m"
+            | "dpmpp_2m"
+            | "dpm-solver++"
+            | "dpmsolver++"
+            | "dpm-solver-multistep" => SchedulerKind::DpmSolverMultistep,
             _ => {
                 return Err(SchedulerError::UnknownClass {
                     name: name.to_string(),
@@ -169,6 +174,8 @@ pub enum FinalSigmasType {
 pub(crate) struct ConfigReader<'a> {
     class: &'static str,
     map: &'a Map<String, Value>,
+    /// Keys listed in `_use_default_values`: read as absent (diffusers' `extract_init_dict`).
+    used_defaults: Vec<&'a str>,
 }
 
 fn describe(value: &Value) -> String {
@@ -185,17 +192,33 @@ fn describe(value: &Value) -> String {
 fn json_text(value: &Value) -> String {
     let s = value.to_string();
     if s.len() > 80 {
-        format!("{}…", &s[..s.char_indices().nth(77).map_or(s.len(), |(i, _)| i)])
+        format!(
+            "{}…",
+            &s[..s.char_indices().nth(77).map_or(s.len(), |(i, _)| i)]
+        )
     } else {
         s
     }
 }
 
 impl<'a> ConfigReader<'a> {
-    /// Wraps a config value; it must be a JSON object.
+    /// Wraps a config value; it must be a JSON object. Keys named in its `_use_default_values`
+    /// (present in configs diffusers built in memory) are read as absent, so that they take
+    /// the target class's defaults, as in diffusers' `from_config`.
     pub(crate) fn new(class: &'static str, config: &'a Value) -> Result<Self> {
         match config {
-            Value::Object(map) => Ok(Self { class, map }),
+            Value::Object(map) => {
+                let used_defaults = map
+                    .get("_use_default_values")
+                    .and_then(Value::as_array)
+                    .map(|keys| keys.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                Ok(Self {
+                    class,
+                    map,
+                    used_defaults,
+                })
+            }
             other => Err(SchedulerError::ConfigNotObject {
                 class: class.to_string(),
                 found: describe(other),
@@ -224,6 +247,9 @@ impl<'a> ConfigReader<'a> {
     }
 
     fn get(&self, key: &str) -> Option<&'a Value> {
+        if self.used_defaults.contains(&key) {
+            return None;
+        }
         self.map.get(key)
     }
 
@@ -297,7 +323,9 @@ impl<'a> ConfigReader<'a> {
                 .map(|x| lenient_f64(x).filter(|f| f.is_finite()))
                 .collect::<Option<Vec<f64>>>()
                 .map(Some)
-                .ok_or_else(|| self.invalid(key, &Value::Array(items.clone()), "a list of numbers")),
+                .ok_or_else(|| {
+                    self.invalid(key, &Value::Array(items.clone()), "a list of numbers")
+                }),
             Some(v) => Err(self.invalid(key, v, "a list of numbers or null")),
         }
     }
@@ -329,7 +357,11 @@ pub struct BetaConfig {
 impl BetaConfig {
     /// Reads the shared keys. `allow_sigmoid` admits `beta_schedule = "sigmoid"` (DDPM only);
     /// `takes_rescale` tells whether the class takes `rescale_betas_zero_snr`.
-    pub(crate) fn read(r: &ConfigReader<'_>, allow_sigmoid: bool, takes_rescale: bool) -> Result<Self> {
+    pub(crate) fn read(
+        r: &ConfigReader<'_>,
+        allow_sigmoid: bool,
+        takes_rescale: bool,
+    ) -> Result<Self> {
         let num_train_timesteps = r.usize("num_train_timesteps", 1000)?;
         if num_train_timesteps < 2 {
             return Err(r.invalid(
@@ -342,18 +374,19 @@ impl BetaConfig {
         let beta_end = r.f64("beta_end", 0.02)?;
         for (key, v) in [("beta_start", beta_start), ("beta_end", beta_end)] {
             if !v.is_finite() || v < 0.0 {
-                return Err(r.invalid(key, &Value::from(v.to_string()), "a finite non-negative number"));
+                let raw = r.raw(key).cloned().unwrap_or(Value::Null);
+                return Err(r.invalid(key, &raw, "a finite non-negative number"));
             }
         }
         let trained_betas = r.opt_f64_list("trained_betas")?;
-        if let Some(tb) = &trained_betas {
-            if tb.len() != num_train_timesteps {
-                return Err(r.invalid(
-                    "trained_betas",
-                    &Value::from(format!("a list of {} numbers", tb.len())),
-                    &format!("one beta per training timestep ({num_train_timesteps})"),
-                ));
-            }
+        if let Some(tb) = &trained_betas
+            && tb.len() != num_train_timesteps
+        {
+            return Err(r.invalid(
+                "trained_betas",
+                &Value::from(format!("a list of {} numbers", tb.len())),
+                &format!("one beta per training timestep ({num_train_timesteps})"),
+            ));
         }
         let (name, raw) = r.string("beta_schedule", "linear")?;
         let beta_schedule = match name.as_str() {
@@ -447,7 +480,11 @@ pub(crate) fn read_spacing(
             &format!(
                 "{} supports: {}",
                 r.class(),
-                allowed.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                allowed
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         )),
     }
@@ -498,8 +535,14 @@ mod tests {
         for k in SchedulerKind::ALL {
             assert_eq!(SchedulerKind::from_name(k.class_name()).unwrap(), k);
         }
-        assert_eq!(SchedulerKind::from_name("DPM++2M").unwrap(), SchedulerKind::DpmSolverMultistep);
-        assert_eq!(SchedulerKind::from_name("plms").unwrap(), SchedulerKind::Pndm);
+        assert_eq!(
+            SchedulerKind::from_name("DPM++2M").unwrap(),
+            SchedulerKind::DpmSolverMultistep
+        );
+        assert_eq!(
+            SchedulerKind::from_name("plms").unwrap(),
+            SchedulerKind::Pndm
+        );
         let e = SchedulerKind::from_name("LMSDiscreteScheduler").unwrap_err();
         assert!(matches!(e, SchedulerError::UnknownClass { .. }));
         assert!(e.to_string().contains("LMSDiscreteScheduler"), "{e}");
@@ -518,7 +561,16 @@ mod tests {
         assert!(r.bool("absent", true).unwrap());
         let e = r.opt_f64_list("l").unwrap_err();
         assert!(matches!(e, SchedulerError::InvalidConfigValue { ref key, .. } if key == "l"));
-        let e = ConfigReader::new("DDIMScheduler", &json!([1, 2])).err().unwrap();
+        let cfg =
+            json!({"timestep_spacing": "leading", "_use_default_values": ["timestep_spacing"]});
+        let r = ConfigReader::new("EulerDiscreteScheduler", &cfg).unwrap();
+        assert_eq!(
+            r.string("timestep_spacing", "linspace").unwrap().0,
+            "linspace"
+        );
+        let e = ConfigReader::new("DDIMScheduler", &json!([1, 2]))
+            .err()
+            .unwrap();
         assert!(matches!(e, SchedulerError::ConfigNotObject { .. }));
     }
 }

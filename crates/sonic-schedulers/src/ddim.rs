@@ -195,7 +195,11 @@ impl Scheduler for DdimScheduler {
         );
         self.timesteps = to_f64(&ts);
         self.num_inference_steps = num_inference_steps;
-        tracing::debug!(class = "DDIMScheduler", steps = num_inference_steps, "set_timesteps");
+        tracing::debug!(
+            class = "DDIMScheduler",
+            steps = num_inference_steps,
+            "set_timesteps"
+        );
         Ok(())
     }
 
@@ -422,8 +426,10 @@ mod tests {
             "{e}"
         );
         assert!(e.to_string().contains("leading, trailing"), "{e}");
-        let c = DdimInverseConfig::from_json(&json!({"set_alpha_to_one": true, "set_alpha_to_zero": false}))
-            .unwrap();
+        let c = DdimInverseConfig::from_json(
+            &json!({"set_alpha_to_one": true, "set_alpha_to_zero": false}),
+        )
+        .unwrap();
         assert!(!c.set_alpha_to_one);
     }
 
@@ -431,8 +437,18 @@ mod tests {
     fn too_many_steps_is_an_error() {
         let mut s = DdimScheduler::from_json(&json!({})).unwrap();
         let e = s.set_timesteps(1001).unwrap_err();
-        assert!(matches!(e, SchedulerError::InvalidStepCount { steps: 1001, max: 1000, .. }));
+        assert!(matches!(
+            e,
+            SchedulerError::InvalidStepCount {
+                steps: 1001,
+                max: 1000,
+                ..
+            }
+        ));
         let e = s.set_timesteps(0).unwrap_err();
-        assert!(matches!(e, SchedulerError::InvalidStepCount { steps: 0, .. }));
+        assert!(matches!(
+            e,
+            SchedulerError::InvalidStepCount { steps: 0, .. }
+        ));
     }
 }

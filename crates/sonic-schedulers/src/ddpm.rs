@@ -77,7 +77,11 @@ impl DdpmSchedule {
 
     /// Per-batch-element `(sqrt(ᾱ_t), sqrt(1 - ᾱ_t))` as `[B, 1, 1, 1]` tensors on the
     /// device and in the dtype of `like`.
-    fn coefficients(&self, like: &Tensor<4>, timesteps: &[usize]) -> Result<(Tensor<4>, Tensor<4>)> {
+    fn coefficients(
+        &self,
+        like: &Tensor<4>,
+        timesteps: &[usize],
+    ) -> Result<(Tensor<4>, Tensor<4>)> {
         let dims = like.dims();
         if timesteps.len() != dims[0] {
             return Err(SchedulerError::ShapeMismatch {
@@ -101,22 +105,30 @@ impl DdpmSchedule {
         }
         let shape = [timesteps.len(), 1, 1, 1];
         let options = TensorCreationOptions::new(like.device()).with_dtype(like.dtype());
-        let make = |v: Vec<f32>| {
-            Tensor::<4>::from_data(TensorData::new(v, shape), options.clone())
-        };
+        let make = |v: Vec<f32>| Tensor::<4>::from_data(TensorData::new(v, shape), options.clone());
         Ok((make(sqrt_alpha), make(sqrt_one_minus)))
     }
 
     /// The forward process: `sqrt(ᾱ_t) · clean + sqrt(1 - ᾱ_t) · noise`, with `timesteps[b]`
     /// for batch element `b`.
-    pub fn add_noise(&self, clean: Tensor<4>, noise: Tensor<4>, timesteps: &[usize]) -> Result<Tensor<4>> {
+    pub fn add_noise(
+        &self,
+        clean: Tensor<4>,
+        noise: Tensor<4>,
+        timesteps: &[usize],
+    ) -> Result<Tensor<4>> {
         crate::common::check_same_shape("noise vs clean", &clean, &noise)?;
         let (a, s) = self.coefficients(&clean, timesteps)?;
         Ok(a.mul(clean).add(s.mul(noise)))
     }
 
     /// The v-prediction target: `sqrt(ᾱ_t) · noise - sqrt(1 - ᾱ_t) · sample`.
-    pub fn get_velocity(&self, sample: Tensor<4>, noise: Tensor<4>, timesteps: &[usize]) -> Result<Tensor<4>> {
+    pub fn get_velocity(
+        &self,
+        sample: Tensor<4>,
+        noise: Tensor<4>,
+        timesteps: &[usize],
+    ) -> Result<Tensor<4>> {
         crate::common::check_same_shape("noise vs sample", &sample, &noise)?;
         let (a, s) = self.coefficients(&sample, timesteps)?;
         Ok(a.mul(noise).sub(s.mul(sample)))
@@ -124,7 +136,12 @@ impl DdpmSchedule {
 
     /// The training target for the configured prediction type: the noise (epsilon), the
     /// velocity (v_prediction) or the clean sample (sample).
-    pub fn training_target(&self, clean: Tensor<4>, noise: Tensor<4>, timesteps: &[usize]) -> Result<Tensor<4>> {
+    pub fn training_target(
+        &self,
+        clean: Tensor<4>,
+        noise: Tensor<4>,
+        timesteps: &[usize],
+    ) -> Result<Tensor<4>> {
         match self.config.prediction_type {
             PredictionType::Epsilon => {
                 crate::common::check_same_shape("noise vs clean", &clean, &noise)?;
@@ -152,7 +169,10 @@ mod tests {
         let e = s.add_noise(x.clone(), x.clone(), &[1]).unwrap_err();
         assert!(matches!(e, SchedulerError::ShapeMismatch { .. }), "{e}");
         let e = s.add_noise(x.clone(), x.clone(), &[1, 1000]).unwrap_err();
-        assert!(matches!(e, SchedulerError::TimestepOutOfRange { timestep: 1000, .. }), "{e}");
+        assert!(
+            matches!(e, SchedulerError::TimestepOutOfRange { timestep: 1000, .. }),
+            "{e}"
+        );
         // t = 0 keeps almost all of the signal: sqrt(1 - 1e-4) + sqrt(1e-4).
         let y = s.add_noise(x.clone(), x, &[0, 0]).unwrap();
         let v = sonic_core::fixtures::to_host(&y).unwrap();
@@ -163,7 +183,10 @@ mod tests {
     #[test]
     fn sigmoid_schedule_is_allowed_for_ddpm_only() {
         assert!(DdpmSchedule::from_json(&json!({"beta_schedule": "sigmoid"})).is_ok());
-        let e = crate::ddim::DdimConfig::from_json(&json!({"beta_schedule": "sigmoid"})).unwrap_err();
-        assert!(matches!(e, SchedulerError::UnsupportedConfig { ref key, .. } if key == "beta_schedule"));
+        let e =
+            crate::ddim::DdimConfig::from_json(&json!({"beta_schedule": "sigmoid"})).unwrap_err();
+        assert!(
+            matches!(e, SchedulerError::UnsupportedConfig { ref key, .. } if key == "beta_schedule")
+        );
     }
 }

@@ -75,9 +75,21 @@ impl DpmSolverConfig {
                  midpoint, as diffusers does)",
             ));
         }
-        reject_true(&r, "thresholding", "dynamic thresholding is not implemented")?;
-        reject_true(&r, "use_lu_lambdas", "Lu's lambda spacing is not implemented")?;
-        reject_true(&r, "use_flow_sigmas", "flow-matching sigmas are not implemented")?;
+        reject_true(
+            &r,
+            "thresholding",
+            "dynamic thresholding is not implemented",
+        )?;
+        reject_true(
+            &r,
+            "use_lu_lambdas",
+            "Lu's lambda spacing is not implemented",
+        )?;
+        reject_true(
+            &r,
+            "use_flow_sigmas",
+            "flow-matching sigmas are not implemented",
+        )?;
         if let Some(v) = r.raw("variance_type") {
             return Err(r.unsupported(
                 "variance_type",
@@ -153,10 +165,10 @@ impl DpmSolverMultistepScheduler {
     /// Builds the scheduler from its typed config.
     pub fn new(config: DpmSolverConfig) -> Self {
         let mut ac = alphas_cumprod_f32(&config.betas);
-        if config.betas.rescale_betas_zero_snr {
-            if let Some(last) = ac.last_mut() {
-                *last = 2f32.powi(-24);
-            }
+        if config.betas.rescale_betas_zero_snr
+            && let Some(last) = ac.last_mut()
+        {
+            *last = 2f32.powi(-24);
         }
         let train_sigmas = train_sigmas_f32(&ac);
         let log_sigmas = ln_f32(&train_sigmas);
@@ -273,7 +285,11 @@ impl Scheduler for DpmSolverMultistepScheduler {
                 .map(|&s| {
                     let t = sigma_to_t(s, &self.log_sigmas);
                     // Rounded, except for squaredcos_cap_v2 where the int64 cast truncates.
-                    if squaredcos { t.trunc() as i64 } else { np_round(t) as i64 }
+                    if squaredcos {
+                        t.trunc() as i64
+                    } else {
+                        np_round(t) as i64
+                    }
                 })
                 .collect();
             sigmas
@@ -295,7 +311,11 @@ impl Scheduler for DpmSolverMultistepScheduler {
         self.sigmas = sigmas32;
         self.timesteps = timesteps.iter().map(|&t| t as f64).collect();
         self.reset();
-        tracing::debug!(class = "DPMSolverMultistepScheduler", steps = n, "set_timesteps");
+        tracing::debug!(
+            class = "DPMSolverMultistepScheduler",
+            steps = n,
+            "set_timesteps"
+        );
         Ok(())
     }
 
@@ -329,14 +349,14 @@ impl Scheduler for DpmSolverMultistepScheduler {
         check_same_shape("model_output vs sample", &sample, &model_output)?;
         if step_index == 0 {
             self.reset();
-        } else if let Some(last) = self.last_index {
-            if step_index != last + 1 {
-                return Err(SchedulerError::StepOutOfOrder {
-                    class: class.to_string(),
-                    expected: last + 1,
-                    got: step_index,
-                });
-            }
+        } else if let Some(last) = self.last_index
+            && step_index != last + 1
+        {
+            return Err(SchedulerError::StepOutOfOrder {
+                class: class.to_string(),
+                expected: last + 1,
+                got: step_index,
+            });
         }
         let cfg = &self.config;
         let lower_order_final = step_index == len - 1
@@ -356,11 +376,12 @@ impl Scheduler for DpmSolverMultistepScheduler {
         let h = lambda_t - lambda_s0;
         let phi = alpha_t * ((-h).exp() - 1.0);
 
-        let first_order =
-            cfg.solver_order == 1 || self.lower_order_nums < 1 || lower_order_final;
+        let first_order = cfg.solver_order == 1 || self.lower_order_nums < 1 || lower_order_final;
         let prev = if first_order || self.model_outputs.len() < 2 || step_index == 0 {
             // x_t = (sigma_t / sigma_s) x - alpha_t (e^{-h} - 1) x0
-            sample.mul_scalar(sigma_t / sigma_s0).sub(x0.mul_scalar(phi))
+            sample
+                .mul_scalar(sigma_t / sigma_s0)
+                .sub(x0.mul_scalar(phi))
         } else {
             let (alpha_s1, sigma_s1) = alpha_sigma(self.sigmas[step_index - 1]);
             let lambda_s1 = lambda(alpha_s1, sigma_s1);
@@ -372,7 +393,7 @@ impl Scheduler for DpmSolverMultistepScheduler {
             sample
                 .mul_scalar(sigma_t / sigma_s0)
                 .sub(m0.mul_scalar(phi))
-                .sub(d1.mul_scalar(0.5001f32 * phi))
+                .sub(d1.mul_scalar(0.5f32 * phi))
         };
         if self.lower_order_nums < cfg.solver_order {
             self.lower_order_nums += 1;
@@ -412,19 +433,40 @@ mod tests {
     #[test]
     fn unsupported_dpm_variants_name_key_and_value() {
         let cases = [
-            (json!({"algorithm_type": "sde-dpmsolver++"}), "algorithm_type", "\"sde-dpmsolver++\""),
+            (
+                json!({"algorithm_type": "sde-dpmsolver++"}),
+                "algorithm_type",
+                "\"sde-dpmsolver++\"",
+            ),
             (json!({"solver_type": "heun"}), "solver_type", "\"heun\""),
             (json!({"solver_order": 3}), "solver_order", "3"),
             (json!({"thresholding": true}), "thresholding", "true"),
             (json!({"use_lu_lambdas": true}), "use_lu_lambdas", "true"),
-            (json!({"variance_type": "learned_range"}), "variance_type", "\"learned_range\""),
-            (json!({"prediction_type": "flow_prediction"}), "prediction_type", "\"flow_prediction\""),
-            (json!({"final_sigmas_type": "denoise"}), "final_sigmas_type", "\"denoise\""),
+            (
+                json!({"variance_type": "learned_range"}),
+                "variance_type",
+                "\"learned_range\"",
+            ),
+            (
+                json!({"prediction_type": "flow_prediction"}),
+                "prediction_type",
+                "\"flow_prediction\"",
+            ),
+            (
+                json!({"final_sigmas_type": "denoise"}),
+                "final_sigmas_type",
+                "\"denoise\"",
+            ),
         ];
         for (cfg, key, value) in cases {
             let e = DpmSolverConfig::from_json(&cfg).unwrap_err();
             match &e {
-                SchedulerError::UnsupportedConfig { key: k, value: v, class, .. } => {
+                SchedulerError::UnsupportedConfig {
+                    key: k,
+                    value: v,
+                    class,
+                    ..
+                } => {
                     assert_eq!(k, key);
                     assert_eq!(v, value);
                     assert_eq!(class, "DPMSolverMultistepScheduler");
@@ -433,13 +475,16 @@ mod tests {
             }
         }
         // deis and bh2 are read as dpmsolver++ / midpoint, as diffusers does.
-        assert!(DpmSolverConfig::from_json(&json!({"algorithm_type": "deis", "solver_type": "bh2"})).is_ok());
+        assert!(
+            DpmSolverConfig::from_json(&json!({"algorithm_type": "deis", "solver_type": "bh2"}))
+                .is_ok()
+        );
     }
 
     #[test]
     fn lambda_min_clipped_shortens_the_schedule() {
-        let mut s = DpmSolverMultistepScheduler::from_json(&json!({"lambda_min_clipped": -3.0}))
-            .unwrap();
+        let mut s =
+            DpmSolverMultistepScheduler::from_json(&json!({"lambda_min_clipped": -3.0})).unwrap();
         s.set_timesteps(10).unwrap();
         let first = s.timesteps()[0] as usize;
         let mut plain = DpmSolverMultistepScheduler::from_json(&json!({})).unwrap();
@@ -449,7 +494,11 @@ mod tests {
         // The schedule starts at the last training timestep whose log-SNR is not below the
         // clip.
         assert!(s.lambda_t[first] as f64 >= -3.0, "{}", s.lambda_t[first]);
-        assert!((s.lambda_t[first + 1] as f64) < -3.0, "{}", s.lambda_t[first + 1]);
+        assert!(
+            (s.lambda_t[first + 1] as f64) < -3.0,
+            "{}",
+            s.lambda_t[first + 1]
+        );
     }
 
     #[test]
@@ -460,6 +509,16 @@ mod tests {
         let x = Tensor::<4>::ones([1, 1, 2, 2], &device);
         let x = s.step(x.clone(), 0, x).unwrap();
         let e = s.step(x.clone(), 2, x).unwrap_err();
-        assert!(matches!(e, SchedulerError::StepOutOfOrder { expected: 1, got: 2, .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                SchedulerError::StepOutOfOrder {
+                    expected: 1,
+                    got: 2,
+                    ..
+                }
+            ),
+            "{e}"
+        );
     }
 }

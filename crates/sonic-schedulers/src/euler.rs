@@ -43,8 +43,10 @@ impl EulerConfig {
     /// is rejected with v-prediction (where it changes the timesteps).
     pub fn from_json(config: &Value) -> Result<Self> {
         let r = ConfigReader::new(SchedulerKind::EulerDiscrete.class_name(), config)?;
-        let prediction_type =
-            read_prediction_type(&r, &["epsilon", "v_prediction", "sample", "original_sample"])?;
+        let prediction_type = read_prediction_type(
+            &r,
+            &["epsilon", "v_prediction", "sample", "original_sample"],
+        )?;
         let (interp, raw) = r.string("interpolation_type", "linear")?;
         if interp != "linear" {
             return Err(r.unsupported(
@@ -65,7 +67,11 @@ impl EulerConfig {
                 ));
             }
             _ => {
-                return Err(r.unsupported("timestep_type", &raw, "supported: discrete, continuous"));
+                return Err(r.unsupported(
+                    "timestep_type",
+                    &raw,
+                    "supported: discrete, continuous",
+                ));
             }
         }
         let use_karras_sigmas = read_sigma_switches(&r)?;
@@ -113,10 +119,10 @@ impl EulerDiscreteScheduler {
     /// Builds the scheduler from its typed config.
     pub fn new(config: EulerConfig) -> Self {
         let mut ac = alphas_cumprod_f32(&config.betas);
-        if config.betas.rescale_betas_zero_snr {
-            if let Some(last) = ac.last_mut() {
-                *last = 2f32.powi(-24);
-            }
+        if config.betas.rescale_betas_zero_snr
+            && let Some(last) = ac.last_mut()
+        {
+            *last = 2f32.powi(-24);
         }
         let train_sigmas = train_sigmas_f32(&ac);
         let log_sigmas = ln_f32(&train_sigmas);
@@ -229,7 +235,11 @@ impl Scheduler for EulerDiscreteScheduler {
     /// The largest sigma (linspace / trailing spacing) or `sqrt(max sigma² + 1)` (leading),
     /// in float32 as diffusers computes it.
     fn init_noise_sigma(&self) -> f64 {
-        let max = self.sigmas.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let max = self
+            .sigmas
+            .iter()
+            .copied()
+            .fold(f32::NEG_INFINITY, f32::max);
         match self.config.timestep_spacing {
             TimestepSpacing::Linspace | TimestepSpacing::Trailing => max as f64,
             TimestepSpacing::Leading => (max * max + 1.0).sqrt() as f64,
@@ -309,7 +319,11 @@ mod tests {
             );
         }
         let e = EulerConfig::from_json(&json!({"interpolation_type": "log_linear"})).unwrap_err();
-        assert!(e.to_string().contains("`interpolation_type` = \"log_linear\""), "{e}");
+        assert!(
+            e.to_string()
+                .contains("`interpolation_type` = \"log_linear\""),
+            "{e}"
+        );
         let e = EulerConfig::from_json(&json!({"final_sigmas_type": "max"})).unwrap_err();
         assert!(e.to_string().contains("final_sigmas_type"), "{e}");
         let e = EulerConfig::from_json(
@@ -321,8 +335,8 @@ mod tests {
 
     #[test]
     fn sigma_min_final_sigma_is_the_smallest_training_sigma() {
-        let mut s = EulerDiscreteScheduler::from_json(&json!({"final_sigmas_type": "sigma_min"}))
-            .unwrap();
+        let mut s =
+            EulerDiscreteScheduler::from_json(&json!({"final_sigmas_type": "sigma_min"})).unwrap();
         s.set_timesteps(10).unwrap();
         assert_eq!(s.sigmas().len(), 11);
         assert_eq!(s.sigmas()[10], s.train_sigmas[0]);

@@ -42,6 +42,8 @@
 //! # Ok(()) }
 //! ```
 
+#![warn(missing_docs)]
+
 mod common;
 pub mod config;
 pub mod ddim;
@@ -276,19 +278,58 @@ mod tests {
     #[test]
     fn bad_values_are_typed_errors_naming_key_and_value() {
         let cases = [
-            ("DDIMScheduler", json!({"beta_schedule": "cubic"}), "beta_schedule", "\"cubic\""),
-            ("DDIMScheduler", json!({"timestep_spacing": "random"}), "timestep_spacing", "\"random\""),
-            ("DDIMScheduler", json!({"prediction_type": "noise"}), "prediction_type", "\"noise\""),
-            ("DDIMScheduler", json!({"thresholding": true}), "thresholding", "true"),
-            ("EulerDiscreteScheduler", json!({"use_beta_sigmas": true}), "use_beta_sigmas", "true"),
-            ("PNDMScheduler", json!({"skip_prk_steps": false}), "skip_prk_steps", "false"),
+            (
+                "DDIMScheduler",
+                json!({"beta_schedule": "cubic"}),
+                "beta_schedule",
+                "\"cubic\"",
+            ),
+            (
+                "DDIMScheduler",
+                json!({"timestep_spacing": "random"}),
+                "timestep_spacing",
+                "\"random\"",
+            ),
+            (
+                "DDIMScheduler",
+                json!({"prediction_type": "noise"}),
+                "prediction_type",
+                "\"noise\"",
+            ),
+            (
+                "DDIMScheduler",
+                json!({"thresholding": true}),
+                "thresholding",
+                "true",
+            ),
+            (
+                "EulerDiscreteScheduler",
+                json!({"use_beta_sigmas": true}),
+                "use_beta_sigmas",
+                "true",
+            ),
+            (
+                "PNDMScheduler",
+                json!({"skip_prk_steps": false}),
+                "skip_prk_steps",
+                "false",
+            ),
         ];
         for (class, cfg, key, value) in cases {
             let e = scheduler_from_config(class, &cfg).err().unwrap();
             let msg = e.to_string();
             match &e {
-                SchedulerError::UnsupportedConfig { key: k, value: v, class: c, .. } => {
-                    assert_eq!((k.as_str(), v.as_str(), c.as_str()), (key, value, class), "{msg}");
+                SchedulerError::UnsupportedConfig {
+                    key: k,
+                    value: v,
+                    class: c,
+                    ..
+                } => {
+                    assert_eq!(
+                        (k.as_str(), v.as_str(), c.as_str()),
+                        (key, value, class),
+                        "{msg}"
+                    );
                 }
                 other => panic!("unexpected error {other}"),
             }
@@ -301,11 +342,15 @@ mod tests {
             matches!(e, SchedulerError::InvalidConfigValue { ref key, .. } if key == "beta_start"),
             "{e}"
         );
-        let e = scheduler_from_config("DDIMScheduler", &json!({"clip_sample": 1})).err().unwrap();
+        let e = scheduler_from_config("DDIMScheduler", &json!({"clip_sample": 1}))
+            .err()
+            .unwrap();
         assert!(e.to_string().contains("`clip_sample` = 1"), "{e}");
         let e = scheduler_from_config("KDPM2", &json!({})).err().unwrap();
         assert!(matches!(e, SchedulerError::UnknownClass { .. }));
-        let e = scheduler_from_model_config(&json!({"beta_start": 0.1})).err().unwrap();
+        let e = scheduler_from_model_config(&json!({"beta_start": 0.1}))
+            .err()
+            .unwrap();
         assert!(e.to_string().contains("_class_name"), "{e}");
     }
 
@@ -317,11 +362,17 @@ mod tests {
             let cfg = json!({"skip_prk_steps": true});
             let mut s = build_scheduler(kind, &cfg).unwrap();
             let e = s.step(x.clone(), 0, x.clone()).err().unwrap();
-            assert!(matches!(e, SchedulerError::TimestepsNotSet { .. }), "{kind}: {e}");
+            assert!(
+                matches!(e, SchedulerError::TimestepsNotSet { .. }),
+                "{kind}: {e}"
+            );
             s.set_timesteps(3).unwrap();
             let len = s.timesteps().len();
             let e = s.scale_model_input(x.clone(), len).err().unwrap();
-            assert!(matches!(e, SchedulerError::StepIndexOutOfRange { .. }), "{kind}: {e}");
+            assert!(
+                matches!(e, SchedulerError::StepIndexOutOfRange { .. }),
+                "{kind}: {e}"
+            );
         }
     }
 }

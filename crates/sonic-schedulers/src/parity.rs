@@ -112,7 +112,10 @@ pub fn run_scheduler_case(
     for (i, step) in steps.iter().enumerate() {
         let scaled = scheduler.scale_model_input(x.clone(), i)?;
         let ref_scaled = tensors.get(get_str(step, &name, "scaled_input")?)?;
-        out.push((format!("{name}.{i}.scaled_input"), compare(&scaled, ref_scaled)?));
+        out.push((
+            format!("{name}.{i}.scaled_input"),
+            compare(&scaled, ref_scaled)?,
+        ));
         let model_output: Tensor<4> =
             tensors.tensor(get_str(step, &name, "model_output")?, device)?;
         x = scheduler.step(model_output, i, x)?;
@@ -134,8 +137,15 @@ pub fn run_ddpm_case(
     let mut out = Vec::with_capacity(3);
 
     let ref_ac = tensors.get(get_str(section, name, "alphas_cumprod")?)?;
-    let ours_ac: Vec<f32> = schedule.alphas_cumprod().iter().map(|&a| a as f32).collect();
-    out.push(("ddpm.alphas_cumprod".to_string(), compare_slices(&ours_ac, &ref_ac.data)));
+    let ours_ac: Vec<f32> = schedule
+        .alphas_cumprod()
+        .iter()
+        .map(|&a| a as f32)
+        .collect();
+    out.push((
+        "ddpm.alphas_cumprod".to_string(),
+        compare_slices(&ours_ac, &ref_ac.data),
+    ));
 
     let clean: Tensor<4> = tensors.tensor(get_str(section, name, "clean")?, device)?;
     let noise: Tensor<4> = tensors.tensor(get_str(section, name, "noise")?, device)?;
@@ -147,7 +157,10 @@ pub fn run_ddpm_case(
             if t >= 0.0 && t.fract() == 0.0 {
                 Ok(t as usize)
             } else {
-                Err(fixture_err(name, format!("timestep {t} is not a non-negative integer")))
+                Err(fixture_err(
+                    name,
+                    format!("timestep {t} is not a non-negative integer"),
+                ))
             }
         })
         .collect::<Result<_>>()?;
@@ -158,6 +171,30 @@ pub fn run_ddpm_case(
 
     let velocity = schedule.get_velocity(clean, noise, &timesteps)?;
     let ref_velocity = tensors.get(get_str(section, name, "velocity")?)?;
-    out.push(("ddpm.velocity".to_string(), compare(&velocity, ref_velocity)?));
+    out.push((
+        "ddpm.velocity".to_string(),
+        compare(&velocity, ref_velocity)?,
+    ));
+    Ok(out)
+}
+
+/// Runs every scheduler case of one fixture's `reference` folder (`cases.json` +
+/// `tensors.safetensors`): each entry of its `schedulers` list and, when present, its
+/// `ddpm_training` section. Sections a fixture lacks are skipped.
+pub fn run_fixture_dir(
+    reference_dir: &std::path::Path,
+    device: &Device,
+) -> Result<Vec<(String, Comparison)>> {
+    let cases = crate::json::read_python_json(&reference_dir.join("cases.json"))?;
+    let tensors = TensorFile::open(&reference_dir.join("tensors.safetensors"))?;
+    let mut out = Vec::new();
+    if let Some(list) = cases.get("schedulers").and_then(Value::as_array) {
+        for case in list {
+            out.extend(run_scheduler_case(case, &tensors, device)?);
+        }
+    }
+    if let Some(section) = cases.get("ddpm_training") {
+        out.extend(run_ddpm_case(section, &tensors, device)?);
+    }
     Ok(out)
 }

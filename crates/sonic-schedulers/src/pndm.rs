@@ -220,14 +220,14 @@ impl Scheduler for PndmScheduler {
         check_same_shape("model_output vs sample", &sample, &model_output)?;
         if step_index == 0 {
             self.reset();
-        } else if let Some(last) = self.last_index {
-            if step_index != last + 1 {
-                return Err(SchedulerError::StepOutOfOrder {
-                    class: class.to_string(),
-                    expected: last + 1,
-                    got: step_index,
-                });
-            }
+        } else if let Some(last) = self.last_index
+            && step_index != last + 1
+        {
+            return Err(SchedulerError::StepOutOfOrder {
+                class: class.to_string(),
+                expected: last + 1,
+                got: step_index,
+            });
         }
         let ratio = (self.config.betas.num_train_timesteps / self.num_inference_steps) as i64;
         let mut t = self.timesteps[step_index] as i64;
@@ -310,8 +310,8 @@ mod tests {
 
     #[test]
     fn plms_schedule_repeats_the_second_timestep() {
-        let mut s = PndmScheduler::from_json(&json!({"skip_prk_steps": true, "steps_offset": 1}))
-            .unwrap();
+        let mut s =
+            PndmScheduler::from_json(&json!({"skip_prk_steps": true, "steps_offset": 1})).unwrap();
         s.set_timesteps(5).unwrap();
         assert_eq!(s.timesteps(), &[801.0, 601.0, 601.0, 401.0, 201.0, 1.0]);
     }
@@ -329,8 +329,9 @@ mod tests {
 
     #[test]
     fn pndm_rejects_sample_prediction() {
-        let e = PndmScheduler::from_json(&json!({"skip_prk_steps": true, "prediction_type": "sample"}))
-            .unwrap_err();
+        let e =
+            PndmScheduler::from_json(&json!({"skip_prk_steps": true, "prediction_type": "sample"}))
+                .unwrap_err();
         assert!(
             matches!(e, SchedulerError::UnsupportedConfig { ref key, .. } if key == "prediction_type"),
             "{e}"

@@ -52,7 +52,7 @@ pub(crate) fn np_linspace(start: f64, stop: f64, n: usize) -> Vec<f64> {
 /// `start + i * delta` with `delta = (start + step) - start`.
 pub(crate) fn np_arange(start: f64, stop: f64, step: f64) -> Vec<f64> {
     let len = ((stop - start) / step).ceil();
-    if !(len >= 1.0) || !len.is_finite() {
+    if len.is_nan() || len < 1.0 || !len.is_finite() {
         return Vec::new();
     }
     let len = len as usize;
@@ -74,7 +74,11 @@ pub(crate) fn np_round(x: f64) -> f64 {
 /// diffusers' `betas_for_alpha_bar` with the cosine transform (`squaredcos_cap_v2`): float64,
 /// each beta capped at 0.999, then float32.
 fn betas_for_alpha_bar_cosine(n: usize) -> Vec<f32> {
-    let alpha_bar = |t: f64| ((t + 0.008) / 1.008 * std::f64::consts::PI / 2.0).cos().powi(2);
+    let alpha_bar = |t: f64| {
+        ((t + 0.008) / 1.008 * std::f64::consts::PI / 2.0)
+            .cos()
+            .powi(2)
+    };
     (0..n)
         .map(|i| {
             let t1 = i as f64 / n as f64;

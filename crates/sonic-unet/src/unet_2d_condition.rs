@@ -1,0 +1,385 @@
+//! `UNet2DConditionModel`: the noise-prediction network of Stable Diffusion 1.x / 2.x.
+
+use crate::adapter::{AdapterInput, AdapterStrength};
+use crate::config::UNetConfig;
+use crate::embeddings::{TimestepEmbedding, timestep_embedding};
+use crate::error::UNetError;
+use crate::hooks::{NoHook, UNetHook};
+use crate::transformer_2d::{BasicTransformerBlock, Transformer2DModel, feed_forward_remaps};
+use crate::unet_2d_blocks::{BlockSpec, DownBlock, MidBlock, UpBlock};
+use burn::module::Module;
+use burn::nn::GroupNorm;
+use burn::nn::conv::Conv2d;
+use burn::tensor::activation::silu;
+use burn::tensor::{Device, Tensor};
+use sonic_core::weights::{LoadOptions, find_weights, load_safetensors};
+use std::path::Path;
+
+/// Where gated adapters are placed: `[down, mid, up]` (official: `[false, true, true]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdapterPlacement {
+    /// In the down blocks' transformer blocks.
+    pub down: bool,
+    /// In the mid block's.
+    pub mid: bool,
+    /// In the up blocks'.
+    pub up: bool,
+}
+
+impl AdapterPlacement {
+    /// The official SonicDiffusion placement: mid and up blocks.
+    pub const OFFICIAL: AdapterPlacement = AdapterPlacement {
+        down: false,
+        mid: true,
+        up: true,
+    };
+}
+
+/// The UNet with diffusers' parameter names.
+#[derive(Module, Debug)]
+pub struct UNet2DConditionModel {
+    /// Input convolution.
+    pub conv_in: Conv2d,
+    /// Time-embedding MLP.
+    pub time_embedding: TimestepEmbedding,
+    /// Down blocks.
+    pub down_blocks: Vec<DownBlock>,
+    /// Mid block.
+    pub mid_block: MidBlock,
+    /// Up blocks.
+    pub up_blocks: Vec<UpBlock>,
+    /// Output norm.
+    pub conv_norm_out: GroupNorm,
+    /// Output convolution.
+    pub conv_out: Conv2d,
+    /// Width of the sinusoidal embedding (first level's width).
+    pub time_proj_dim: usize,
+    /// `flip_sin_to_cos`.
+    pub flip_sin_to_cos: bool,
+    /// `freq_shift`.
+    pub freq_shift: f64,
+    /// Latent channels in.
+    pub in_channels: usize,
+    /// Text-token width of the first level (the width every text context must have).
+    pub cross_attention_dim: usize,
+}
+
+impl UNet2DConditionModel {
+    /// The model of `config` with untrained weights (no adapters).
+    pub fn new(config: &UNetConfig, device: &Device) -> Result<Self, UNetError> {
+        let levels = config.levels(Path::new("<unet config>"))?;
+        let boc = &config.block_out_channels;
+        let n = boc.len();
+        let temb = config.time_embed_dim();
+        let spec = |i: usize, transformer_layers: usize| BlockSpec {
+            temb,
+            groups: config.norm_num_groups,
+            eps: config.norm_eps,
+            heads: levels.heads[i],
+            cross_attention_dim: levels.cross_attention_dim[i],
+            transformer_layers,
+            linear_projection: config.use_linear_projection,
+        };
+
+        let mut down_blocks = Vec::with_capacity(n);
+        let mut c_out = boc[0];
+        for i in 0..n {
+            let c_in = c_out;
+            c_out = boc[i];
+            let last = i + 1 == n;
+            down_blocks.push(DownBlock::new(
+                c_in,
+                c_out,
+                levels.layers_per_block[i],
+                levels.down_cross[i],
+                (!last).then_some(config.downsample_padding),
+                &spec(i, levels.transformer_layers[i]),
+                device,
+            ));
+        }
+        let mid_block = MidBlock::new(
+            boc[n - 1],
+            config.mid_block_scale_factor,
+            &spec(n - 1, levels.transformer_layers[n - 1]),
+            device,
+        );
+        let rev: Vec<usize> = boc.iter().rev().copied().collect();
+        let mut up_blocks = Vec::with_capacity(n);
+        let mut c_out = rev[0];
+        for i in 0..n {
+            let prev_out = c_out;
+            c_out = rev[i];
+            let c_in = rev[(i + 1).min(n - 1)];
+            let level = n - 1 - i;
+            up_blocks.push(UpBlock::new(
+                c_in,
+                c_out,
+                prev_out,
+                levels.layers_per_block[level] + 1,
+                levels.up_cross[i],
+                i + 1 < n,
+                &spec(level, levels.up_transformer_layers[i]),
+                device,
+            ));
+        }
+        Ok(Self {
+            conv_in: sonic_layers::conv2d(config.in_channels, boc[0], 3, 1, 1, device),
+            time_embedding: TimestepEmbedding::new(boc[0], temb, device),
+            down_blocks,
+            mid_block,
+            up_blocks,
+            conv_norm_out: sonic_layers::group_norm(
+                config.norm_num_groups,
+                boc[0],
+                config.norm_eps,
+                device,
+            ),
+            conv_out: sonic_layers::conv2d(boc[0], config.out_channels, 3, 1, 1, device),
+            time_proj_dim: boc[0],
+            flip_sin_to_cos: config.flip_sin_to_cos,
+            freq_shift: config.freq_shift,
+            in_channels: config.in_channels,
+            cross_attention_dim: levels.cross_attention_dim[0],
+        })
+    }
+
+    /// The weight-key rewrites from diffusers' layout.
+    pub fn load_options() -> LoadOptions {
+        LoadOptions {
+            remaps: feed_forward_remaps(),
+            ignore: vec![],
+        }
+    }
+
+    /// Loads a diffusers `unet/` folder (`config.json` and
+    /// `diffusion_pytorch_model[.fp16].safetensors`).
+    pub fn from_dir(dir: &Path, device: &Device) -> Result<Self, UNetError> {
+        let config = UNetConfig::from_file(&dir.join("config.json"))?;
+        let weights = find_weights(dir, "diffusion_pytorch_model", false)?;
+        Self::from_weights(&config, &weights, device)
+    }
+
+    /// Builds the model of `config` and loads a safetensors file.
+    pub fn from_weights(
+        config: &UNetConfig,
+        weights: &Path,
+        device: &Device,
+    ) -> Result<Self, UNetError> {
+        Ok(load_safetensors(
+            Self::new(config, device)?,
+            weights,
+            &Self::load_options(),
+        )?)
+    }
+
+    /// Every transformer block with its level (`down`, `mid`, `up`), in traversal order.
+    fn transformer_blocks_mut(&mut self) -> Vec<(&'static str, &mut BasicTransformerBlock)> {
+        fn blocks<'a>(
+            attns: &'a mut [Transformer2DModel],
+            level: &'static str,
+        ) -> impl Iterator<Item = (&'static str, &'a mut BasicTransformerBlock)> {
+            attns
+                .iter_mut()
+                .flat_map(|a| a.transformer_blocks.iter_mut())
+                .map(move |t| (level, t))
+        }
+        let mut out = Vec::new();
+        for b in &mut self.down_blocks {
+            out.extend(blocks(&mut b.attentions, "down"));
+        }
+        out.extend(blocks(&mut self.mid_block.attentions, "mid"));
+        for b in &mut self.up_blocks {
+            out.extend(blocks(&mut b.attentions, "up"));
+        }
+        out
+    }
+
+    /// Adds gated adapters over `context_dim`-wide tokens to the transformer blocks selected by
+    /// `placement`, gates at `gate_init`; returns how many were added.
+    pub fn add_adapters(
+        &mut self,
+        placement: AdapterPlacement,
+        context_dim: usize,
+        gate_init: f32,
+        device: &Device,
+    ) -> usize {
+        let mut count = 0;
+        for (level, block) in self.transformer_blocks_mut() {
+            let on = match level {
+                "down" => placement.down,
+                "mid" => placement.mid,
+                _ => placement.up,
+            };
+            if on {
+                block.add_adapter(context_dim, gate_init, device);
+                count += 1;
+            }
+        }
+        count
+    }
+
+    fn transformer_blocks(&self) -> impl Iterator<Item = &BasicTransformerBlock> {
+        self.down_blocks
+            .iter()
+            .flat_map(|b| b.attentions.iter())
+            .chain(self.mid_block.attentions.iter())
+            .chain(self.up_blocks.iter().flat_map(|b| b.attentions.iter()))
+            .flat_map(|a| a.transformer_blocks.iter())
+    }
+
+    /// The number of gated adapters.
+    pub fn adapter_count(&self) -> usize {
+        self.transformer_blocks().filter(|b| b.has_adapter()).count()
+    }
+
+    /// Precomputes every adapter's keys and values for `tokens` `[B, T, context_dim]` (once per
+    /// sampling run: they depend only on the tokens).
+    pub fn prepare_adapters(&self, tokens: Tensor<3>, strength: AdapterStrength) -> AdapterInput {
+        AdapterInput {
+            kv: self
+                .transformer_blocks()
+                .filter_map(|b| b.adapter_kv(tokens.clone()))
+                .collect(),
+            strength,
+        }
+    }
+
+    /// The number of up-sampling stages (the latent size must be a multiple of `2^n` to avoid
+    /// explicit resize targets).
+    pub fn num_upsamplers(&self) -> usize {
+        self.up_blocks.iter().filter(|b| !b.upsamplers.is_empty()).count()
+    }
+
+    /// Predicts noise for `sample` `[B, C, H, W]` at `timesteps` (one per batch element, or one
+    /// for all) with text tokens `[B, N, cross_attention_dim]`.
+    pub fn forward(
+        &self,
+        sample: Tensor<4>,
+        timesteps: &[f32],
+        text: Tensor<3>,
+    ) -> Result<Tensor<4>, UNetError> {
+        self.forward_with(sample, timesteps, text, None, &mut NoHook)
+    }
+
+    /// [`Self::forward`] with optional adapter inputs and a feature hook.
+    pub fn forward_with(
+        &self,
+        sample: Tensor<4>,
+        timesteps: &[f32],
+        text: Tensor<3>,
+        adapter: Option<&AdapterInput>,
+        hook: &mut dyn UNetHook,
+    ) -> Result<Tensor<4>, UNetError> {
+        let [b, c, h, w] = sample.dims();
+        if c != self.in_channels || h == 0 || w == 0 {
+            return Err(UNetError::BadInput {
+                what: "UNet sample",
+                expected: format!("[B, {}, H, W]", self.in_channels),
+                found: sample.dims().to_vec(),
+            });
+        }
+        let [tb, _, tc] = text.dims();
+        if tb != b || tc != self.cross_attention_dim {
+            return Err(UNetError::BadInput {
+                what: "UNet encoder_hidden_states",
+                expected: format!("[{b}, N, {}]", self.cross_attention_dim),
+                found: text.dims().to_vec(),
+            });
+        }
+        let ts: Vec<f32> = match timesteps.len() {
+            1 => vec![timesteps[0]; b],
+            n if n == b => timesteps.to_vec(),
+            _ => {
+                return Err(UNetError::BadInput {
+                    what: "UNet timesteps",
+                    expected: format!("1 or {b} timesteps"),
+                    found: vec![timesteps.len()],
+                });
+            }
+        };
+        if let Some(a) = adapter {
+            let expected = self.adapter_count();
+            if a.kv.len() != expected || a.kv.iter().any(|(k, _)| k.dims()[0] != b) {
+                return Err(UNetError::BadInput {
+                    what: "adapter inputs",
+                    expected: format!("{expected} adapters with batch {b}"),
+                    found: a.kv.first().map(|(k, _)| k.dims().to_vec()).unwrap_or_default(),
+                });
+            }
+        }
+        let device = sample.device();
+        let t_emb = timestep_embedding(
+            &ts,
+            self.time_proj_dim,
+            self.flip_sin_to_cos,
+            self.freq_shift,
+            &device,
+        );
+        let temb = self.time_embedding.forward(t_emb);
+        if hook.active() {
+            hook.time_embedding(&temb);
+        }
+
+        let mut next_adapter = 0usize;
+        let mut adapters = || {
+            let a = adapter?;
+            let i = next_adapter;
+            next_adapter += 1;
+            a.kv.get(i).map(|kv| (kv.clone(), a.strength.get(i)))
+        };
+
+        let factor = 1usize << self.num_upsamplers();
+        let forward_upsample_size = h % factor != 0 || w % factor != 0;
+
+        let mut x = self.conv_in.forward(sample);
+        if hook.active() {
+            hook.block_output("conv_in", &x);
+        }
+        let mut skips = vec![x.clone()];
+        for (i, block) in self.down_blocks.iter().enumerate() {
+            let name = format!("down_blocks.{i}");
+            let (out, states) = block.forward(x, &temb, &text, &mut adapters, hook, &name);
+            x = out;
+            skips.extend(states);
+            if hook.active() {
+                hook.block_output(&name, &x);
+            }
+        }
+        x = self
+            .mid_block
+            .forward(x, &temb, &text, &mut adapters, hook);
+        if hook.active() {
+            hook.block_output("mid_block", &x);
+        }
+        let n = self.up_blocks.len();
+        for (i, block) in self.up_blocks.iter().enumerate() {
+            let name = format!("up_blocks.{i}");
+            let keep = skips.len().saturating_sub(block.resnets.len());
+            let upsample_size = if i + 1 < n && forward_upsample_size {
+                skips.get(keep.wrapping_sub(1)).map(|s| {
+                    let d = s.dims();
+                    [d[2], d[3]]
+                })
+            } else {
+                None
+            };
+            x = block.forward(
+                x,
+                &mut skips,
+                &temb,
+                &text,
+                upsample_size,
+                &mut adapters,
+                hook,
+                &name,
+            );
+            skips.truncate(keep);
+            if hook.active() {
+                hook.block_output(&name, &x);
+            }
+        }
+        Ok(self
+            .conv_out
+            .forward(silu(self.conv_norm_out.forward(x))))
+    }
+}
