@@ -28,6 +28,7 @@ fn run_section(fixture: &Fixture, section: &str, device: &Device) -> Option<Resu
         "text_encoder" => sonic_clip::parity::run_text_encoder(fixture, device).map_err(Into::into),
         "vae" => sonic_vae::parity::run_vae(fixture, device).map_err(Into::into),
         "unet" => sonic_unet::parity::run_unet(fixture, device).map_err(Into::into),
+        "pipeline" => sonic_pipeline::parity::run_pipeline(fixture, device).map_err(Into::into),
         "schedulers" => run_schedulers(fixture, device),
         "ddpm_training" => run_ddpm(fixture, device),
         _ => return None,

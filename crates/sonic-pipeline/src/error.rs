@@ -1,0 +1,56 @@
+//! The error type of `sonic-pipeline`.
+
+use std::path::PathBuf;
+
+/// Errors of the pipelines.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// Files, configs and weights (names the file / key).
+    #[error(transparent)]
+    Core(#[from] sonic_core::CoreError),
+    /// The tokenizer or text encoder failed.
+    #[error(transparent)]
+    Clip(#[from] sonic_clip::ClipError),
+    /// The VAE failed.
+    #[error(transparent)]
+    Vae(#[from] sonic_vae::VaeError),
+    /// The UNet failed.
+    #[error(transparent)]
+    UNet(#[from] sonic_unet::UNetError),
+    /// The scheduler failed or could not be built.
+    #[error(transparent)]
+    Scheduler(#[from] sonic_schedulers::SchedulerError),
+    /// A generation parameter is out of range.
+    #[error("invalid parameter `{name}` = {value}: {reason}")]
+    InvalidParameter {
+        /// The parameter.
+        name: &'static str,
+        /// Its value, as text.
+        value: String,
+        /// What is allowed.
+        reason: String,
+    },
+    /// `model_index.json` names a component class this implementation does not have.
+    #[error("{path}: component `{component}` has class {class}, expected {expected}")]
+    UnsupportedComponent {
+        /// The model_index.json file.
+        path: PathBuf,
+        /// The component (`unet`, `vae`, ...).
+        component: String,
+        /// The class found.
+        class: String,
+        /// The class supported.
+        expected: String,
+    },
+    /// Writing an output file failed (nothing is left half written).
+    #[error("cannot write {path}: {message}")]
+    Output {
+        /// The output path.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// The model produced NaN or infinite values.
+    #[error("non-finite values in {0}; try float32 or fewer steps")]
+    NonFinite(String),
+}

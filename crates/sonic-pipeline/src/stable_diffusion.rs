@@ -1,0 +1,104 @@
+//! Loading a diffusers-layout Stable Diffusion folder.
+
+use crate::error::PipelineError;
+use burn::tensor::{Device, Tensor};
+use sonic_clip::ClipTextModel;
+use sonic_clip::tokenizer::ClipTokenizer;
+use sonic_schedulers::{Scheduler, read_python_json, scheduler_by_name};
+use sonic_unet::UNet2DConditionModel;
+use sonic_vae::AutoencoderKL;
+use std::path::{Path, PathBuf};
+
+/// The components of a Stable Diffusion 1.x / 2.x model.
+pub struct StableDiffusion {
+    /// The model folder.
+    pub dir: PathBuf,
+    /// The CLIP tokenizer.
+    pub tokenizer: ClipTokenizer,
+    /// The CLIP text encoder.
+    pub text_encoder: ClipTextModel,
+    /// The noise-prediction UNet.
+    pub unet: UNet2DConditionModel,
+    /// The VAE.
+    pub vae: AutoencoderKL,
+    /// The scheduler config of the model (`scheduler/scheduler_config.json`).
+    pub scheduler_config: serde_json::Value,
+    /// The device every component lives on.
+    pub device: Device,
+}
+
+/// The classes `model_index.json` may name, per component.
+const EXPECTED: &[(&str, &[&str])] = &[
+    ("unet", &["UNet2DConditionModel"]),
+    ("vae", &["AutoencoderKL"]),
+    ("text_encoder", &["CLIPTextModel"]),
+    ("tokenizer", &["CLIPTokenizer", "CLIPTokenizerFast"]),
+];
+
+impl StableDiffusion {
+    /// Loads `dir` (with `model_index.json`, `unet/`, `vae/`, `text_encoder/`, `tokenizer/`,
+    /// `scheduler/`) onto `device`.
+    pub fn from_dir(dir: &Path, device: &Device) -> Result<Self, PipelineError> {
+        let index_path = dir.join("model_index.json");
+        let index: serde_json::Value = sonic_core::config::read_json(&index_path)?;
+        for (component, classes) in EXPECTED {
+            let class = index
+                .get(*component)
+                .and_then(|v| v.as_array())
+                .and_then(|a| a.get(1))
+                .and_then(|c| c.as_str());
+            match class {
+                Some(c) if classes.contains(&c) => {}
+                other => {
+                    return Err(PipelineError::UnsupportedComponent {
+                        path: index_path.clone(),
+                        component: component.to_string(),
+                        class: format!("{other:?}"),
+                        expected: classes.join(" or "),
+                    });
+                }
+            }
+        }
+        let scheduler_config = read_python_json(&dir.join("scheduler").join("scheduler_config.json"))?;
+        tracing::info!(model = %dir.display(), "loading Stable Diffusion");
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            tokenizer: ClipTokenizer::from_dir(dir.join("tokenizer"))
+                .map_err(sonic_clip::ClipError::from)?,
+            text_encoder: ClipTextModel::from_dir(&dir.join("text_encoder"), device)?,
+            unet: UNet2DConditionModel::from_dir(&dir.join("unet"), device)?,
+            vae: AutoencoderKL::from_dir(&dir.join("vae"), device)?,
+            scheduler_config,
+            device: device.clone(),
+        })
+    }
+
+    /// Builds a scheduler by name (`model`, `ddim`, `pndm`, `euler`, `euler-karras`,
+    /// `dpm++2m`, `dpm++2m-karras`, or a diffusers class name) from the model's config.
+    pub fn scheduler(&self, name: &str) -> Result<Box<dyn Scheduler>, PipelineError> {
+        Ok(scheduler_by_name(name, &self.scheduler_config)?)
+    }
+
+    /// Encodes prompts to text embeddings `[N, 77, width]` (prompts longer than the tokenizer's
+    /// 77-token window are truncated, with a warning in the log, as diffusers does).
+    pub fn encode_prompts(&self, prompts: &[String]) -> Result<Tensor<3>, PipelineError> {
+        let ids = self
+            .tokenizer
+            .encode_batch_tensor(prompts, &self.device)
+            .map_err(sonic_clip::ClipError::from)?;
+        Ok(self.text_encoder.forward(ids)?)
+    }
+
+    /// The VAE's spatial factor (8 for SD).
+    pub fn vae_scale_factor(&self) -> usize {
+        self.vae.downsampling_factor()
+    }
+
+    /// Decodes latents (scaled by the VAE's scaling factor) to images in `[0, 1]`.
+    pub fn decode_latents(&self, latents: Tensor<4>) -> Result<Tensor<4>, PipelineError> {
+        let image = self
+            .vae
+            .decode(latents.div_scalar(self.vae.scaling_factor()))?;
+        Ok(image.div_scalar(2.0).add_scalar(0.5).clamp(0.0, 1.0))
+    }
+}

@@ -1,0 +1,194 @@
+//! Text-to-image generation with classifier-free guidance, as diffusers'
+//! `StableDiffusionPipeline`.
+
+use crate::error::PipelineError;
+use crate::stable_diffusion::StableDiffusion;
+use burn::tensor::{Tensor, TensorData};
+use rand::SeedableRng;
+use rand_distr::{Distribution, StandardNormal};
+
+/// Progress of a long-running job, reported through a callback after each step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Progress {
+    /// Steps done.
+    pub step: usize,
+    /// Steps in all.
+    pub total: usize,
+    /// The timestep just processed.
+    pub timestep: f64,
+}
+
+/// Parameters of a text-to-image generation. `TextToImage::new(prompt)` gives diffusers'
+/// defaults (50 steps, guidance 7.5, the model's scheduler, 512x512 for SD 1.x sizes).
+#[derive(Debug, Clone)]
+pub struct TextToImage {
+    /// The prompt.
+    pub prompt: String,
+    /// The negative prompt (`""` by default).
+    pub negative_prompt: String,
+    /// Classifier-free guidance scale; guidance is skipped when `<= 1`.
+    pub guidance_scale: f64,
+    /// Number of denoising steps.
+    pub steps: usize,
+    /// Scheduler name (see [`StableDiffusion::scheduler`]).
+    pub scheduler: String,
+    /// Seed of the initial noise.
+    pub seed: u64,
+    /// Image width in pixels (a multiple of the VAE factor, 8).
+    pub width: usize,
+    /// Image height in pixels (a multiple of the VAE factor, 8).
+    pub height: usize,
+    /// Images per prompt.
+    pub batch_size: usize,
+    /// Initial latents `[batch, C, h, w]` (unscaled); drawn from `seed` when `None`.
+    pub latents: Option<Tensor<4>>,
+}
+
+impl TextToImage {
+    /// A request with diffusers' defaults.
+    pub fn new(prompt: impl Into<String>) -> Self {
+        Self {
+            prompt: prompt.into(),
+            negative_prompt: String::new(),
+            guidance_scale: 7.5,
+            steps: 50,
+            scheduler: "model".into(),
+            seed: 0,
+            width: 512,
+            height: 512,
+            batch_size: 1,
+            latents: None,
+        }
+    }
+}
+
+/// The result of a generation.
+#[derive(Debug, Clone)]
+pub struct Generation {
+    /// Final latents `[batch, C, h, w]`.
+    pub latents: Tensor<4>,
+    /// Decoded images `[batch, 3, H, W]` in `[0, 1]`.
+    pub images: Tensor<4>,
+}
+
+/// Draws `shape` standard normal values from a ChaCha8 generator seeded with `seed`.
+pub fn seeded_noise(shape: [usize; 4], seed: u64, device: &burn::tensor::Device) -> Tensor<4> {
+    let n: usize = shape.iter().product();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let v: Vec<f32> = (0..n).map(|_| StandardNormal.sample(&mut rng)).collect();
+    Tensor::from_data(TensorData::new(v, shape), device)
+}
+
+/// Checks a pixel size against the VAE factor.
+pub fn check_size(name: &'static str, value: usize, factor: usize) -> Result<usize, PipelineError> {
+    if value == 0 || value % factor != 0 {
+        return Err(PipelineError::InvalidParameter {
+            name,
+            value: value.to_string(),
+            reason: format!("must be a positive multiple of {factor} (the VAE's downsampling factor)"),
+        });
+    }
+    Ok(value / factor)
+}
+
+/// Fails with [`PipelineError::NonFinite`] when `t` holds NaN or infinity.
+pub fn ensure_finite<const D: usize>(t: &Tensor<D>, what: &str) -> Result<(), PipelineError> {
+    let bad = t.clone().is_nan().any().into_scalar() || t.clone().is_inf().any().into_scalar();
+    if bad {
+        return Err(PipelineError::NonFinite(what.to_string()));
+    }
+    Ok(())
+}
+
+/// Runs text-to-image generation; `progress` is called after every step.
+pub fn text_to_image(
+    sd: &StableDiffusion,
+    req: &TextToImage,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<Generation, PipelineError> {
+    if req.steps == 0 {
+        return Err(PipelineError::InvalidParameter {
+            name: "steps",
+            value: "0".into(),
+            reason: "needs at least one step".into(),
+        });
+    }
+    if req.batch_size == 0 {
+        return Err(PipelineError::InvalidParameter {
+            name: "batch_size",
+            value: "0".into(),
+            reason: "needs at least one image".into(),
+        });
+    }
+    if !req.guidance_scale.is_finite() {
+        return Err(PipelineError::InvalidParameter {
+            name: "guidance_scale",
+            value: req.guidance_scale.to_string(),
+            reason: "must be finite".into(),
+        });
+    }
+    let f = sd.vae_scale_factor();
+    let h = check_size("height", req.height, f)?;
+    let w = check_size("width", req.width, f)?;
+    let b = req.batch_size;
+    let cfg = req.guidance_scale > 1.0;
+    let device = &sd.device;
+
+    // Text embeddings: [uncond x b, cond x b] with guidance, [cond x b] without.
+    let mut prompts = Vec::with_capacity(2);
+    if cfg {
+        prompts.push(req.negative_prompt.clone());
+    }
+    prompts.push(req.prompt.clone());
+    let emb = sd.encode_prompts(&prompts)?;
+    let [n, s, c] = emb.dims();
+    let text = emb
+        .reshape([n, 1, s, c])
+        .repeat_dim(1, b)
+        .reshape([n * b, s, c]);
+
+    let mut scheduler = sd.scheduler(&req.scheduler)?;
+    scheduler.set_timesteps(req.steps)?;
+    let lc = sd.unet.in_channels;
+    let init = match &req.latents {
+        Some(l) => {
+            let d = l.dims();
+            if d != [b, lc, h, w] {
+                return Err(PipelineError::InvalidParameter {
+                    name: "latents",
+                    value: format!("{d:?}"),
+                    reason: format!("expected shape [{b}, {lc}, {h}, {w}]"),
+                });
+            }
+            l.clone()
+        }
+        None => seeded_noise([b, lc, h, w], req.seed, device),
+    };
+    let mut latents = init.mul_scalar(scheduler.init_noise_sigma());
+    let timesteps = scheduler.timesteps().to_vec();
+    for (i, &t) in timesteps.iter().enumerate() {
+        let input = if cfg {
+            Tensor::cat(vec![latents.clone(), latents.clone()], 0)
+        } else {
+            latents.clone()
+        };
+        let input = scheduler.scale_model_input(input, i)?;
+        let eps = sd.unet.forward(input, &[t as f32], text.clone())?;
+        let eps = if cfg {
+            let uncond = eps.clone().slice([0..b]);
+            let cond = eps.slice([b..2 * b]);
+            uncond.clone() + (cond - uncond).mul_scalar(req.guidance_scale)
+        } else {
+            eps
+        };
+        latents = scheduler.step(eps, i, latents)?;
+        progress(&Progress {
+            step: i + 1,
+            total: timesteps.len(),
+            timestep: t,
+        });
+    }
+    ensure_finite(&latents, "the final latents")?;
+    let images = sd.decode_latents(latents.clone())?;
+    Ok(Generation { latents, images })
+}
