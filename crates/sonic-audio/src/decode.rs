@@ -13,7 +13,7 @@
 //! an [`AudioError::Decode`]).
 
 use crate::error::{AudioError, Result};
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Read, SeekFrom};
 use std::path::{Path, PathBuf};
 use symphonia::core::audio::SampleBuffer;
 use symphonia::core::codecs::{CODEC_TYPE_NULL, DecoderOptions};
@@ -47,19 +47,22 @@ impl DecodedAudio {
         self.channels.len()
     }
 
-    /// Mono by channel mean (`x.mean(dim=0)`), computed in `f64` and rounded once to `f32`
-    /// (for stereo 8/16/24-bit input this is bit-identical to PyTorch's float32 mean).
+    /// Mono by channel mean, exactly as PyTorch's float32 `x.mean(dim=0)` computes it: the
+    /// channels summed in order in `f32`, then divided by the channel count.
     pub fn to_mono(&self) -> Vec<f32> {
         match self.channels.len() {
             0 => Vec::new(),
             1 => self.channels[0].clone(),
             c => {
                 let n = self.frames();
-                let inv = c as f64;
+                let div = c as f32;
                 (0..n)
                     .map(|i| {
-                        let s: f64 = self.channels.iter().map(|ch| ch[i] as f64).sum();
-                        (s / inv) as f32
+                        let s = self
+                            .channels
+                            .iter()
+                            .fold(0f32, |acc, ch| acc + ch.get(i).copied().unwrap_or(0.0));
+                        s / div
                     })
                     .collect()
             }

@@ -89,6 +89,7 @@ impl SincResampler {
             let half = orig as f64 * lpw / base;
             let lo = ((centre - half).floor() - 2.0).max(0.0) as usize;
             let hi = (((centre + half).ceil() + 2.0).max(0.0) as usize).min(taps - 1);
+            let lo = lo.min(hi + 1);
             let mut k = Vec::with_capacity(hi.saturating_sub(lo) + 1);
             for j in lo..=hi {
                 k.push(tap(p, j, width, orig, base, lpw, scale));

@@ -1,5 +1,6 @@
 //! The `sonic` command-line tool.
 
+mod generate;
 mod parity;
 
 use anyhow::Result;
@@ -28,9 +29,24 @@ enum Command {
         #[arg(long, default_value = "flex")]
         device: String,
     },
+    /// Generate images from a text prompt with a local diffusers model folder.
+    Generate {
+        #[command(flatten)]
+        args: generate::GenerateArgs,
+        /// The device: flex, ndarray, wgpu, wgpu-cpu, cuda[:N], metal.
+        #[arg(long, default_value = "flex")]
+        device: String,
+    },
 }
 
-fn main() -> Result<()> {
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e:#}");
+        std::process::exit(2);
+    }
+}
+
+fn run() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SONIC_LOG")
@@ -47,6 +63,10 @@ fn main() -> Result<()> {
                 std::process::exit(1);
             }
             Ok(())
+        }
+        Command::Generate { args, device } => {
+            let device = sonic_core::device::parse_device(&device)?;
+            generate::run(&args, &device)
         }
     }
 }

@@ -3,7 +3,6 @@
 
 use crate::error::PipelineError;
 use burn::tensor::Tensor;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Converts images `[B, 3, H, W]` in `[0, 1]` to 8-bit RGB buffers (`round(x * 255)`, as
@@ -59,19 +58,10 @@ pub fn encode_png(
 
 /// Writes `bytes` to `path` atomically (temporary file in the same folder, then rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PipelineError> {
-    let err = |message: String| PipelineError::Output {
+    sonic_core::config::write_atomic(path, bytes).map_err(|e| PipelineError::Output {
         path: path.to_path_buf(),
-        message,
-    };
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|e| err(e.to_string()))?;
-    tmp.write_all(bytes).map_err(|e| err(e.to_string()))?;
-    tmp.as_file().sync_all().map_err(|e| err(e.to_string()))?;
-    tmp.persist(path).map_err(|e| err(e.error.to_string()))?;
-    Ok(())
+        message: e.to_string(),
+    })
 }
 
 /// The output paths for `count` images: `path` itself for one image, else `stem-N.ext`.

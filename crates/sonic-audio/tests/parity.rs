@@ -1,0 +1,63 @@
+//! Every audio section of the sonic-tiny fixture against the PyTorch references.
+
+use sonic_core::fixtures::{CaseResult, Fixture, fixtures_root};
+use std::path::Path;
+
+fn fixture() -> Fixture {
+    let root = fixtures_root(Path::new(env!("CARGO_MANIFEST_DIR")))
+        .expect("fixtures not found: set SONIC_FIXTURES or place ../shared/fixtures beside the workspace");
+    Fixture::open(&root.join("sonic-tiny")).expect("sonic-tiny fixture")
+}
+
+fn check(section: &str, min_cases: usize) -> Vec<CaseResult> {
+    let fixture = fixture();
+    let device = sonic_core::device::default_device().unwrap();
+    let results = sonic_audio::parity::run_section(section, &fixture, &device)
+        .expect("known section")
+        .unwrap();
+    assert!(results.len() >= min_cases, "{section}: only {} cases", results.len());
+    for r in &results {
+        println!("{} max_abs={:e} max_rel={:e} (tol {:e})", r.id, r.cmp.max_abs, r.cmp.max_rel, r.tol);
+        assert!(r.id.starts_with(section), "{}", r.id);
+    }
+    for r in &results {
+        assert!(r.passed(), "{} max_rel={:e} > {:e}", r.id, r.cmp.max_rel, r.tol);
+    }
+    results
+}
+
+#[test]
+fn audio_clips_decode_and_fit_exactly() {
+    let r = check("audio_clips", 19);
+    assert!(r.iter().filter(|c| c.tol == 0.0).count() >= 13);
+}
+
+#[test]
+fn resample_matches_torchaudio() {
+    check("resample", 4);
+}
+
+#[test]
+fn repeat_pad_is_exact() {
+    check("repeat_pad", 1);
+}
+
+#[test]
+fn clap_frontend_matches_torchlibrosa() {
+    check("clap_frontend", 3);
+}
+
+#[test]
+fn clap_cnn14_matches_msclap() {
+    check("clap_cnn14", 10);
+}
+
+#[test]
+fn clap_projection_matches_msclap() {
+    check("clap_projection", 1);
+}
+
+#[test]
+fn clap_e2e_matches_msclap() {
+    check("clap_e2e", 5);
+}

@@ -1,0 +1,111 @@
+//! The UNet output and block intermediates against diffusers, and config validation errors.
+
+use sonic_core::CoreError;
+use sonic_core::fixtures::{Fixture, fixtures_root};
+use sonic_unet::{UNetConfig, UNetError};
+use std::path::Path;
+
+fn root() -> std::path::PathBuf {
+    fixtures_root(Path::new(env!("CARGO_MANIFEST_DIR"))).expect("fixtures not found")
+}
+
+fn run(name: &str) {
+    let device = sonic_core::device::default_device().unwrap();
+    let fixture = Fixture::open(&root().join(name)).unwrap();
+    let results = sonic_unet::parity::run_unet(&fixture, &device).unwrap();
+    assert!(results.len() >= 10, "expected out + 9 intermediates in {name}");
+    for r in &results {
+        println!("{} max_rel={:e}", r.id, r.cmp.max_rel);
+        assert!(r.passed(), "{name}: {} max_rel={:e} > {:e}", r.id, r.cmp.max_rel, r.tol);
+    }
+}
+
+#[test]
+fn unet_matches_diffusers_sd15_tiny() {
+    run("sd15-tiny");
+}
+
+#[test]
+fn unet_matches_diffusers_sd21_tiny() {
+    run("sd21-tiny");
+}
+
+fn config_with(key: &str, value: serde_json::Value) -> Result<UNetConfig, UNetError> {
+    let text = std::fs::read_to_string(root().join("sd15-tiny/unet/config.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v[key] = value;
+    UNetConfig::from_json_str(&v.to_string(), Path::new("unet/config.json"))
+}
+
+#[test]
+fn unsupported_config_values_are_named() {
+    for (key, value) in [
+        ("down_block_types", serde_json::json!(["SimpleCrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"])),
+        ("act_fn", serde_json::json!("gelu")),
+        ("class_embed_type", serde_json::json!("timestep")),
+        ("attention_head_dim", serde_json::json!(7)),
+        ("layers_per_block", serde_json::json!([1, 2])),
+        ("mid_block_type", serde_json::json!("UNetMidBlock2DSimpleCrossAttn")),
+    ] {
+        let e = config_with(key, value.clone()).unwrap_err();
+        match &e {
+            UNetError::Core(CoreError::UnsupportedConfig { key: k, path, .. }) => {
+                assert!(path.ends_with("config.json"));
+                assert!(
+                    k == key || (key == "attention_head_dim" && k == "attention_head_dim"),
+                    "{key}: error names {k}"
+                );
+            }
+            other => panic!("{key}: wrong error {other:?}"),
+        }
+    }
+    assert!(config_with("use_linear_projection", serde_json::json!(true)).is_ok());
+}
+
+#[test]
+fn bad_inputs_are_errors_not_panics() {
+    let device = sonic_core::device::default_device().unwrap();
+    let unet = sonic_unet::UNet2DConditionModel::from_dir(&root().join("sd15-tiny/unet"), &device).unwrap();
+    let x = burn::tensor::Tensor::<4>::zeros([1, 3, 8, 8], &device);
+    let text = burn::tensor::Tensor::<3>::zeros([1, 77, 32], &device);
+    assert!(matches!(unet.forward(x, &[1.0], text.clone()), Err(UNetError::BadInput { .. })));
+    let x = burn::tensor::Tensor::<4>::zeros([1, 4, 8, 8], &device);
+    let wide = burn::tensor::Tensor::<3>::zeros([1, 77, 48], &device);
+    assert!(matches!(unet.forward(x.clone(), &[1.0], wide), Err(UNetError::BadInput { .. })));
+    assert!(matches!(unet.forward(x.clone(), &[1.0, 2.0, 3.0], text.clone()), Err(UNetError::BadInput { .. })));
+    // Odd latent sizes follow diffusers' explicit upsample sizes instead of failing.
+    let odd = burn::tensor::Tensor::<4>::zeros([1, 4, 7, 5], &device);
+    assert_eq!(unet.forward(odd, &[10.0], text).unwrap().dims(), [1, 4, 7, 5]);
+}
+
+#[test]
+fn adapters_with_zero_strength_equal_the_plain_unet() {
+    let device = sonic_core::device::default_device().unwrap();
+    let dir = root().join("sd15-tiny/unet");
+    let plain = sonic_unet::UNet2DConditionModel::from_dir(&dir, &device).unwrap();
+    let mut with = sonic_unet::UNet2DConditionModel::from_dir(&dir, &device).unwrap();
+    let n = with.add_adapters(sonic_unet::AdapterPlacement::OFFICIAL, 32, 0.7, &device);
+    assert_eq!(n, with.adapter_count());
+    assert!(n > 0);
+    let fixture = Fixture::open(&root().join("sd15-tiny")).unwrap();
+    let case = &fixture.section("unet").unwrap()[0];
+    let x = fixture.tensor_of(case, "sample").unwrap().to_tensor::<4>(&device).unwrap();
+    let t = fixture.tensor_of(case, "timesteps").unwrap().data.clone();
+    let text = fixture.tensor_of(case, "encoder_hidden_states").unwrap().to_tensor::<3>(&device).unwrap();
+    let tokens = burn::tensor::Tensor::<3>::random([2, 5, 32], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+    let base = plain.forward(x.clone(), &t, text.clone()).unwrap();
+    let zero = with.prepare_adapters(tokens.clone(), sonic_unet::AdapterStrength::Global(0.0));
+    let out0 = with.forward_with(x.clone(), &t, text.clone(), Some(&zero), &mut sonic_unet::hooks::NoHook).unwrap();
+    let c = sonic_core::fixtures::compare_slices(
+        &sonic_core::fixtures::to_host(&out0).unwrap(),
+        &sonic_core::fixtures::to_host(&base).unwrap(),
+    );
+    assert_eq!(c.max_abs, 0.0, "f = 0 must equal the plain UNet");
+    let one = with.prepare_adapters(tokens, sonic_unet::AdapterStrength::Global(1.0));
+    let out1 = with.forward_with(x, &t, text, Some(&one), &mut sonic_unet::hooks::NoHook).unwrap();
+    let c = sonic_core::fixtures::compare_slices(
+        &sonic_core::fixtures::to_host(&out1).unwrap(),
+        &sonic_core::fixtures::to_host(&base).unwrap(),
+    );
+    assert!(c.max_abs > 1e-6, "an adapter at f = 1 with a non-zero gate must change the output");
+}
