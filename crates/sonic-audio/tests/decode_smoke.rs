@@ -2,7 +2,7 @@
 //! `cargo fuzz` target in `fuzz/`): valid WAV / FLAC / MP3 / OGG files are corrupted (bit
 //! flips, byte overwrites, truncation, insertion, chunk-length rewrites) and decoded. Every
 //! outcome must be `Ok` with well-formed audio or a typed error naming the input; a panic
-//! fails the test. `SONIC_SMOKE_ITERS` sets the number of executions (default 1500).
+//! fails the test. `SONIC_SMOKE_ITERS` sets the number of executions (default 5000).
 
 use rand::{Rng, SeedableRng};
 use sonic_audio::{AudioError, decode_bytes};
@@ -82,7 +82,7 @@ fn corrupted_inputs_never_panic() {
     let iters: usize = std::env::var("SONIC_SMOKE_ITERS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(1500);
+        .unwrap_or(5000);
     let seeds = seeds();
     for (s, ext) in &seeds {
         decode_bytes(s, Path::new("<seed>"), Some(ext)).unwrap();

@@ -21,6 +21,14 @@ fn device() -> burn::tensor::Device {
 fn official_pickle_layout_loads_without_touching_the_text_tower() {
     // clap_variant.pth: {"model": {audio_encoder.*, caption_encoder.* (corrupted bytes),
     // logit_scale}, "epoch", "optimizer"}; no STFT kernels / melW.
+    // The guard is real: reading a caption tensor fails (its bytes were overwritten).
+    let reader = burn::store::pytorch_reader::PytorchReader::with_top_level_key(
+        data("clap_variant.pth"),
+        "model",
+    )
+    .unwrap();
+    let caption = reader.get("caption_encoder.projection.linear1.weight").unwrap();
+    assert!(caption.read().is_err(), "the caption storage should be unreadable");
     let dev = device();
     let pth = ClapAudioEncoder::from_file_with_config(data("clap_variant.pth"), variant_config(), &dev)
         .unwrap();

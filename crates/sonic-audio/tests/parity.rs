@@ -61,3 +61,19 @@ fn clap_projection_matches_msclap() {
 fn clap_e2e_matches_msclap() {
     check("clap_e2e", 5);
 }
+
+#[test]
+fn computed_frontend_constants_match_the_stored_ones() {
+    use sonic_audio::frontend::{mel_filter_bank, stft_kernels};
+    use sonic_audio::weights::{ClapCheckpoint, KEY_MEL_W, KEY_STFT_IMAG, KEY_STFT_REAL};
+    let ckpt = ClapCheckpoint::open(&fixture().dir.join("clap.safetensors")).unwrap();
+    let (re, im) = stft_kernels(1024);
+    let mel = mel_filter_bank(44100.0, 1024, 64, 50.0, 14000.0);
+    for (key, ours) in [(KEY_STFT_REAL, re), (KEY_STFT_IMAG, im), (KEY_MEL_W, mel)] {
+        let (_, stored) = ckpt.read_f32(key).unwrap().unwrap();
+        assert_eq!(stored.len(), ours.len(), "{key}");
+        let d = stored.iter().zip(&ours).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        println!("{key}: max |computed - stored| = {d:e}");
+        assert!(d <= 1e-6, "{key}: {d}");
+    }
+}

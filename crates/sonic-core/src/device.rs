@@ -31,9 +31,14 @@ pub fn available_devices() -> Vec<&'static str> {
     v
 }
 
-/// The default device of this build: the first of flex, ndarray, cpu, wgpu, cuda, metal
-/// that is compiled in.
+/// The default device: `$SONIC_DEVICE` when set (e.g. `SONIC_DEVICE=wgpu-cpu cargo test`),
+/// else the first of flex, ndarray, wgpu, cuda, metal, cpu that is compiled in.
 pub fn default_device() -> Result<Device> {
+    if let Ok(spec) = std::env::var("SONIC_DEVICE")
+        && !spec.trim().is_empty()
+    {
+        return parse_device(&spec);
+    }
     let first = available_devices().first().copied().ok_or_else(|| CoreError::Device {
         spec: "default".into(),
         reason: "no backend feature is enabled (build with --features flex, ndarray, wgpu, cuda or metal)".into(),

@@ -164,11 +164,8 @@ fn vae_3level_vae() {
 }
 
 /// The `vae_unaligned` cases: encode inputs whose sizes are not multiples of the VAE factor.
-/// diffusers encodes any size (asymmetric (0, 1) pad before each stride-2 conv, floor), but
-/// `AutoencoderKL::encode` rejects such inputs with `VaeError::BadInput`, hence `#[ignore]`.
-/// SD pipelines never produce them (diffusers' image processor rounds sizes to the factor);
-/// the layers themselves handle them: bypassing the size check, these cases match to ~2e-6.
-/// Run with `cargo test -p sonic-pipeline --test variants -- --ignored`.
+/// diffusers encodes any size (asymmetric (0, 1) pad before each stride-2 conv, floor), and so
+/// does `AutoencoderKL::encode`.
 fn vae_unaligned(variant: &str) {
     let (_tmp, mut fixture) = materialize(variant);
     let cases = fixture.cases["vae_unaligned"].clone();
@@ -183,19 +180,16 @@ fn vae_unaligned(variant: &str) {
 }
 
 #[test]
-#[ignore = "AutoencoderKL::encode requires H, W multiples of the VAE factor (see vae_unaligned)"]
 fn unet4_l1_nonsquare_vae_unaligned() {
     vae_unaligned("unet4-l1-nonsquare");
 }
 
 #[test]
-#[ignore = "AutoencoderKL::encode requires H, W multiples of the VAE factor (see vae_unaligned)"]
 fn unet2_l3_heads_vae_unaligned() {
     vae_unaligned("unet2-l3-heads");
 }
 
 #[test]
-#[ignore = "AutoencoderKL::encode requires H, W multiples of the VAE factor (see vae_unaligned)"]
 fn vae_3level_vae_unaligned() {
     vae_unaligned("vae-3level");
 }

@@ -288,15 +288,15 @@ impl AutoencoderKL {
             .count()
     }
 
-    /// Encodes images `[B, C, H, W]` in `[-1, 1]` (H and W multiples of the downsampling
-    /// factor) to the latent posterior.
+    /// Encodes images `[B, C, H, W]` in `[-1, 1]` to the latent posterior. Sizes that are not
+    /// multiples of the downsampling factor are handled as diffusers does (each stride-2 step
+    /// pads right / bottom by one and rounds down).
     pub fn encode(&self, image: Tensor<4>) -> Result<DiagonalGaussian, VaeError> {
         let dims = image.dims();
-        let f = self.downsampling_factor();
-        if dims[1] != self.in_channels || dims[2] % f != 0 || dims[3] % f != 0 || dims[2] == 0 || dims[3] == 0 {
+        if dims[1] != self.in_channels || dims[2] == 0 || dims[3] == 0 {
             return Err(VaeError::BadInput {
                 what: "VAE encode input",
-                expected: format!("[B, {}, H, W] with H and W positive multiples of {f}", self.in_channels),
+                expected: format!("[B, {}, H, W] with H, W > 0", self.in_channels),
                 found: dims.to_vec(),
             });
         }
