@@ -8,7 +8,14 @@
 use libfuzzer_sys::fuzz_target;
 use std::path::Path;
 
-const HINTS: [Option<&str>; 6] = [None, Some("wav"), Some("flac"), Some("mp3"), Some("ogg"), Some("bin")];
+const HINTS: [Option<&str>; 6] = [
+    None,
+    Some("wav"),
+    Some("flac"),
+    Some("mp3"),
+    Some("ogg"),
+    Some("bin"),
+];
 
 fuzz_target!(|data: &[u8]| {
     let (hint, bytes) = match data.split_first() {
@@ -27,7 +34,8 @@ fuzz_target!(|data: &[u8]| {
             if audio.frames() <= 1 << 16 && audio.sample_rate <= 400_000 {
                 if let Ok(y) = sonic_audio::resample(&mono, audio.sample_rate, 44_100) {
                     if !y.is_empty() {
-                        let fitted = sonic_audio::fit_to_length(&y, 4410, 44_100, Default::default());
+                        let fitted =
+                            sonic_audio::fit_to_length(&y, 4410, 44_100, Default::default());
                         assert!(fitted.is_ok());
                     }
                 }
@@ -35,7 +43,10 @@ fuzz_target!(|data: &[u8]| {
         }
         Err(e) => {
             let msg = e.to_string();
-            assert!(msg.contains("<fuzz>") || matches!(e, sonic_audio::AudioError::BadInput { .. }), "{msg}");
+            assert!(
+                msg.contains("<fuzz>") || matches!(e, sonic_audio::AudioError::BadInput { .. }),
+                "{msg}"
+            );
         }
     }
 });

@@ -18,10 +18,18 @@ fuzz_target!(|data: &[u8]| {
     match sonic_audio::SincResampler::new(orig, new) {
         Ok(r) => {
             let y = r.process(&samples);
-            assert_eq!(y.len(), if orig == new { samples.len() } else { r.output_len(samples.len()) });
+            assert_eq!(
+                y.len(),
+                if orig == new {
+                    samples.len()
+                } else {
+                    r.output_len(samples.len())
+                }
+            );
             assert!(y.iter().all(|v| v.is_finite()));
             if !y.is_empty() {
-                let (f, _) = sonic_audio::fit_to_length(&y, target, new.max(1), Default::default()).unwrap();
+                let (f, _) =
+                    sonic_audio::fit_to_length(&y, target, new.max(1), Default::default()).unwrap();
                 assert_eq!(f.len(), target);
             }
         }

@@ -6,6 +6,9 @@ use crate::error::{AudioError, Result};
 use serde::Deserialize;
 use std::path::Path;
 
+/// The longest clip the encoder accepts: 2^27 samples (about 50 minutes at 44.1 kHz).
+pub const MAX_CLIP_SAMPLES: usize = 1 << 27;
+
 /// Front-end settings; [`Default`] is MS-CLAP 2022 as used by SonicDiffusion.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default)]
@@ -77,6 +80,12 @@ impl ClapAudioConfig {
         {
             return Err(format!("sizes must be positive: {self:?}"));
         }
+        if self.clip_samples > MAX_CLIP_SAMPLES {
+            return Err(format!(
+                "clip_samples {} exceeds {MAX_CLIP_SAMPLES}",
+                self.clip_samples
+            ));
+        }
         if self.clip_samples <= self.window_size / 2 {
             return Err(format!(
                 "clip_samples {} must exceed window_size / 2 = {} (reflect padding)",
@@ -85,7 +94,10 @@ impl ClapAudioConfig {
             ));
         }
         if !(self.fmin >= 0.0 && self.fmax > self.fmin) {
-            return Err(format!("need 0 <= fmin < fmax, got {} / {}", self.fmin, self.fmax));
+            return Err(format!(
+                "need 0 <= fmin < fmax, got {} / {}",
+                self.fmin, self.fmax
+            ));
         }
         Ok(())
     }

@@ -163,7 +163,10 @@ where
                         AudioError::UnsupportedFormat { .. } | AudioError::Decode { .. } => {
                             AudioError::UnsupportedFormat {
                                 path: path.to_path_buf(),
-                                reason: format!("WAV encoding not supported: {}", hound_err.message),
+                                reason: format!(
+                                    "WAV encoding not supported: {}",
+                                    hound_err.message
+                                ),
                             }
                         }
                         other => other,
@@ -447,7 +450,10 @@ where
 mod tests {
     use super::*;
 
-    fn wav_bytes(spec: hound::WavSpec, write: impl Fn(&mut hound::WavWriter<&mut std::io::Cursor<Vec<u8>>>)) -> Vec<u8> {
+    fn wav_bytes(
+        spec: hound::WavSpec,
+        write: impl Fn(&mut hound::WavWriter<&mut std::io::Cursor<Vec<u8>>>),
+    ) -> Vec<u8> {
         let mut cur = std::io::Cursor::new(Vec::new());
         {
             let mut w = hound::WavWriter::new(&mut cur, spec).unwrap();
@@ -515,8 +521,8 @@ mod tests {
 
     #[test]
     fn garbage_is_unsupported_and_empty_is_empty() {
-        let e = decode_bytes(b"hello, this is not audio at all", Path::new("x.bin"), None)
-            .unwrap_err();
+        let e =
+            decode_bytes(b"hello, this is not audio at all", Path::new("x.bin"), None).unwrap_err();
         assert!(matches!(e, AudioError::UnsupportedFormat { .. }), "{e}");
         let e = decode_bytes(b"", Path::new("e.wav"), None).unwrap_err();
         assert!(matches!(e, AudioError::EmptyFile { .. }), "{e}");

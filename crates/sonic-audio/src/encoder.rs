@@ -13,6 +13,9 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+/// Cnn14 pools five times by 2: time frames and mel bins must be at least this.
+const MIN_POOLED: usize = 32;
+
 /// Every stage of the encoder for a batch of clips.
 #[derive(Debug, Clone)]
 pub struct ClapEmbeddings {
@@ -80,6 +83,17 @@ impl ClapAudioEncoder {
         })?;
         let ckpt = ClapCheckpoint::open(path)?;
         let sizes = ckpt.sizes()?;
+        // Five 2x2 poolings need at least 32 frames and 32 mel bins.
+        let frames = config.clip_samples / config.hop_size + 1;
+        if frames < MIN_POOLED || sizes.mel_bins < MIN_POOLED {
+            return Err(AudioError::BadInput {
+                what: "CLAP config".into(),
+                reason: format!(
+                    "{frames} frames x {} mel bins: Cnn14 needs at least {MIN_POOLED} of each",
+                    sizes.mel_bins
+                ),
+            });
+        }
         if sizes.mel_bins != config.mel_bins {
             tracing::debug!(
                 config = config.mel_bins,
@@ -170,7 +184,10 @@ impl ClapAudioEncoder {
         }
         let mono = audio.to_mono();
         if let Some(i) = mono.iter().position(|v| !v.is_finite()) {
-            return Err(AudioError::bad_input(what, format!("non-finite sample at {i}")));
+            return Err(AudioError::bad_input(
+                what,
+                format!("non-finite sample at {i}"),
+            ));
         }
         let resampled = if audio.sample_rate == self.config.sample_rate {
             mono
@@ -262,10 +279,12 @@ impl ClapAudioEncoder {
     /// Runs the network on prepared waveforms `[B, clip_samples]` on the device.
     pub fn encode_waveforms(&self, x: Tensor<2>) -> Result<ClapEmbeddings> {
         let [b, n] = x.dims();
-        if b == 0 || n <= self.front_end.n_fft / 2 {
+        if b == 0 || n <= self.front_end.n_fft / 2 || self.front_end.frames(n) < MIN_POOLED {
             return Err(AudioError::bad_input(
                 "waveforms",
-                format!("shape [{b}, {n}]: need B >= 1 and more than n_fft / 2 samples"),
+                format!(
+                    "shape [{b}, {n}]: need B >= 1, more than n_fft / 2 samples and at least {MIN_POOLED} frames"
+                ),
             ));
         }
         let bn0 = self.model.base.apply_bn0(self.front_end.forward(x));
@@ -289,10 +308,10 @@ impl ClapAudioEncoder {
 }
 
 fn concat(mut parts: Vec<ClapEmbeddings>) -> ClapEmbeddings {
-    if parts.len() == 1 {
-        if let Some(p) = parts.pop() {
-            return p;
-        }
+    if parts.len() == 1
+        && let Some(p) = parts.pop()
+    {
+        return p;
     }
     let cat = |f: &dyn Fn(&ClapEmbeddings) -> Tensor<2>| {
         Tensor::cat(parts.iter().map(f).collect::<Vec<_>>(), 0)
@@ -367,7 +386,7 @@ fn build_front_end(
             config.fmax,
         ),
     };
-    Ok(LogMelFrontEnd::new(
+    LogMelFrontEnd::new(
         n_fft,
         config.hop_size,
         &real,
@@ -375,5 +394,5 @@ fn build_front_end(
         &mel_w,
         sizes.mel_bins,
         device,
-    ))
+    )
 }

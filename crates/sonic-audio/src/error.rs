@@ -50,7 +50,9 @@ pub enum AudioError {
         path: PathBuf,
     },
     /// A sample is NaN or infinite (float WAVs can hold them).
-    #[error("audio file {path} holds a non-finite sample ({value}) at frame {frame}, channel {channel}")]
+    #[error(
+        "audio file {path} holds a non-finite sample ({value}) at frame {frame}, channel {channel}"
+    )]
     NonFinite {
         /// The file at fault.
         path: PathBuf,

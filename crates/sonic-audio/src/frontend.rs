@@ -13,6 +13,7 @@
 //! [`mel_filter_bank`] compute them as torchlibrosa/librosa do (in float64, rounded to float32
 //! the way numpy does).
 
+use crate::error::{AudioError, Result};
 use burn::tensor::module::conv1d;
 use burn::tensor::ops::{ConvOptions, PadMode};
 use burn::tensor::{Device, Tensor, TensorData};
@@ -121,7 +122,8 @@ pub struct LogMelFrontEnd {
 
 impl LogMelFrontEnd {
     /// A front end from host constants: `real`/`imag` `[n_fft/2+1, n_fft]` and
-    /// `mel_w` `[n_fft/2+1, mel_bins]`, all row-major.
+    /// `mel_w` `[n_fft/2+1, mel_bins]`, all row-major. Errors when a size is zero or a slice
+    /// does not have the length its shape needs.
     pub fn new(
         n_fft: usize,
         hop: usize,
@@ -130,19 +132,39 @@ impl LogMelFrontEnd {
         mel_w: &[f32],
         mel_bins: usize,
         device: &Device,
-    ) -> Self {
+    ) -> Result<Self> {
         let bins = n_fft / 2 + 1;
+        if n_fft < 2 || hop == 0 || mel_bins == 0 {
+            return Err(AudioError::bad_input(
+                "front end",
+                format!("n_fft {n_fft}, hop {hop}, mel bins {mel_bins}"),
+            ));
+        }
+        if real.len() != bins * n_fft
+            || imag.len() != bins * n_fft
+            || mel_w.len() != bins * mel_bins
+        {
+            return Err(AudioError::bad_input(
+                "front end",
+                format!(
+                    "constants of {} / {} / {} values do not fit n_fft {n_fft} and {mel_bins} mel bins",
+                    real.len(),
+                    imag.len(),
+                    mel_w.len()
+                ),
+            ));
+        }
         let mut k = Vec::with_capacity(2 * bins * n_fft);
         k.extend_from_slice(real);
         k.extend_from_slice(imag);
         let kernel = Tensor::from_data(TensorData::new(k, [2 * bins, 1, n_fft]), device);
         let mel_w = Tensor::from_data(TensorData::new(mel_w.to_vec(), [bins, mel_bins]), device);
-        Self {
+        Ok(Self {
             n_fft,
             hop,
             kernel,
             mel_w,
-        }
+        })
     }
 
     /// The number of frames for `samples` input samples: `samples / hop + 1`.

@@ -34,6 +34,8 @@
 //!
 //! The `sonic parity` runners for the sonic fixtures are in [`parity`].
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod decode;
 pub mod encoder;

@@ -5,8 +5,7 @@
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{
-    BatchNorm, BatchNormConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig,
-    PaddingConfig2d,
+    BatchNorm, BatchNormConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d,
 };
 use burn::tensor::activation::{gelu, relu, sigmoid};
 use burn::tensor::module::avg_pool2d;
@@ -141,9 +140,7 @@ impl Cnn14 {
     /// `bn0` applied over the mel bins of a log-mel spectrogram `[B, 1, T, M]` (PyTorch
     /// transposes to `[B, M, T, 1]`, normalises, and transposes back).
     pub fn apply_bn0(&self, logmel: Tensor<4>) -> Tensor<4> {
-        self.bn0
-            .forward(logmel.swap_dims(1, 3))
-            .swap_dims(1, 3)
+        self.bn0.forward(logmel.swap_dims(1, 3)).swap_dims(1, 3)
     }
 
     fn blocks(&self) -> [&ConvBlock; 6] {
@@ -217,9 +214,7 @@ impl Projection {
     /// A randomly initialised projection `d_in -> d_out`.
     pub fn new(d_in: usize, d_out: usize, device: &Device) -> Self {
         Self {
-            linear1: LinearConfig::new(d_in, d_out)
-                .with_bias(false)
-                .init(device),
+            linear1: LinearConfig::new(d_in, d_out).with_bias(false).init(device),
             linear2: LinearConfig::new(d_out, d_out)
                 .with_bias(false)
                 .init(device),

@@ -122,14 +122,25 @@ impl SincResampler {
     }
 
     /// The dense kernel torchaudio caches, shape `[new, 1, 2 * width + orig]` flattened
-    /// (for comparison against torchaudio's own).
-    pub fn dense_kernel(&self) -> (Vec<usize>, Vec<f32>) {
+    /// (for comparison against torchaudio's own). Errors when it would exceed 2^28 values
+    /// (rates whose gcd is small, where torchaudio itself needs gigabytes).
+    pub fn dense_kernel(&self) -> Result<(Vec<usize>, Vec<f32>)> {
         let taps = 2 * self.width + self.orig;
-        let mut out = vec![0f32; self.new * taps];
+        let total = self
+            .new
+            .checked_mul(taps)
+            .filter(|&n| n <= 1 << 28)
+            .ok_or_else(|| {
+                AudioError::bad_input(
+                    "dense resampling kernel",
+                    format!("{} x {taps} values is too large", self.new),
+                )
+            })?;
+        let mut out = vec![0f32; total];
         for (i, (lo, k)) in self.phases.iter().enumerate() {
             out[i * taps + lo..i * taps + lo + k.len()].copy_from_slice(k);
         }
-        (vec![self.new, 1, taps], out)
+        Ok((vec![self.new, 1, taps], out))
     }
 
     /// The number of output samples for `len` input samples: `ceil(new * len / orig)`.
@@ -195,7 +206,7 @@ mod tests {
     fn lengths_follow_torchaudio() {
         let r = SincResampler::new(16000, 44100).unwrap();
         assert_eq!(r.width(), 7);
-        assert_eq!(r.dense_kernel().0, vec![441, 1, 174]);
+        assert_eq!(r.dense_kernel().unwrap().0, vec![441, 1, 174]);
         assert_eq!(r.output_len(40000), 110250);
         assert_eq!(r.process(&vec![0.1; 40000]).len(), 110250);
         let r = SincResampler::new(48000, 44100).unwrap();
@@ -206,7 +217,12 @@ mod tests {
 
     #[test]
     fn dc_is_preserved_in_the_middle() {
-        for (a, b) in [(22050, 44100), (48000, 44100), (32000, 44100), (8000, 44100)] {
+        for (a, b) in [
+            (22050, 44100),
+            (48000, 44100),
+            (32000, 44100),
+            (8000, 44100),
+        ] {
             let r = SincResampler::new(a, b).unwrap();
             let y = r.process(&vec![1.0; 4000]);
             let mid = y[y.len() / 2];
@@ -219,6 +235,7 @@ mod tests {
         // 44099 -> 44100 would be a 44100 x 44113 dense kernel; the sparse phases are small.
         let r = SincResampler::new(44099, 44100).unwrap();
         let stored: usize = r.phases.iter().map(|(_, k)| k.len()).sum();
+        assert!(r.dense_kernel().is_err());
         assert!(stored < 44100 * 20, "{stored}");
         assert_eq!(r.process(&[0.0; 10]).len(), 11);
     }

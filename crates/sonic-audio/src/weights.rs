@@ -200,10 +200,13 @@ impl ClapCheckpoint {
             key: self.full_key(key),
             expected: vec![],
         })?;
-        shape.get(dim).copied().ok_or_else(|| AudioError::Checkpoint {
-            path: self.path.clone(),
-            message: format!("`{}{key}` has shape {shape:?}", self.prefix),
-        })
+        shape
+            .get(dim)
+            .copied()
+            .ok_or_else(|| AudioError::Checkpoint {
+                path: self.path.clone(),
+                message: format!("`{}{key}` has shape {shape:?}", self.prefix),
+            })
     }
 
     /// The network sizes, read from the tensor shapes.
@@ -216,13 +219,36 @@ impl ClapCheckpoint {
             Some(_) => Some(self.require_dim("base.fc_audioset.weight", 0)?),
             None => None,
         };
-        Ok(ClapSizes {
+        let sizes = ClapSizes {
             mel_bins: self.require_dim("base.bn0.weight", 0)?,
             widths,
             out_emb: self.require_dim("base.fc1.weight", 0)?,
             classes,
             d_proj: self.require_dim("projection.linear1.weight", 0)?,
-        })
+        };
+        let all = [
+            sizes.mel_bins,
+            sizes.out_emb,
+            sizes.d_proj,
+            classes.unwrap_or(1),
+        ];
+        if all.iter().chain(&widths).any(|&d| d == 0) {
+            return Err(AudioError::Checkpoint {
+                path: self.path.clone(),
+                message: format!("zero-sized layer in {sizes:?}"),
+            });
+        }
+        // Check every model tensor against the file before anything is allocated, so that a
+        // file declaring absurd sizes is refused instead of exhausting memory.
+        let mut found = BTreeMap::new();
+        for (key, t) in &self.tensors {
+            if !key.ends_with("num_batches_tracked") && !is_frontend_key(key) {
+                found.insert(key.clone(), t.shape.to_vec());
+            }
+        }
+        check_tensors(&self.path, &expected_shapes(&sizes), &found)
+            .map_err(|e| prefix_key(e, self.prefix))?;
+        Ok(sizes)
     }
 
     /// Reads a front-end constant (`KEY_STFT_REAL`, `KEY_STFT_IMAG`, `KEY_MEL_W`) as `f32`
@@ -232,7 +258,10 @@ impl ClapCheckpoint {
             return Ok(None);
         };
         let data = bridge::to_data(t).map_err(|e| {
-            weights_error(&self.path, format!("cannot read `{}{key}`: {e}", self.prefix))
+            weights_error(
+                &self.path,
+                format!("cannot read `{}{key}`: {e}", self.prefix),
+            )
         })?;
         let shape = data.shape().to_vec();
         let values = data
@@ -292,6 +321,43 @@ impl ClapCheckpoint {
         );
         Ok(model)
     }
+}
+
+/// The tensors (PyTorch names and shapes) of a CLAP audio encoder of the given sizes.
+pub fn expected_shapes(sizes: &ClapSizes) -> BTreeMap<String, Vec<usize>> {
+    let mut m = BTreeMap::new();
+    let bn = |m: &mut BTreeMap<String, Vec<usize>>, prefix: &str, c: usize| {
+        for p in ["weight", "bias", "running_mean", "running_var"] {
+            m.insert(format!("{prefix}.{p}"), vec![c]);
+        }
+    };
+    bn(&mut m, "base.bn0", sizes.mel_bins);
+    let mut c_in = 1;
+    for (i, &w) in sizes.widths.iter().enumerate() {
+        let b = format!("base.conv_block{}", i + 1);
+        m.insert(format!("{b}.conv1.weight"), vec![w, c_in, 3, 3]);
+        m.insert(format!("{b}.conv2.weight"), vec![w, w, 3, 3]);
+        bn(&mut m, &format!("{b}.bn1"), w);
+        bn(&mut m, &format!("{b}.bn2"), w);
+        c_in = w;
+    }
+    m.insert("base.fc1.weight".into(), vec![sizes.out_emb, c_in]);
+    m.insert("base.fc1.bias".into(), vec![sizes.out_emb]);
+    if let Some(c) = sizes.classes {
+        m.insert("base.fc_audioset.weight".into(), vec![c, sizes.out_emb]);
+        m.insert("base.fc_audioset.bias".into(), vec![c]);
+    }
+    m.insert(
+        "projection.linear1.weight".into(),
+        vec![sizes.d_proj, sizes.out_emb],
+    );
+    m.insert(
+        "projection.linear2.weight".into(),
+        vec![sizes.d_proj, sizes.d_proj],
+    );
+    m.insert("projection.layer_norm.weight".into(), vec![sizes.d_proj]);
+    m.insert("projection.layer_norm.bias".into(), vec![sizes.d_proj]);
+    m
 }
 
 /// Puts the `audio_encoder.` prefix back on the key of a name/shape error, so that it names

@@ -5,7 +5,9 @@ use sonic_audio::{AudioError, DecodedAudio, decode_bytes, decode_file};
 use std::path::{Path, PathBuf};
 
 fn data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
 }
 
 fn max_abs_diff(a: &DecodedAudio, b: &DecodedAudio) -> f32 {
@@ -72,7 +74,13 @@ fn float64_wav_falls_back_to_symphonia() {
     }
     let a = decode_bytes(&bytes, Path::new("f64.wav"), Some("wav")).unwrap();
     assert_eq!(a.sample_rate, 48000);
-    assert_eq!(a.channels, vec![vec![0.25f32, 1.0e-9f64 as f32], vec![-0.5, 0.123_456_789_012_345f64 as f32]]);
+    assert_eq!(
+        a.channels,
+        vec![
+            vec![0.25f32, 1.0e-9f64 as f32],
+            vec![-0.5, 0.123_456_789_012_345f64 as f32]
+        ]
+    );
 }
 
 #[test]
@@ -105,7 +113,10 @@ fn pcm_depths_and_channels() {
 }
 
 fn assert_names(e: &AudioError, name: &str) {
-    assert!(e.to_string().contains(name), "error does not name {name}: {e}");
+    assert!(
+        e.to_string().contains(name),
+        "error does not name {name}: {e}"
+    );
 }
 
 #[test]
@@ -145,7 +156,11 @@ fn bad_files_are_typed_errors_naming_the_file() {
     assert!(matches!(e, AudioError::NoSamples { .. }), "{e}");
     assert_names(&e, "silent.wav");
     // NaN and infinity in a float WAV
-    for (name, v) in [("nan.wav", f32::NAN), ("inf.wav", f32::INFINITY), ("ninf.wav", f32::NEG_INFINITY)] {
+    for (name, v) in [
+        ("nan.wav", f32::NAN),
+        ("inf.wav", f32::INFINITY),
+        ("ninf.wav", f32::NEG_INFINITY),
+    ] {
         let mut b = wav_header(3, 1, 8000, 32, 8);
         b.extend_from_slice(&0.5f32.to_le_bytes());
         b.extend_from_slice(&v.to_le_bytes());
@@ -162,7 +177,10 @@ fn bad_files_are_typed_errors_naming_the_file() {
     assert!(matches!(e, AudioError::UnsupportedFormat { .. }), "{e}");
     assert_names(&e, "wma.wav");
     // not audio at all
-    let p = write("notes.txt", b"these are not the samples you are looking for");
+    let p = write(
+        "notes.txt",
+        b"these are not the samples you are looking for",
+    );
     let e = decode_file(&p).unwrap_err();
     assert!(matches!(e, AudioError::UnsupportedFormat { .. }), "{e}");
     assert_names(&e, "notes.txt");

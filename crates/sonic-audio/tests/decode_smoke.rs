@@ -11,15 +11,29 @@ use std::path::Path;
 fn seeds() -> Vec<(Vec<u8>, &'static str)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
     let mut v: Vec<(Vec<u8>, &'static str)> = Vec::new();
-    for (f, ext) in [("tone.flac", "flac"), ("tone.ogg", "ogg"), ("tone.mp3", "mp3")] {
+    for (f, ext) in [
+        ("tone.flac", "flac"),
+        ("tone.ogg", "ogg"),
+        ("tone.mp3", "mp3"),
+    ] {
         v.push((std::fs::read(dir.join(f)).unwrap(), ext));
     }
-    for (bits, float) in [(8u16, false), (16, false), (24, false), (32, false), (32, true)] {
+    for (bits, float) in [
+        (8u16, false),
+        (16, false),
+        (24, false),
+        (32, false),
+        (32, true),
+    ] {
         let spec = hound::WavSpec {
             channels: 2,
             sample_rate: 11025,
             bits_per_sample: bits,
-            sample_format: if float { hound::SampleFormat::Float } else { hound::SampleFormat::Int },
+            sample_format: if float {
+                hound::SampleFormat::Float
+            } else {
+                hound::SampleFormat::Int
+            },
         };
         let mut cur = std::io::Cursor::new(Vec::new());
         {
@@ -93,7 +107,11 @@ fn corrupted_inputs_never_panic() {
     for _ in 0..iters {
         let (seed, ext) = &seeds[rng.random_range(0..seeds.len())];
         let input = mutate(&mut rng, seed);
-        let hint = if rng.random_bool(0.5) { Some(*ext) } else { None };
+        let hint = if rng.random_bool(0.5) {
+            Some(*ext)
+        } else {
+            None
+        };
         match decode_bytes(&input, name, hint) {
             Ok(a) => {
                 assert!(a.sample_rate > 0 && a.frames() > 0);
@@ -113,6 +131,8 @@ fn corrupted_inputs_never_panic() {
             }
         }
     }
-    println!("{iters} executions: {ok} decoded, {err} typed errors ({caught} were caught decoder panics)");
+    println!(
+        "{iters} executions: {ok} decoded, {err} typed errors ({caught} were caught decoder panics)"
+    );
     assert_eq!(ok + err, iters);
 }

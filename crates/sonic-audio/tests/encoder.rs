@@ -6,7 +6,9 @@ use sonic_core::fixtures::{Fixture, compare};
 use std::path::{Path, PathBuf};
 
 fn data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
 }
 
 fn variant_config() -> ClapAudioConfig {
@@ -27,11 +29,17 @@ fn official_pickle_layout_loads_without_touching_the_text_tower() {
         "model",
     )
     .unwrap();
-    let caption = reader.get("caption_encoder.projection.linear1.weight").unwrap();
-    assert!(caption.read().is_err(), "the caption storage should be unreadable");
-    let dev = device();
-    let pth = ClapAudioEncoder::from_file_with_config(data("clap_variant.pth"), variant_config(), &dev)
+    let caption = reader
+        .get("caption_encoder.projection.linear1.weight")
         .unwrap();
+    assert!(
+        caption.read().is_err(),
+        "the caption storage should be unreadable"
+    );
+    let dev = device();
+    let pth =
+        ClapAudioEncoder::from_file_with_config(data("clap_variant.pth"), variant_config(), &dev)
+            .unwrap();
     let st = ClapAudioEncoder::from_file_with_config(
         data("variant/clap.safetensors"),
         variant_config(),
@@ -42,10 +50,18 @@ fn official_pickle_layout_loads_without_touching_the_text_tower() {
     assert_eq!(pth.sizes().widths, [4, 8, 12, 16, 24, 32]);
     assert_eq!(pth.embedding_dim(), 12);
     let fixture = Fixture::open(&data("variant")).unwrap();
-    let x = fixture.tensors.get("wav.p.clap_input").unwrap().to_tensor::<2>(&dev).unwrap();
+    let x = fixture
+        .tensors
+        .get("wav.p.clap_input")
+        .unwrap()
+        .to_tensor::<2>(&dev)
+        .unwrap();
     let a = pth.encode_waveforms(x.clone()).unwrap();
     let b = st.encode_waveforms(x).unwrap();
-    let diff: f32 = (a.embedding_l2x2 - b.embedding_l2x2).abs().max().into_scalar();
+    let diff: f32 = (a.embedding_l2x2 - b.embedding_l2x2)
+        .abs()
+        .max()
+        .into_scalar();
     assert_eq!(diff, 0.0);
 }
 
@@ -53,7 +69,9 @@ fn official_pickle_layout_loads_without_touching_the_text_tower() {
 fn encode_files_and_samples_give_the_reference_embeddings() {
     let dev = device();
     let fixture = Fixture::open(&data("variant")).unwrap();
-    let crop = fixture.cases["audio_clips"]["q"]["fit"]["crop_start"].as_u64().unwrap() as usize;
+    let crop = fixture.cases["audio_clips"]["q"]["fit"]["crop_start"]
+        .as_u64()
+        .unwrap() as usize;
     let enc = ClapAudioEncoder::from_file_with_config(
         data("variant/clap.safetensors"),
         variant_config(),
@@ -93,6 +111,7 @@ fn encode_files_and_samples_give_the_reference_embeddings() {
 }
 
 #[test]
+#[allow(clippy::type_complexity)]
 fn checkpoint_errors_name_file_and_key() {
     let dev = device();
     let dir = tempfile::tempdir().unwrap();
@@ -128,7 +147,11 @@ fn checkpoint_errors_name_file_and_key() {
         let views: Vec<(String, safetensors::tensor::TensorView)> = owned
             .iter()
             .map(|(k, s, d)| {
-                (k.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d).unwrap())
+                (
+                    k.clone(),
+                    safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d)
+                        .unwrap(),
+                )
             })
             .collect();
         let p = dir.path().join(name);
@@ -139,20 +162,51 @@ fn checkpoint_errors_name_file_and_key() {
         (k != "audio_encoder.base.conv_block3.conv2.weight").then(|| (k.to_string(), s))
     });
     let e = load(&p).unwrap_err();
-    assert!(matches!(e, AudioError::Core(CoreError::MissingTensor { .. })), "{e}");
-    assert!(e.to_string().contains("missing.safetensors") && e.to_string().contains("audio_encoder.base.conv_block3.conv2.weight"), "{e}");
+    assert!(
+        matches!(e, AudioError::Core(CoreError::MissingTensor { .. })),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("missing.safetensors")
+            && e.to_string()
+                .contains("audio_encoder.base.conv_block3.conv2.weight"),
+        "{e}"
+    );
     let p = rewrite("shape.safetensors", &|k, s| {
-        Some((k.to_string(), if k == "audio_encoder.projection.linear2.weight" { vec![12, 13] } else { s }))
+        Some((
+            k.to_string(),
+            if k == "audio_encoder.projection.linear2.weight" {
+                vec![12, 13]
+            } else {
+                s
+            },
+        ))
     });
     let e = load(&p).unwrap_err();
-    assert!(matches!(e, AudioError::Core(CoreError::ShapeMismatch { .. })), "{e}");
-    assert!(e.to_string().contains("audio_encoder.projection.linear2.weight"), "{e}");
+    assert!(
+        matches!(e, AudioError::Core(CoreError::ShapeMismatch { .. })),
+        "{e}"
+    );
+    assert!(
+        e.to_string()
+            .contains("audio_encoder.projection.linear2.weight"),
+        "{e}"
+    );
     let p = rewrite("extra.safetensors", &|k, s| {
-        Some((if k == "audio_encoder.base.fc1.bias" { "audio_encoder.base.fc2.bias".to_string() } else { k.to_string() }, s))
+        Some((
+            if k == "audio_encoder.base.fc1.bias" {
+                "audio_encoder.base.fc2.bias".to_string()
+            } else {
+                k.to_string()
+            },
+            s,
+        ))
     });
     let e = load(&p).unwrap_err();
     assert!(e.to_string().contains("extra.safetensors"), "{e}");
-    let p = rewrite("notclap.safetensors", &|k, s| Some((k.replace("audio_encoder.", "caption_encoder."), s)));
+    let p = rewrite("notclap.safetensors", &|k, s| {
+        Some((k.replace("audio_encoder.", "caption_encoder."), s))
+    });
     let e = load(&p).unwrap_err();
     assert!(matches!(e, AudioError::Checkpoint { .. }), "{e}");
     // A truncated safetensors file.

@@ -4,8 +4,9 @@ use sonic_core::fixtures::{CaseResult, Fixture, fixtures_root};
 use std::path::Path;
 
 fn fixture() -> Fixture {
-    let root = fixtures_root(Path::new(env!("CARGO_MANIFEST_DIR")))
-        .expect("fixtures not found: set SONIC_FIXTURES or place ../shared/fixtures beside the workspace");
+    let root = fixtures_root(Path::new(env!("CARGO_MANIFEST_DIR"))).expect(
+        "fixtures not found: set SONIC_FIXTURES or place ../shared/fixtures beside the workspace",
+    );
     Fixture::open(&root.join("sonic-tiny")).expect("sonic-tiny fixture")
 }
 
@@ -15,13 +16,26 @@ fn check(section: &str, min_cases: usize) -> Vec<CaseResult> {
     let results = sonic_audio::parity::run_section(section, &fixture, &device)
         .expect("known section")
         .unwrap();
-    assert!(results.len() >= min_cases, "{section}: only {} cases", results.len());
+    assert!(
+        results.len() >= min_cases,
+        "{section}: only {} cases",
+        results.len()
+    );
     for r in &results {
-        println!("{} max_abs={:e} max_rel={:e} (tol {:e})", r.id, r.cmp.max_abs, r.cmp.max_rel, r.tol);
+        println!(
+            "{} max_abs={:e} max_rel={:e} (tol {:e})",
+            r.id, r.cmp.max_abs, r.cmp.max_rel, r.tol
+        );
         assert!(r.id.starts_with(section), "{}", r.id);
     }
     for r in &results {
-        assert!(r.passed(), "{} max_rel={:e} > {:e}", r.id, r.cmp.max_rel, r.tol);
+        assert!(
+            r.passed(),
+            "{} max_rel={:e} > {:e}",
+            r.id,
+            r.cmp.max_rel,
+            r.tol
+        );
     }
     results
 }
@@ -72,7 +86,11 @@ fn computed_frontend_constants_match_the_stored_ones() {
     for (key, ours) in [(KEY_STFT_REAL, re), (KEY_STFT_IMAG, im), (KEY_MEL_W, mel)] {
         let (_, stored) = ckpt.read_f32(key).unwrap().unwrap();
         assert_eq!(stored.len(), ours.len(), "{key}");
-        let d = stored.iter().zip(&ours).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let d = stored
+            .iter()
+            .zip(&ours)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
         println!("{key}: max |computed - stored| = {d:e}");
         assert!(d <= 1e-6, "{key}: {d}");
     }

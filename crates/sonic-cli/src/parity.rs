@@ -101,7 +101,7 @@ pub fn run(dir: &Path, only: &[String], device: &Device) -> Result<Summary> {
             }
             Some(Err(e)) => {
                 println!("FAIL {section} max_abs=inf max_rel=inf tol=nan");
-                eprintln!("error in section {section}: {e:#}");
+                eprintln!("error in section {section}: {}", crate::error_chain(&e));
                 summary.failed += 1;
                 summary.worst = f64::INFINITY;
             }

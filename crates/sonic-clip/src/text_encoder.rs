@@ -266,6 +266,7 @@ impl ClipTextModel {
         let options = LoadOptions {
             remaps: vec![Remap::new(r"^text_model\.", "")],
             ignore: vec![r"position_ids$".into()],
+            subset: None,
         };
         let model = load_safetensors(Self::new(config, act, device), weights, &options)?;
         Ok(model)

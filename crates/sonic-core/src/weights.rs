@@ -12,7 +12,7 @@ use crate::error::{CoreError, Result};
 use burn::module::Module;
 use burn::store::{
     BurnToPyTorchAdapter, ChainAdapter, FloatCastAdapter, KeyRemapper, ModuleSnapshot,
-    PyTorchToBurnAdapter, SafetensorsStore,
+    PyTorchToBurnAdapter, PytorchStore, SafetensorsStore,
 };
 use burn::tensor::DType;
 use std::collections::BTreeMap;
@@ -47,6 +47,102 @@ pub struct LoadOptions {
     /// Regexes of file keys that are known to be unused and are skipped silently
     /// (e.g. `position_ids` buffers of older transformers checkpoints).
     pub ignore: Vec<String>,
+    /// When set, only the module tensors whose path matches this regex are expected and
+    /// loaded (e.g. the adapters of a UNet from an adapter-only file); the rest of the module
+    /// keeps its weights.
+    pub subset: Option<String>,
+}
+
+/// Where weights come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WeightSource {
+    /// A `*.safetensors` file.
+    Safetensors(PathBuf),
+    /// A PyTorch pickle (`*.pt`, `*.pth`, `*.bin`), read without executing anything; tensors
+    /// may sit under a top-level key of the pickled dict (e.g. `model`, `state_dict`).
+    Pytorch {
+        /// The file.
+        path: PathBuf,
+        /// The key of the state dict inside the pickle, if any.
+        top_level_key: Option<String>,
+    },
+}
+
+impl WeightSource {
+    /// Picks the format from the extension: `.safetensors` or a PyTorch pickle.
+    pub fn from_path(path: &Path) -> Self {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("safetensors") => WeightSource::Safetensors(path.to_path_buf()),
+            _ => WeightSource::Pytorch {
+                path: path.to_path_buf(),
+                top_level_key: None,
+            },
+        }
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        match self {
+            WeightSource::Safetensors(p) => p,
+            WeightSource::Pytorch { path, .. } => path,
+        }
+    }
+
+    /// Lists the tensors of the source (name -> dtype, shape) without reading their data.
+    pub fn list(&self) -> Result<BTreeMap<String, HeaderEntry>> {
+        match self {
+            WeightSource::Safetensors(p) => read_safetensors_header(p),
+            WeightSource::Pytorch {
+                path,
+                top_level_key,
+            } => {
+                if path.is_dir() {
+                    return Err(CoreError::Io {
+                        path: path.clone(),
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::IsADirectory,
+                            "is a directory",
+                        ),
+                    });
+                }
+                if !path.exists() {
+                    return Err(CoreError::Io {
+                        path: path.clone(),
+                        source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+                    });
+                }
+                let reader = match top_level_key {
+                    Some(k) => burn::store::pytorch_reader::PytorchReader::with_top_level_key(path, k),
+                    None => burn::store::pytorch_reader::PytorchReader::new(path),
+                }
+                .map_err(|e| CoreError::WeightsFile {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+                Ok(reader
+                    .tensors()
+                    .iter()
+                    .map(|(k, t)| {
+                        use burn::store::pytorch_reader::DType as PtDType;
+                        let dtype = match t.dtype() {
+                            PtDType::F32 => "F32".to_string(),
+                            PtDType::F16 => "F16".to_string(),
+                            PtDType::BF16 => "BF16".to_string(),
+                            PtDType::F64 => "F64".to_string(),
+                            other => format!("{other:?}"),
+                        };
+                        (
+                            k.clone(),
+                            HeaderEntry {
+                                dtype,
+                                shape: t.shape().to_vec(),
+                            },
+                        )
+                    })
+                    .collect())
+            }
+        }
+    }
 }
 
 /// One entry of a safetensors header.
@@ -208,19 +304,39 @@ pub fn load_safetensors<M>(module: M, path: &Path, options: &LoadOptions) -> Res
 where
     M: Module + ModuleSnapshot,
 {
-    let header = read_safetensors_header(path)?;
+    load_weights(module, &WeightSource::Safetensors(path.to_path_buf()), options)
+}
+
+/// Loads weights from any [`WeightSource`] into `module`. Before anything is applied, the
+/// source's tensor list (after [`LoadOptions::remaps`], without [`LoadOptions::ignore`]d keys)
+/// is checked against the module's expected tensors (restricted to
+/// [`LoadOptions::subset`]): the first shape mismatch, missing or unexpected tensor is a typed
+/// error naming the file and key.
+pub fn load_weights<M>(module: M, source: &WeightSource, options: &LoadOptions) -> Result<M>
+where
+    M: Module + ModuleSnapshot,
+{
+    let path = source.path();
+    let listing = source.list()?;
     let remaps = compile_remaps(&options.remaps, path)?;
+    let bad_pattern = |e: regex::Error| CoreError::WeightsFile {
+        path: path.to_path_buf(),
+        message: format!("bad pattern: {e}"),
+    };
     let ignore: Vec<regex::Regex> = options
         .ignore
         .iter()
         .map(|p| regex::Regex::new(p))
         .collect::<std::result::Result<_, _>>()
-        .map_err(|e| CoreError::WeightsFile {
-            path: path.to_path_buf(),
-            message: format!("bad ignore pattern: {e}"),
-        })?;
+        .map_err(bad_pattern)?;
+    let subset = options
+        .subset
+        .as_deref()
+        .map(regex::Regex::new)
+        .transpose()
+        .map_err(bad_pattern)?;
     let mut found = BTreeMap::new();
-    for (key, entry) in &header {
+    for (key, entry) in &listing {
         if ignore.iter().any(|re| re.is_match(key)) {
             continue;
         }
@@ -233,7 +349,10 @@ where
         }
         found.insert(apply_remaps(key, &remaps), entry.shape.clone());
     }
-    let expected = expected_tensors(&module);
+    let mut expected = expected_tensors(&module);
+    if let Some(re) = &subset {
+        expected.retain(|k, _| re.is_match(k));
+    }
     check_tensors(path, &expected, &found)?;
 
     let mut remapper = KeyRemapper::new();
@@ -245,29 +364,58 @@ where
                 message: format!("bad remap pattern `{}`: {e}", r.pattern),
             })?;
     }
-    let mut store = SafetensorsStore::from_file(path)
-        .remap(remapper)
-        .with_from_adapter(ChainAdapter::new(
-            PyTorchToBurnAdapter,
-            FloatCastAdapter::to(DType::F32),
-        ))
-        .allow_partial(true)
-        .skip_enum_variants(true)
-        .validate(false);
     let mut module = module;
-    let result = module
-        .load_from(&mut store)
-        .map_err(|e| CoreError::WeightsFile {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+    let result = match source {
+        WeightSource::Safetensors(p) => {
+            let mut store = SafetensorsStore::from_file(p)
+                .remap(remapper)
+                .with_from_adapter(ChainAdapter::new(
+                    PyTorchToBurnAdapter,
+                    FloatCastAdapter::to(DType::F32),
+                ))
+                .allow_partial(true)
+                .skip_enum_variants(true)
+                .validate(false);
+            if let Some(sub) = &options.subset {
+                store = store.with_regex(sub);
+            }
+            module.load_from(&mut store).map_err(|e| CoreError::WeightsFile {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?
+        }
+        WeightSource::Pytorch {
+            path: p,
+            top_level_key,
+        } => {
+            let mut store = PytorchStore::from_file(p)
+                .remap(remapper)
+                .allow_partial(true)
+                .skip_enum_variants(true)
+                .validate(false);
+            if let Some(k) = top_level_key {
+                store = store.with_top_level_key(k.clone());
+            }
+            if let Some(sub) = &options.subset {
+                store = store.with_regex(sub);
+            }
+            module.load_from(&mut store).map_err(|e| CoreError::WeightsFile {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?
+        }
+    };
     if let Some(err) = result.errors.first() {
         return Err(CoreError::WeightsFile {
             path: path.to_path_buf(),
             message: err.to_string(),
         });
     }
-    if let Some((missing, _)) = result.missing.first() {
+    if let Some((missing, _)) = result
+        .missing
+        .iter()
+        .find(|(m, _)| subset.as_ref().is_none_or(|re| re.is_match(m)))
+    {
         return Err(CoreError::MissingTensor {
             path: path.to_path_buf(),
             key: missing.clone(),

@@ -12,7 +12,7 @@ use burn::nn::GroupNorm;
 use burn::nn::conv::Conv2d;
 use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor};
-use sonic_core::weights::{LoadOptions, find_weights, load_safetensors};
+use sonic_core::weights::{LoadOptions, Remap, WeightSource, find_weights, load_safetensors, load_weights};
 use std::path::Path;
 
 /// Where gated adapters are placed: `[down, mid, up]` (official: `[false, true, true]`).
@@ -148,6 +148,7 @@ impl UNet2DConditionModel {
         LoadOptions {
             remaps: feed_forward_remaps(),
             ignore: vec![],
+            subset: None,
         }
     }
 
@@ -170,6 +171,52 @@ impl UNet2DConditionModel {
             weights,
             &Self::load_options(),
         )?)
+    }
+
+    /// The regex of adapter parameter paths (`attn_adapter`, `norm_adapter`, `gate_adapter`).
+    pub const ADAPTER_PATTERN: &'static str = r"\.(attn_adapter|norm_adapter|gate_adapter)(\.|$)";
+
+    /// Adds gated adapters as found in an adapter weights file (the official `landscape.pt` /
+    /// `greatest_hits.pt` pickles, a dict of key -> tensor, or safetensors with the same keys)
+    /// and loads them. The placement (`[down, mid, up]`) and the audio-token width are read from
+    /// the file; every adapter of a placed level must be present, with the block's shapes.
+    /// Returns the model with its adapters and the placement found.
+    pub fn with_adapters(
+        mut self,
+        source: &WeightSource,
+        device: &Device,
+    ) -> Result<(Self, AdapterPlacement), UNetError> {
+        let listing = source.list()?;
+        let strip = regex::Regex::new(r"^unet\.").map_err(|e| sonic_core::CoreError::WeightsFile {
+            path: source.path().to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let keys: Vec<(String, Vec<usize>)> = listing
+            .iter()
+            .map(|(k, e)| (strip.replace(k, "").into_owned(), e.shape.clone()))
+            .collect();
+        let is_adapter = |k: &str| k.contains("_adapter");
+        let placement = AdapterPlacement {
+            down: keys.iter().any(|(k, _)| is_adapter(k) && k.starts_with("down_blocks.")),
+            mid: keys.iter().any(|(k, _)| is_adapter(k) && k.starts_with("mid_block.")),
+            up: keys.iter().any(|(k, _)| is_adapter(k) && k.starts_with("up_blocks.")),
+        };
+        let context_dim = keys
+            .iter()
+            .find(|(k, s)| k.ends_with("attn_adapter.to_k.weight") && s.len() == 2)
+            .map(|(_, s)| s[1])
+            .ok_or_else(|| sonic_core::CoreError::MissingTensor {
+                path: source.path().to_path_buf(),
+                key: "<block>.attn_adapter.to_k.weight".into(),
+                expected: vec![],
+            })?;
+        self.add_adapters(placement, context_dim, 0.0, device);
+        let options = LoadOptions {
+            remaps: vec![Remap::new(r"^unet\.", "")],
+            ignore: vec![],
+            subset: Some(Self::ADAPTER_PATTERN.to_string()),
+        };
+        Ok((load_weights(self, source, &options)?, placement))
     }
 
     /// Every transformer block with its level (`down`, `mid`, `up`), in traversal order.

@@ -269,6 +269,7 @@ impl AutoencoderKL {
         let options = LoadOptions {
             remaps: Self::legacy_remaps(),
             ignore: vec![],
+            subset: None,
         };
         Ok(load_safetensors(Self::new(config, device), weights, &options)?)
     }
