@@ -104,3 +104,84 @@ impl UNetHook for RecordBlocks {
         self.adapter_taps.push((name.to_string(), tap, h.clone()));
     }
 }
+
+/// Whether a [`FeatureBank`] records features or replaces them with recorded ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BankMode {
+    /// Record the named features.
+    Capture,
+    /// Replace the named features with the recorded ones (same shapes).
+    Inject,
+}
+
+/// Captures, then injects, resnet residual branches and self-attention queries / keys by name
+/// (Plug-and-Play's feature injection when the source branch runs as its own forward pass).
+#[derive(Debug, Clone)]
+pub struct FeatureBank {
+    /// Resnets to act on, e.g. `up_blocks.1.resnets.1`.
+    pub resnets: Vec<String>,
+    /// Self-attentions to act on, e.g. `up_blocks.1.attentions.1.transformer_blocks.0.attn1`.
+    pub attentions: Vec<String>,
+    /// Capture or inject.
+    pub mode: BankMode,
+    /// Recorded residual branches by name.
+    pub residuals: std::collections::HashMap<String, Tensor<4>>,
+    /// Recorded `(q, k)` by name.
+    pub qk: std::collections::HashMap<String, (Tensor<4>, Tensor<4>)>,
+}
+
+impl FeatureBank {
+    /// A bank capturing the given features.
+    pub fn capture(resnets: Vec<String>, attentions: Vec<String>) -> Self {
+        Self {
+            resnets,
+            attentions,
+            mode: BankMode::Capture,
+            residuals: Default::default(),
+            qk: Default::default(),
+        }
+    }
+}
+
+impl UNetHook for FeatureBank {
+    fn wants_resnet(&self, name: &str) -> bool {
+        self.resnets.iter().any(|n| n == name)
+    }
+
+    fn resnet_residual(&mut self, name: &str, h: Tensor<4>) -> Tensor<4> {
+        match self.mode {
+            BankMode::Capture => {
+                self.residuals.insert(name.to_string(), h.clone());
+                h
+            }
+            BankMode::Inject => match self.residuals.get(name) {
+                Some(r) if r.dims() == h.dims() => r.clone(),
+                _ => h,
+            },
+        }
+    }
+
+    fn wants_self_attention(&self, name: &str) -> bool {
+        self.attentions.iter().any(|n| n == name)
+    }
+
+    fn self_attention_qk(
+        &mut self,
+        name: &str,
+        q: Tensor<4>,
+        k: Tensor<4>,
+    ) -> (Tensor<4>, Tensor<4>) {
+        match self.mode {
+            BankMode::Capture => {
+                self.qk.insert(name.to_string(), (q.clone(), k.clone()));
+                (q, k)
+            }
+            BankMode::Inject => match self.qk.get(name) {
+                Some((sq, sk)) if sq.dims() == q.dims() && sk.dims() == k.dims() => {
+                    (sq.clone(), sk.clone())
+                }
+                _ => (q, k),
+            },
+        }
+    }
+}

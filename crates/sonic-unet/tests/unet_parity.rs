@@ -109,3 +109,32 @@ fn adapters_with_zero_strength_equal_the_plain_unet() {
     );
     assert!(c.max_abs > 1e-6, "an adapter at f = 1 with a non-zero gate must change the output");
 }
+
+#[test]
+fn captured_features_can_be_injected() {
+    use sonic_unet::hooks::{BankMode, FeatureBank};
+    let device = sonic_core::device::default_device().unwrap();
+    let unet = sonic_unet::UNet2DConditionModel::from_dir(&root().join("sd15-tiny/unet"), &device).unwrap();
+    let text = burn::tensor::Tensor::<3>::random([1, 77, 32], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+    let a = burn::tensor::Tensor::<4>::random([1, 4, 8, 8], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+    let b = burn::tensor::Tensor::<4>::random([1, 4, 8, 8], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+    let resnets = vec!["up_blocks.1.resnets.1".to_string(), "up_blocks.1.resnets.2".to_string()];
+    let attns = vec![
+        "up_blocks.1.attentions.1.transformer_blocks.0.attn1".to_string(),
+        "up_blocks.2.attentions.0.transformer_blocks.0.attn1".to_string(),
+    ];
+    let mut bank = FeatureBank::capture(resnets, attns);
+    let out_a = unet.forward_with(a.clone(), &[500.0], text.clone(), None, &mut bank).unwrap();
+    assert_eq!(bank.residuals.len(), 2);
+    assert_eq!(bank.qk.len(), 2);
+    let host = |t: &burn::tensor::Tensor<4>| sonic_core::fixtures::to_host(t).unwrap();
+    // Injecting a run's own features changes nothing.
+    bank.mode = BankMode::Inject;
+    let again = unet.forward_with(a, &[500.0], text.clone(), None, &mut bank).unwrap();
+    assert_eq!(host(&again), host(&out_a));
+    // Injecting them into another input changes its output.
+    let plain_b = unet.forward(b.clone(), &[500.0], text.clone()).unwrap();
+    let injected_b = unet.forward_with(b, &[500.0], text, None, &mut bank).unwrap();
+    let c = sonic_core::fixtures::compare_slices(&host(&injected_b), &host(&plain_b));
+    assert!(c.max_abs > 1e-5, "injection had no effect");
+}
