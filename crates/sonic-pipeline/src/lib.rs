@@ -17,6 +17,7 @@
 pub mod error;
 pub mod output;
 pub mod parity;
+pub mod sampling;
 pub mod stable_diffusion;
 pub mod text_to_image;
 

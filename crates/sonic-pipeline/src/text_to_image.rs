@@ -2,6 +2,7 @@
 //! `StableDiffusionPipeline`.
 
 use crate::error::PipelineError;
+use crate::sampling::{Conditioning, Guidance, ProgressOnly, denoise};
 use crate::stable_diffusion::StableDiffusion;
 use burn::tensor::{Tensor, TensorData};
 use rand::SeedableRng;
@@ -164,30 +165,34 @@ pub fn text_to_image(
         }
         None => seeded_noise([b, lc, h, w], req.seed, device),
     };
-    let mut latents = init.mul_scalar(scheduler.init_noise_sigma());
-    let timesteps = scheduler.timesteps().to_vec();
-    for (i, &t) in timesteps.iter().enumerate() {
-        let input = if cfg {
-            Tensor::cat(vec![latents.clone(), latents.clone()], 0)
-        } else {
-            latents.clone()
-        };
-        let input = scheduler.scale_model_input(input, i)?;
-        let eps = sd.unet.forward(input, &[t as f32], text.clone())?;
-        let eps = if cfg {
-            let uncond = eps.clone().slice([0..b]);
-            let cond = eps.slice([b..2 * b]);
-            uncond.clone() + (cond - uncond).mul_scalar(req.guidance_scale)
-        } else {
-            eps
-        };
-        latents = scheduler.step(eps, i, latents)?;
+    let latents = init.mul_scalar(scheduler.init_noise_sigma());
+    let cond = Conditioning {
+        text,
+        adapter: None,
+    };
+    let guidance = if cfg {
+        Guidance::Single(req.guidance_scale)
+    } else {
+        Guidance::None
+    };
+    let total = scheduler.timesteps().len();
+    let mut report = |step, total, timestep| {
         progress(&Progress {
-            step: i + 1,
-            total: timesteps.len(),
-            timestep: t,
-        });
-    }
+            step,
+            total,
+            timestep,
+        })
+    };
+    let mut observer = ProgressOnly::new(&mut report, total);
+    let latents = denoise(
+        &sd.unet,
+        scheduler.as_mut(),
+        latents,
+        &cond,
+        guidance,
+        0,
+        &mut observer,
+    )?;
     ensure_finite(&latents, "the final latents")?;
     let images = sd.decode_latents(latents.clone())?;
     Ok(Generation { latents, images })

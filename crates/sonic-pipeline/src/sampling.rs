@@ -1,0 +1,177 @@
+//! The denoising loop shared by every pipeline: a batch of conditioning branches through the
+//! UNet, guidance that combines the branches' predictions, and a scheduler step.
+
+use crate::error::PipelineError;
+use burn::tensor::Tensor;
+use sonic_schedulers::Scheduler;
+use sonic_unet::hooks::{NoHook, UNetHook};
+use sonic_unet::{AdapterInput, UNet2DConditionModel};
+
+/// How the branches' noise predictions are combined.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Guidance {
+    /// One branch, used as is.
+    None,
+    /// Two branches `[uncond, cond]`: `u + s (c - u)` (classifier-free guidance; the official
+    /// SonicDiffusion rule with `uncond = ("" text, null audio)`, `cond = (prompt, audio)`).
+    Single(f64),
+    /// Three branches `[("" text, null audio), (prompt, null audio), (prompt, audio)]`:
+    /// `u + s_text (t - u) + s_audio (ta - t)`.
+    TextAudio {
+        /// Text scale.
+        text: f64,
+        /// Audio scale.
+        audio: f64,
+    },
+}
+
+impl Guidance {
+    /// The number of branches this guidance needs.
+    pub fn branches(&self) -> usize {
+        match self {
+            Guidance::None => 1,
+            Guidance::Single(_) => 2,
+            Guidance::TextAudio { .. } => 3,
+        }
+    }
+
+    /// Combines per-branch predictions; `None` unless there are exactly `branches()`.
+    pub fn combine(&self, eps: &[Tensor<4>]) -> Option<Tensor<4>> {
+        match (self, eps) {
+            (Guidance::None, [e]) => Some(e.clone()),
+            (Guidance::Single(s), [u, c]) => {
+                Some(u.clone() + (c.clone() - u.clone()).mul_scalar(*s))
+            }
+            (Guidance::TextAudio { text, audio }, [u, t, ta]) => Some(
+                u.clone()
+                    + (t.clone() - u.clone()).mul_scalar(*text)
+                    + (ta.clone() - t.clone()).mul_scalar(*audio),
+            ),
+            _ => None,
+        }
+    }
+}
+
+/// The conditioning of all branches, stacked branch-major: rows `[k*b, (k+1)*b)` belong to
+/// branch `k`.
+#[derive(Debug, Clone)]
+pub struct Conditioning {
+    /// Text embeddings `[branches * b, S, C]`.
+    pub text: Tensor<3>,
+    /// Adapter inputs with batch `branches * b`, if any.
+    pub adapter: Option<AdapterInput>,
+}
+
+/// What one step produced, for observers (parity checks, previews).
+#[derive(Debug, Clone)]
+pub struct StepTensors {
+    /// Index of the step in the scheduler's timesteps.
+    pub index: usize,
+    /// The timestep.
+    pub timestep: f64,
+    /// Per-branch noise predictions.
+    pub branch_eps: Vec<Tensor<4>>,
+    /// The guided prediction.
+    pub eps: Tensor<4>,
+    /// The latents after the step.
+    pub latents: Tensor<4>,
+}
+
+/// Observes the loop and may provide a UNet hook per step (Plug-and-Play injection).
+pub trait SamplingObserver {
+    /// Called before step `index` (timestep `t`) runs.
+    fn before_step(&mut self, _index: usize, _t: f64) {}
+    /// The hook for the current step's UNet call.
+    fn unet_hook(&mut self) -> &mut dyn UNetHook;
+    /// Called after each step.
+    fn after_step(&mut self, _step: &StepTensors) {}
+}
+
+/// An observer that only forwards progress.
+pub struct ProgressOnly<'a> {
+    /// Called with `(steps done, steps in all, timestep)`.
+    pub progress: &'a mut dyn FnMut(usize, usize, f64),
+    /// Steps in all.
+    pub total: usize,
+    hook: NoHook,
+}
+
+impl<'a> ProgressOnly<'a> {
+    /// Wraps a progress callback.
+    pub fn new(progress: &'a mut dyn FnMut(usize, usize, f64), total: usize) -> Self {
+        Self {
+            progress,
+            total,
+            hook: NoHook,
+        }
+    }
+}
+
+impl SamplingObserver for ProgressOnly<'_> {
+    fn unet_hook(&mut self) -> &mut dyn UNetHook {
+        &mut self.hook
+    }
+
+    fn after_step(&mut self, step: &StepTensors) {
+        (self.progress)(step.index + 1, self.total, step.timestep);
+    }
+}
+
+/// Runs the scheduler's steps from index `start` on `latents` (batch `b`, already scaled by
+/// the scheduler's `init_noise_sigma` or noised to the start step).
+pub fn denoise(
+    unet: &UNet2DConditionModel,
+    scheduler: &mut dyn Scheduler,
+    mut latents: Tensor<4>,
+    cond: &Conditioning,
+    guidance: Guidance,
+    start: usize,
+    observer: &mut dyn SamplingObserver,
+) -> Result<Tensor<4>, PipelineError> {
+    let b = latents.dims()[0];
+    let n = guidance.branches();
+    let rows = cond.text.dims()[0];
+    if rows != n * b {
+        return Err(PipelineError::InvalidParameter {
+            name: "conditioning",
+            value: format!("{rows} text rows"),
+            reason: format!("{n} branches x batch {b} = {} expected", n * b),
+        });
+    }
+    let timesteps = scheduler.timesteps().to_vec();
+    for (i, &t) in timesteps.iter().enumerate().skip(start) {
+        observer.before_step(i, t);
+        let input = if n == 1 {
+            latents.clone()
+        } else {
+            Tensor::cat(vec![latents.clone(); n], 0)
+        };
+        let input = scheduler.scale_model_input(input, i)?;
+        let eps_all = unet.forward_with(
+            input,
+            &[t as f32],
+            cond.text.clone(),
+            cond.adapter.as_ref(),
+            observer.unet_hook(),
+        )?;
+        let branch_eps: Vec<Tensor<4>> = (0..n)
+            .map(|k| eps_all.clone().slice([k * b..(k + 1) * b]))
+            .collect();
+        let eps = guidance
+            .combine(&branch_eps)
+            .ok_or_else(|| PipelineError::InvalidParameter {
+                name: "guidance",
+                value: format!("{} branches", branch_eps.len()),
+                reason: format!("{guidance:?} needs {n}"),
+            })?;
+        latents = scheduler.step(eps.clone(), i, latents)?;
+        observer.after_step(&StepTensors {
+            index: i,
+            timestep: t,
+            branch_eps,
+            eps,
+            latents: latents.clone(),
+        });
+    }
+    Ok(latents)
+}
