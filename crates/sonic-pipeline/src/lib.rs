@@ -14,13 +14,16 @@
 //! # Ok(()) }
 //! ```
 
+pub mod audio_to_image;
 pub mod error;
+pub mod hub;
 pub mod output;
 pub mod parity;
 pub mod sampling;
 pub mod stable_diffusion;
 pub mod text_to_image;
 
+pub use audio_to_image::{AudioToImage, audio_to_image};
 pub use error::PipelineError;
 pub use stable_diffusion::StableDiffusion;
 pub use text_to_image::{Generation, Progress, TextToImage, text_to_image};

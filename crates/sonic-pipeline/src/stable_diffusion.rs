@@ -5,6 +5,7 @@ use burn::tensor::{Device, Tensor};
 use sonic_clip::ClipTextModel;
 use sonic_clip::tokenizer::ClipTokenizer;
 use sonic_schedulers::{Scheduler, read_python_json, scheduler_by_name};
+use sonic_core::weights::WeightSource;
 use sonic_unet::UNet2DConditionModel;
 use sonic_vae::AutoencoderKL;
 use std::path::{Path, PathBuf};
@@ -71,6 +72,16 @@ impl StableDiffusion {
             scheduler_config,
             device: device.clone(),
         })
+    }
+
+    /// Adds the SonicDiffusion gated adapters found in `source` (an adapter-only safetensors
+    /// file or the official `landscape.pt` / `greatest_hits.pt` pickle) to the UNet.
+    pub fn with_adapters(mut self, source: &WeightSource) -> Result<Self, PipelineError> {
+        let unet = self.unet;
+        let (unet, placement) = unet.with_adapters(source, &self.device)?;
+        tracing::info!(file = %source.path().display(), ?placement, "loaded adapters");
+        self.unet = unet;
+        Ok(self)
     }
 
     /// Builds a scheduler by name (`model`, `ddim`, `pndm`, `euler`, `euler-karras`,
