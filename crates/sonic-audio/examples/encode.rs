@@ -23,11 +23,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let t = Instant::now();
     let emb = encoder.encode_files(&files)?;
-    println!("embedded {} file(s) in {:.2?}: {:?}", files.len(), t.elapsed(), emb.dims());
-    let data = emb.to_data().convert::<f32>().to_vec::<f32>().map_err(|e| format!("{e:?}"))?;
+    println!(
+        "embedded {} file(s) in {:.2?}: {:?}",
+        files.len(),
+        t.elapsed(),
+        emb.dims()
+    );
+    let data = emb
+        .to_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .map_err(|e| format!("{e:?}"))?;
     for (f, row) in files.iter().zip(data.chunks(encoder.embedding_dim())) {
         let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
-        println!("{f}: |e| = {norm:.6}, e[..4] = {:?}", &row[..4.min(row.len())]);
+        println!(
+            "{f}: |e| = {norm:.6}, e[..4] = {:?}",
+            &row[..4.min(row.len())]
+        );
     }
     Ok(())
 }

@@ -5,7 +5,7 @@
 //! The pipeline of [`ClapAudioEncoder::encode_files`]:
 //! 1. [`decode`]: WAV (`hound`; PCM 8/16/24/32-bit, float), FLAC, MP3, OGG/Vorbis
 //!    (`symphonia`), at the file's own precision; mono by channel mean;
-//! 2. [`resample`]: to 44100 Hz with torchaudio's `Resample` defaults (Hann-windowed sinc,
+//! 2. [`resample`](mod@resample): to 44100 Hz with torchaudio's `Resample` defaults (Hann-windowed sinc,
 //!    `lowpass_filter_width` 6, rolloff 0.99);
 //! 3. [`fit`]: to 441000 samples (10 s): short clips tile-repeated then truncated, long clips
 //!    cropped at a seeded random, explicit or centred start ([`CropStart`]);

@@ -100,7 +100,7 @@ pub struct Cnn14Trace {
 pub struct Cnn14 {
     /// BatchNorm over the mel bins.
     pub bn0: BatchNorm,
-    /// Conv block 1 (1 -> widths[0]).
+    /// Conv block 1 (1 -> `widths[0]`).
     pub conv_block1: ConvBlock,
     /// Conv block 2.
     pub conv_block2: ConvBlock,

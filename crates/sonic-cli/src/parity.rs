@@ -24,10 +24,14 @@ pub struct Summary {
 
 /// Runs one section; `None` when the section is not implemented yet.
 fn run_section(fixture: &Fixture, section: &str, device: &Device) -> Option<Result<Vec<CaseResult>>> {
+    if let Some(r) = sonic_audio::parity::run_section(section, fixture, device) {
+        return Some(r.map_err(Into::into));
+    }
     let result = match section {
         "text_encoder" => sonic_clip::parity::run_text_encoder(fixture, device).map_err(Into::into),
         "vae" => sonic_vae::parity::run_vae(fixture, device).map_err(Into::into),
         "unet" => sonic_unet::parity::run_unet(fixture, device).map_err(Into::into),
+        "projector" => sonic_projector::parity::run_projector(fixture, device).map_err(Into::into),
         "pipeline" => sonic_pipeline::parity::run_pipeline(fixture, device).map_err(Into::into),
         "schedulers" => run_schedulers(fixture, device),
         "ddpm_training" => run_ddpm(fixture, device),

@@ -375,6 +375,7 @@ where
                 ))
                 .allow_partial(true)
                 .skip_enum_variants(true)
+                .map_indices_contiguous(false)
                 .validate(false);
             if let Some(sub) = &options.subset {
                 store = store.with_regex(sub);
@@ -392,6 +393,7 @@ where
                 .remap(remapper)
                 .allow_partial(true)
                 .skip_enum_variants(true)
+                .map_indices_contiguous(false)
                 .validate(false);
             if let Some(k) = top_level_key {
                 store = store.with_top_level_key(k.clone());

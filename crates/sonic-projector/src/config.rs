@@ -153,7 +153,13 @@ fn one() -> usize {
 impl ProjectorConfig {
     /// A projector of the given sizes with the official layer hyperparameters (kernel 17,
     /// strides 3 / 4, paddings 8 / 7 / 7, eps 1e-5) in faithful mode.
-    pub fn new(audio_dim: usize, tokens: usize, heads: usize, dim_head: usize, layers: usize) -> Self {
+    pub fn new(
+        audio_dim: usize,
+        tokens: usize,
+        heads: usize,
+        dim_head: usize,
+        layers: usize,
+    ) -> Self {
         Self {
             audio_dim,
             tokens,
@@ -192,7 +198,7 @@ impl ProjectorConfig {
     /// width stays the same; it must divide it).
     pub fn with_heads(mut self, heads: usize) -> Result<Self> {
         let inner = self.inner_dim();
-        if heads == 0 || inner % heads != 0 {
+        if heads == 0 || !inner.is_multiple_of(heads) {
             return Err(unsupported(
                 Path::new("<config>"),
                 "heads",
@@ -427,7 +433,10 @@ impl ProjectorConfig {
             for p in ["to_q_adapter", "to_k_adapter", "to_v_adapter"] {
                 m.insert(format!("cross_attention.{l}.{p}.weight"), vec![inner, c]);
             }
-            m.insert(format!("between_attention.{l}.0.weight"), vec![inner, inner]);
+            m.insert(
+                format!("between_attention.{l}.0.weight"),
+                vec![inner, inner],
+            );
             m.insert(format!("between_attention.{l}.0.bias"), vec![inner]);
             m.insert(format!("between_attention.{l}.2.weight"), vec![c, inner]);
             m.insert(format!("between_attention.{l}.2.bias"), vec![c]);
@@ -483,7 +492,7 @@ impl ProjectorConfig {
             .max()
             .map_or(0, |m| m + 1);
         let heads = heads.unwrap_or(DEFAULT_HEADS);
-        if heads == 0 || inner % heads != 0 {
+        if heads == 0 || !inner.is_multiple_of(heads) {
             return Err(unsupported(
                 origin,
                 "heads",
@@ -564,7 +573,10 @@ mod tests {
             "attention_scale": 0.31622776601683794,
             "context_dim_rule": "floor((3 * audio_dim - 3) / 4) + 1"}});
         let c = ProjectorConfig::from_json_value(&v, Path::new("c.json")).unwrap();
-        assert_eq!((c.context_dim(), c.inner_dim(), c.mode), (32, 40, BlockMode::Faithful));
+        assert_eq!(
+            (c.context_dim(), c.inner_dim(), c.mode),
+            (32, 40, BlockMode::Faithful)
+        );
         let mut bad = v.clone();
         bad["projector"]["context_dim"] = 33.into();
         let e = ProjectorConfig::from_json_value(&bad, Path::new("c.json")).unwrap_err();
@@ -608,9 +620,12 @@ mod tests {
         let got = ProjectorConfig::infer_from_shapes(&shapes, Path::new("w"), Some(4)).unwrap();
         assert_eq!((got.heads, got.dim_head), (4, 80));
         assert!(ProjectorConfig::infer_from_shapes(&shapes, Path::new("w"), Some(7)).is_err());
-        let e = ProjectorConfig::infer_from_shapes(&BTreeMap::new(), Path::new("w"), None)
-            .unwrap_err();
-        assert!(e.to_string().contains("audio_emb_projection.4.weight"), "{e}");
+        let e =
+            ProjectorConfig::infer_from_shapes(&BTreeMap::new(), Path::new("w"), None).unwrap_err();
+        assert!(
+            e.to_string().contains("audio_emb_projection.4.weight"),
+            "{e}"
+        );
     }
 
     #[test]

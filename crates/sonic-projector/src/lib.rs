@@ -35,6 +35,8 @@
 //! # let _ = chained; Ok(()) }
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod error;
 pub mod model;

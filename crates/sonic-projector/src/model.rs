@@ -173,7 +173,8 @@ impl TokenAttention {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let split = |t: Tensor<3>| -> Tensor<4> {
             let [b, n, c] = t.dims();
-            t.reshape([b, n, self.heads, c / self.heads]).swap_dims(1, 2)
+            t.reshape([b, n, self.heads, c / self.heads])
+                .swap_dims(1, 2)
         };
         let q = split(self.to_q_adapter.forward(x.clone()));
         let k = split(self.to_k_adapter.forward(x.clone()));
@@ -480,10 +481,11 @@ impl Projector {
             });
         }
         tensors.sort_by(|a, b| a.name.cmp(&b.name));
-        let json = serde_json::to_string(&self.config).map_err(|e| sonic_core::CoreError::Json {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        let json =
+            serde_json::to_string(&self.config).map_err(|e| sonic_core::CoreError::Json {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
         let meta = std::collections::HashMap::from([(METADATA_KEY.to_string(), json)]);
         write_safetensors_f32(path, &tensors, Some(meta))?;
         Ok(())

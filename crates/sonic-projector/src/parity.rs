@@ -20,9 +20,11 @@ pub const PROJECTOR_TOL: f64 = 1e-4;
 /// is the case's index (or its key when the section is an object).
 pub fn run_projector(fixture: &Fixture, device: &Device) -> Result<Vec<CaseResult>> {
     let cases: Vec<(String, &serde_json::Value)> = match fixture.section("projector") {
-        Some(serde_json::Value::Array(a)) => {
-            a.iter().enumerate().map(|(i, c)| (i.to_string(), c)).collect()
-        }
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (i.to_string(), c))
+            .collect(),
         Some(serde_json::Value::Object(o)) => o.iter().map(|(k, c)| (k.clone(), c)).collect(),
         Some(_) => return Err(fixture.schema_error("projector").into()),
         None => return Ok(vec![]),

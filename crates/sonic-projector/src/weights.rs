@@ -20,8 +20,8 @@ use crate::error::{MAX_LISTED_MISMATCHES, ProjectorError, Result, WeightMismatch
 use burn::module::Module;
 use burn::store::pytorch_reader::PytorchReader;
 use burn::store::{
-    ChainAdapter, FloatCastAdapter, KeyRemapper, ModuleSnapshot, ModuleStore,
-    PyTorchToBurnAdapter, PytorchStore, bridge,
+    ChainAdapter, FloatCastAdapter, KeyRemapper, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter,
+    PytorchStore, bridge,
 };
 use burn::tensor::DType;
 use sonic_core::CoreError;
@@ -522,6 +522,9 @@ mod tests {
             ],
         };
         let s = e.to_string();
-        assert!(s.contains("w.pth") && s.contains("2 mismatch") && s.contains("`b`: unexpected"), "{s}");
+        assert!(
+            s.contains("w.pth") && s.contains("2 mismatch") && s.contains("`b`: unexpected"),
+            "{s}"
+        );
     }
 }

@@ -25,7 +25,11 @@ fn sonic_tiny_projector_matches_pytorch() {
     // out + 14 projection outputs + 4 x (attn, out)
     assert_eq!(results.len(), 1 + 14 + 8);
     assert!(results.iter().any(|r| r.id == "projector.0.out"));
-    assert!(results.iter().any(|r| r.id == "projector.0.emb_projection.10"));
+    assert!(
+        results
+            .iter()
+            .any(|r| r.id == "projector.0.emb_projection.10")
+    );
     assert!(results.iter().any(|r| r.id == "projector.0.block.3.attn"));
 }
 
@@ -41,7 +45,11 @@ fn unseen_variant_matches_pytorch_in_both_modes() {
     let results = run(&data("variant64"), "variant64");
     assert!(results.iter().any(|r| r.id == "projector.1.block.2.out"));
     // Both modes ran: case 0 faithful, case 1 chained.
-    assert!(results.iter().any(|r| r.id == "projector.0.emb_projection.13"));
+    assert!(
+        results
+            .iter()
+            .any(|r| r.id == "projector.0.emb_projection.13")
+    );
 }
 
 #[test]
@@ -50,7 +58,12 @@ fn variant_shapes_come_from_the_config() {
     let dir = data("variant64");
     let config = ProjectorConfig::from_file(&dir.join("config.json")).unwrap();
     assert_eq!(
-        (config.tokens, config.context_dim(), config.heads, config.layers),
+        (
+            config.tokens,
+            config.context_dim(),
+            config.heads,
+            config.layers
+        ),
         (64, 30, 3, 3)
     );
     let p = Projector::from_file_with_config(&dir.join("projector.safetensors"), &config, &device)
@@ -85,8 +98,8 @@ fn batch_of_three_equals_rows_one_by_one() {
     println!("full projector, batch 3 forward: {:.2?}", t.elapsed());
     assert_eq!(batch.dims(), [3, 77, 768]);
     for i in 0..3 {
-        let row = p.forward(emb.clone().slice([i..i + 1])).unwrap();
-        let d = rel_diff(&row, &batch.clone().slice([i..i + 1]));
+        let row = p.forward(emb.clone().narrow(0, i, 1)).unwrap();
+        let d = rel_diff(&row, &batch.clone().narrow(0, i, 1));
         assert!(d < 1e-6, "row {i}: {d}");
     }
     // The fixture's third row is the null embedding: null_tokens gives the same.
@@ -96,9 +109,9 @@ fn batch_of_three_equals_rows_one_by_one() {
         .tensors
         .tensor::<3>("projector.out", &device)
         .unwrap()
-        .slice([2..3]);
+        .narrow(0, 2, 1);
     for i in 0..3 {
-        let d = rel_diff(&null.clone().slice([i..i + 1]), &reference);
+        let d = rel_diff(&null.clone().narrow(0, i, 1), &reference);
         assert!(d <= PROJECTOR_TOL, "null row {i}: {d}");
     }
     // And the chained wiring gives other tokens from the same weights.

@@ -39,7 +39,10 @@ pub fn assert_all_pass(label: &str, results: &[CaseResult]) -> f64 {
     }
     let failed: Vec<_> = results.iter().filter(|r| !r.passed()).collect();
     assert!(failed.is_empty(), "{label}: failing cases: {failed:#?}");
-    println!("{label}: {} results, worst max_rel {worst:.3e}", results.len());
+    println!(
+        "{label}: {} results, worst max_rel {worst:.3e}",
+        results.len()
+    );
     worst
 }
 
