@@ -3,7 +3,9 @@
 use anyhow::{Context, Result};
 use burn::tensor::Device;
 use indicatif::{ProgressBar, ProgressStyle};
-use sonic_pipeline::{StableDiffusion, TextToImage, text_to_image};
+use sonic_pipeline::sonic::{AudioSource, SonicPipeline};
+use sonic_pipeline::{AudioToImage, StableDiffusion, TextToImage, text_to_image};
+use sonic_unet::AdapterStrength;
 use std::path::PathBuf;
 
 /// Arguments of `sonic generate`.
@@ -42,6 +44,154 @@ pub struct GenerateArgs {
     /// Output PNG (with several images: NAME-0.png, NAME-1.png, ...).
     #[arg(long, default_value = "sonic.png")]
     pub out: PathBuf,
+    /// A sound to turn into a picture (WAV, FLAC, MP3, OGG).
+    #[arg(long)]
+    pub audio: Option<PathBuf>,
+    /// Mix several sounds with weights: `a.wav:0.7,b.wav:0.3` (mixed in CLAP-embedding space).
+    #[arg(long, value_delimiter = ',')]
+    pub mix: Vec<String>,
+    /// Interpolate between two sounds: `a.wav,b.wav` (with --frames images).
+    #[arg(long, value_delimiter = ',')]
+    pub interpolate: Vec<PathBuf>,
+    /// Number of interpolation frames.
+    #[arg(long, default_value_t = 5)]
+    pub frames: usize,
+    /// Audio strength `f` of the adapters (0: text only).
+    #[arg(long, default_value_t = 1.0)]
+    pub audio_strength: f32,
+    /// Separate audio guidance scale (then --guidance applies to the text only).
+    #[arg(long)]
+    pub audio_guidance: Option<f64>,
+    /// The CLAP checkpoint (CLAP_weights_2022.pth or safetensors).
+    #[arg(long)]
+    pub clap: Option<PathBuf>,
+    /// The audio projector weights (audio_projector_*.pth or safetensors).
+    #[arg(long)]
+    pub projector: Option<PathBuf>,
+    /// A projector config JSON, when the weights do not tell the head count.
+    #[arg(long)]
+    pub projector_config: Option<PathBuf>,
+    /// The adapter weights (landscape.pt, greatest_hits.pt or safetensors).
+    #[arg(long)]
+    pub adapters: Option<PathBuf>,
+}
+
+impl GenerateArgs {
+    fn wants_audio(&self) -> bool {
+        self.audio.is_some() || !self.mix.is_empty() || !self.interpolate.is_empty()
+    }
+}
+
+fn parse_mix(items: &[String]) -> Result<Vec<(AudioSource, f32)>> {
+    items
+        .iter()
+        .map(|item| {
+            let (path, w) = item
+                .rsplit_once(':')
+                .with_context(|| format!("--mix entry `{item}` is not PATH:WEIGHT"))?;
+            let w: f32 = w
+                .parse()
+                .with_context(|| format!("--mix weight `{w}` is not a number"))?;
+            Ok((AudioSource::File(PathBuf::from(path)), w))
+        })
+        .collect()
+}
+
+fn progress_bar(steps: usize) -> ProgressBar {
+    let bar = ProgressBar::new(steps as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} denoising [{bar:30}] {pos}/{len} {elapsed} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar
+}
+
+fn run_audio(args: &GenerateArgs, device: &Device) -> Result<()> {
+    let need = |p: &Option<PathBuf>, flag: &str| {
+        p.clone()
+            .with_context(|| format!("audio generation needs {flag} (or --preset once downloaded)"))
+    };
+    let pipe = SonicPipeline::builder()
+        .model(&args.model)
+        .clap(need(&args.clap, "--clap")?)
+        .projector(need(&args.projector, "--projector")?)
+        .adapters(need(&args.adapters, "--adapters")?)
+        .device(device.clone());
+    let pipe = match &args.projector_config {
+        Some(c) => pipe.projector_config(c),
+        None => pipe,
+    }
+    .build()?;
+    let default_px = sample_size(&args.model).unwrap_or(64) * pipe.sd.vae_scale_factor();
+    let embeddings = if !args.interpolate.is_empty() {
+        let [a, b] = args.interpolate.as_slice() else {
+            anyhow::bail!("--interpolate takes exactly two files: a.wav,b.wav");
+        };
+        pipe.interpolate(&AudioSource::File(a.clone()), &AudioSource::File(b.clone()), args.frames)?
+    } else if !args.mix.is_empty() {
+        pipe.mix(&parse_mix(&args.mix)?)?
+    } else {
+        let audio = need(&args.audio, "--audio")?;
+        pipe.embed(&[AudioSource::File(audio)])?
+    };
+    let req = AudioToImage {
+        prompt: args.prompt.clone(),
+        negative_prompt: args.negative_prompt.clone(),
+        guidance_scale: args.guidance,
+        audio_guidance_scale: args.audio_guidance,
+        audio_strength: AdapterStrength::Global(args.audio_strength),
+        steps: args.steps,
+        scheduler: args.scheduler.clone(),
+        seed: args.seed,
+        width: args.width.unwrap_or(default_px),
+        height: args.height.unwrap_or(default_px),
+        batch_size: args.batch,
+        latents: None,
+    };
+    let bar = progress_bar(args.steps);
+    let result = pipe.generate(embeddings, &req, &mut |p| {
+        bar.set_length(p.total as u64);
+        bar.set_position(p.step as u64);
+    });
+    bar.finish_and_clear();
+    let out = result?;
+    let sounds: Vec<String> = if !args.interpolate.is_empty() {
+        args.interpolate.iter().map(|p| p.display().to_string()).collect()
+    } else if !args.mix.is_empty() {
+        args.mix.clone()
+    } else {
+        args.audio.iter().map(|p| p.display().to_string()).collect()
+    };
+    let mut metadata = common_metadata(args, &req.scheduler, req.width, req.height);
+    metadata.push(("sonic:audio".to_string(), sounds.join(",")));
+    metadata.push(("sonic:audio_strength".to_string(), args.audio_strength.to_string()));
+    if let Some(a) = args.audio_guidance {
+        metadata.push(("sonic:audio_guidance".to_string(), a.to_string()));
+    }
+    for p in sonic_pipeline::output::save_pngs(&out.images, &args.out, &metadata)? {
+        println!("{}", p.display());
+    }
+    Ok(())
+}
+
+fn common_metadata(
+    args: &GenerateArgs,
+    scheduler: &str,
+    width: usize,
+    height: usize,
+) -> Vec<(String, String)> {
+    vec![
+        ("sonic:prompt".to_string(), args.prompt.clone()),
+        ("sonic:negative_prompt".to_string(), args.negative_prompt.clone()),
+        ("sonic:model".to_string(), args.model.display().to_string()),
+        ("sonic:steps".to_string(), args.steps.to_string()),
+        ("sonic:guidance".to_string(), args.guidance.to_string()),
+        ("sonic:scheduler".to_string(), scheduler.to_string()),
+        ("sonic:seed".to_string(), args.seed.to_string()),
+        ("sonic:size".to_string(), format!("{width}x{height}")),
+        ("Software".to_string(), format!("sonic {}", env!("CARGO_PKG_VERSION"))),
+    ]
 }
 
 /// The UNet's `sample_size` from its config (latent pixels), if present.
@@ -53,6 +203,9 @@ fn sample_size(model: &std::path::Path) -> Option<usize> {
 
 /// Runs `sonic generate`.
 pub fn run(args: &GenerateArgs, device: &Device) -> Result<()> {
+    if args.wants_audio() {
+        return run_audio(args, device);
+    }
     let sd = StableDiffusion::from_dir(&args.model, device)
         .with_context(|| format!("loading model {}", args.model.display()))?;
     let default_px = sample_size(&args.model).unwrap_or(64) * sd.vae_scale_factor();
@@ -66,29 +219,14 @@ pub fn run(args: &GenerateArgs, device: &Device) -> Result<()> {
     req.height = args.height.unwrap_or(default_px);
     req.batch_size = args.batch;
 
-    let bar = ProgressBar::new(args.steps as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} denoising [{bar:30}] {pos}/{len} {elapsed} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
+    let bar = progress_bar(args.steps);
     let result = text_to_image(&sd, &req, &mut |p| {
         bar.set_length(p.total as u64);
         bar.set_position(p.step as u64);
     });
     bar.finish_and_clear();
     let out = result?;
-    let metadata = vec![
-        ("sonic:prompt".to_string(), req.prompt.clone()),
-        ("sonic:negative_prompt".to_string(), req.negative_prompt.clone()),
-        ("sonic:model".to_string(), args.model.display().to_string()),
-        ("sonic:steps".to_string(), req.steps.to_string()),
-        ("sonic:guidance".to_string(), req.guidance_scale.to_string()),
-        ("sonic:scheduler".to_string(), req.scheduler.clone()),
-        ("sonic:seed".to_string(), req.seed.to_string()),
-        ("sonic:size".to_string(), format!("{}x{}", req.width, req.height)),
-        ("Software".to_string(), format!("sonic {}", env!("CARGO_PKG_VERSION"))),
-    ];
+    let metadata = common_metadata(args, &req.scheduler, req.width, req.height);
     let paths = sonic_pipeline::output::save_pngs(&out.images, &args.out, &metadata)?;
     for p in paths {
         println!("{}", p.display());

@@ -20,6 +20,12 @@ pub enum PipelineError {
     /// The scheduler failed or could not be built.
     #[error(transparent)]
     Scheduler(#[from] sonic_schedulers::SchedulerError),
+    /// Audio decoding or the CLAP encoder failed (names the file).
+    #[error(transparent)]
+    Audio(#[from] sonic_audio::AudioError),
+    /// The audio projector failed.
+    #[error(transparent)]
+    Projector(#[from] sonic_projector::ProjectorError),
     /// A generation parameter is out of range.
     #[error("invalid parameter `{name}` = {value}: {reason}")]
     InvalidParameter {

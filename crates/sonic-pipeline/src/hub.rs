@@ -233,6 +233,23 @@ impl fmt::Display for Checkpoint {
     }
 }
 
+impl FromStr for Checkpoint {
+    type Err = HubError;
+
+    /// `landscape`, `greatest-hits` (aliases `greatest_hits`, `gh`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.parse::<Preset>() {
+            Ok(Preset::Landscape) => Ok(Checkpoint::Landscape),
+            Ok(Preset::GreatestHits) => Ok(Checkpoint::GreatestHits),
+            _ => Err(HubError::InvalidOption {
+                name: "checkpoint",
+                value: s.to_string(),
+                reason: "expected landscape or greatest-hits",
+            }),
+        }
+    }
+}
+
 /// What to fetch: SD v1.4 + CLAP + one or both released checkpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Preset {
@@ -827,6 +844,11 @@ mod tests {
         assert_eq!("GH".parse::<Preset>().unwrap(), Preset::GreatestHits);
         assert_eq!("all".parse::<Preset>().unwrap(), Preset::All);
         assert!("nope".parse::<Preset>().is_err());
+        assert_eq!(
+            "gh".parse::<Checkpoint>().unwrap(),
+            Checkpoint::GreatestHits
+        );
+        assert!("all".parse::<Checkpoint>().is_err());
         for p in Preset::ALL {
             assert_eq!(p.name().parse::<Preset>().unwrap(), p);
         }

@@ -20,6 +20,7 @@ pub mod hub;
 pub mod output;
 pub mod parity;
 pub mod sampling;
+pub mod sonic;
 pub mod stable_diffusion;
 pub mod text_to_image;
 

@@ -5,7 +5,6 @@ use crate::error::PipelineError;
 use crate::audio_to_image::{AudioToImage, audio_to_image};
 use crate::sampling::{SamplingObserver, StepTensors};
 use crate::stable_diffusion::StableDiffusion;
-use sonic_core::weights::WeightSource;
 use sonic_unet::AdapterStrength;
 use crate::text_to_image::{TextToImage, text_to_image};
 use burn::tensor::Device;
@@ -75,8 +74,15 @@ fn run_audio_pipeline(
     cases: &[serde_json::Value],
     device: &Device,
 ) -> Result<Vec<CaseResult>, PipelineError> {
-    let sd = StableDiffusion::from_dir(base, device)?
-        .with_adapters(&WeightSource::Safetensors(fixture.dir.join("adapters.safetensors")))?;
+    let pipe = crate::sonic::SonicPipeline::builder()
+        .model(base)
+        .clap(fixture.dir.join("clap.safetensors"))
+        .projector(fixture.dir.join("projector.safetensors"))
+        .projector_config(fixture.dir.join("config.json"))
+        .adapters(fixture.dir.join("adapters.safetensors"))
+        .device(device.clone())
+        .build()?;
+    let sd = &pipe.sd;
     let mut out = Vec::new();
     for (i, case) in cases.iter().enumerate() {
         let latents = fixture.tensor_of(case, "latents")?;
@@ -91,8 +97,26 @@ fn run_audio_pipeline(
                 1e-4,
             ));
         }
-        let tokens = fixture.tensor_of(case, "audio_tokens")?.to_tensor::<3>(device)?;
-        let null = fixture.tensor_of(case, "null_tokens")?.to_tensor::<3>(device)?;
+        // The audio side, end to end from the WAV file: CLAP embedding, tokens, null tokens.
+        let wav = fixture.dir.join(fixture.str_field(case, "wav")?);
+        let emb = pipe.embed(&[crate::sonic::AudioSource::File(wav)])?;
+        out.push(CaseResult::new(
+            format!("pipeline.{i}.clap_embedding_l2x2"),
+            compare(&emb, fixture.tensor_of(case, "clap_embedding_l2x2")?)?,
+            1e-4,
+        ));
+        let tokens = pipe.projector.forward(emb)?;
+        out.push(CaseResult::new(
+            format!("pipeline.{i}.audio_tokens"),
+            compare(&tokens, fixture.tensor_of(case, "audio_tokens")?)?,
+            1e-4,
+        ));
+        let null = pipe.projector.null_tokens(1, device)?;
+        out.push(CaseResult::new(
+            format!("pipeline.{i}.null_tokens"),
+            compare(&null, fixture.tensor_of(case, "null_tokens")?)?,
+            1e-4,
+        ));
         let f = sd.vae_scale_factor();
         let req = AudioToImage {
             prompt: prompt.to_string(),
@@ -109,7 +133,7 @@ fn run_audio_pipeline(
             latents: Some(latents.to_tensor::<4>(device)?),
         };
         let mut rec = Recorder::default();
-        let result = audio_to_image(&sd, &req, &tokens, &null, &mut rec)?;
+        let result = audio_to_image(sd, &req, &tokens, &null, &mut rec)?;
         let steps = case
             .get("steps")
             .and_then(|v| v.as_array())

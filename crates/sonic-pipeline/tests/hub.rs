@@ -118,13 +118,12 @@ fn all_entries() -> Vec<Entry> {
     ));
     for (i, c) in Checkpoint::ALL.iter().enumerate() {
         let seed = 60 + 2 * i as u64;
-        v.push(Entry::new(
-            SPACE,
-            c.adapters_file(),
-            read_or(sonic.as_deref(), "adapters.safetensors", seed, 257_364),
-        ));
+        // Distinct blobs per checkpoint (the fixture files are shared).
+        let mut adapters = read_or(sonic.as_deref(), "adapters.safetensors", seed, 257_364);
+        adapters.extend_from_slice(c.name().as_bytes());
+        v.push(Entry::new(SPACE, c.adapters_file(), adapters));
         let mut projector = read_or(sonic.as_deref(), "projector.safetensors", seed + 1, 300_000);
-        projector.extend_from_slice(c.name().as_bytes()); // distinct blobs per checkpoint
+        projector.extend_from_slice(c.name().as_bytes());
         v.push(Entry::new(SPACE, c.projector_file(), projector));
     }
     v
@@ -968,4 +967,47 @@ fn refresh_revalidates_without_redownloading() {
     // The first fetch: GET resolve (302) + GET cdn; the refresh: one HEAD, no GET.
     assert_eq!(log.iter().filter(|l| l.method == "GET").count(), 2);
     assert!(events.iter().all(|e| e.state == ProgressState::Cached));
+}
+
+/// Stale partial files heal: one longer than the file is discarded before any Range request;
+/// one holding wrong bytes fails the sha256 check once, is discarded, and the next call
+/// downloads the file cleanly.
+#[test]
+fn stale_partial_files_are_discarded() {
+    let entries = all_entries();
+    let hub = Hub::start(entries.clone());
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = options(tmp.path(), &hub);
+    let space = HubRepo::sonic_space();
+    let blobs = tmp
+        .path()
+        .join("spaces--burakcanbiner--SonicDiffusion/blobs");
+    std::fs::create_dir_all(&blobs).unwrap();
+
+    let long = entry(&entries, SPACE, Checkpoint::Landscape.adapters_file());
+    std::fs::write(
+        blobs.join(format!("{}.incomplete", long.sha256())),
+        vec![7u8; long.data.len() + 5],
+    )
+    .unwrap();
+    let snap = hub::fetch(&space, &[&long.file], &opts, &mut |_| {}).unwrap();
+    assert!(std::fs::read(snap.path(&long.file)).unwrap() == long.data);
+
+    let wrong = entry(&entries, SPACE, Checkpoint::GreatestHits.adapters_file());
+    std::fs::write(
+        blobs.join(format!("{}.incomplete", wrong.sha256())),
+        vec![0u8; 1000],
+    )
+    .unwrap();
+    let err = hub::fetch(&space, &[&wrong.file], &opts, &mut |_| {}).unwrap_err();
+    assert!(matches!(err, HubError::ChecksumMismatch { .. }), "{err:?}");
+    assert_no_partials(tmp.path());
+    let snap = hub::fetch(&space, &[&wrong.file], &opts, &mut |_| {}).unwrap();
+    assert!(std::fs::read(snap.path(&wrong.file)).unwrap() == wrong.data);
+    let ranges: Vec<_> = hub.log().into_iter().filter_map(|l| l.range).collect();
+    assert_eq!(
+        ranges,
+        vec!["bytes=1000-".to_string(); 2],
+        "only the wrong partial was resumed"
+    );
 }

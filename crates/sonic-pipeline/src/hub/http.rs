@@ -18,6 +18,8 @@ use ureq::http::Response;
 const MAX_REDIRECTS: usize = 8;
 /// Read size of a transfer.
 const CHUNK: usize = 256 * 1024;
+/// Bytes between two progress reports of a transfer.
+const REPORT_EVERY: u64 = 512 * 1024;
 
 /// What the hub says about one file.
 #[derive(Debug, Clone)]
@@ -257,16 +259,15 @@ impl Client {
                 false
             }
             416 if start > 0 => {
-                // The partial file does not fit the file any more: start over on the next try.
+                // The partial file does not fit the file any more: start over (once: the
+                // next attempt has no Range, so it cannot answer 416 again).
+                tracing::info!(
+                    file = t.file,
+                    "the server refused to resume (416); starting over"
+                );
+                drop(resp);
                 fs::remove_file(part).map_err(HubError::io(part))?;
-                return Err(HubError::Interrupted {
-                    repo: t.repo.into(),
-                    file: t.file.into(),
-                    bytes_done: 0,
-                    total: meta.size,
-                    reason: "the server refused to resume (416); the partial file was discarded"
-                        .into(),
-                });
+                return self.transfer(t, meta, part, progress);
             }
             _ => return Err(status_error(&resp, t, &url, self.token.is_some())),
         };
@@ -285,6 +286,7 @@ impl Client {
             0
         };
         progress(report(done));
+        let mut reported = done;
         let mut reader = resp.into_body().into_reader();
         let mut buf = vec![0u8; CHUNK];
         let interrupted = |done: u64, reason: String| HubError::Interrupted {
@@ -318,7 +320,10 @@ impl Client {
                     actual: done,
                 });
             }
-            progress(report(done));
+            if done - reported >= REPORT_EVERY || meta.size == Some(done) {
+                progress(report(done));
+                reported = done;
+            }
         }
         file.sync_all().map_err(HubError::io(part))?;
         if let Some(size) = meta.size

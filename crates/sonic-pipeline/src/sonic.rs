@@ -1,0 +1,300 @@
+//! The SonicDiffusion pipeline: sound files to CLAP embeddings to audio tokens to images.
+//!
+//! ```no_run
+//! use sonic_pipeline::sonic::{AudioSource, SonicPipeline};
+//! use sonic_pipeline::AudioToImage;
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let pipe = SonicPipeline::builder()
+//!     .model("stable-diffusion-v1-4")
+//!     .clap("CLAP_weights_2022.pth")
+//!     .projector("audio_projector_landscape.pth")
+//!     .adapters("landscape.pt")
+//!     .build()?;
+//! let emb = pipe.embed(&[AudioSource::File("thunder.wav".into())])?;
+//! let req = AudioToImage { steps: 30, seed: 42, ..AudioToImage::default() };
+//! let out = pipe.generate(emb, &req, &mut |p| eprintln!("{}/{}", p.step, p.total))?;
+//! # Ok(()) }
+//! ```
+
+use crate::audio_to_image::{AudioToImage, audio_to_image};
+use crate::error::PipelineError;
+use crate::sampling::{SamplingObserver, StepTensors};
+use crate::stable_diffusion::StableDiffusion;
+use crate::text_to_image::{Generation, Progress, seeded_noise};
+use burn::tensor::{Device, Tensor, TensorData};
+use sonic_audio::{ClapAudioEncoder, CropStart};
+use sonic_core::weights::WeightSource;
+use sonic_projector::Projector;
+use sonic_unet::hooks::{NoHook, UNetHook};
+use std::path::PathBuf;
+
+/// A sound to condition on.
+#[derive(Debug, Clone)]
+pub enum AudioSource {
+    /// A WAV / FLAC / MP3 / OGG file.
+    File(PathBuf),
+    /// Samples (mono, any rate).
+    Samples {
+        /// The samples.
+        samples: Vec<f32>,
+        /// Their sample rate.
+        sample_rate: u32,
+    },
+}
+
+/// SD with adapters, the CLAP audio encoder and the audio projector.
+pub struct SonicPipeline {
+    /// Stable Diffusion with the gated adapters loaded.
+    pub sd: StableDiffusion,
+    /// The CLAP audio encoder.
+    pub clap: ClapAudioEncoder,
+    /// The audio projector.
+    pub projector: Projector,
+}
+
+/// Builds a [`SonicPipeline`] from local files.
+#[derive(Debug, Default, Clone)]
+pub struct SonicPipelineBuilder {
+    model: Option<PathBuf>,
+    clap: Option<PathBuf>,
+    projector: Option<PathBuf>,
+    projector_config: Option<PathBuf>,
+    adapters: Option<PathBuf>,
+    device: Option<Device>,
+    crop: Option<CropStart>,
+}
+
+fn missing(name: &'static str) -> PipelineError {
+    PipelineError::InvalidParameter {
+        name,
+        value: "unset".into(),
+        reason: format!("the builder needs `.{name}(path)`"),
+    }
+}
+
+impl SonicPipelineBuilder {
+    /// The diffusers-layout Stable Diffusion folder.
+    pub fn model(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.model = Some(dir.into());
+        self
+    }
+    /// The CLAP checkpoint (`CLAP_weights_2022.pth` or safetensors with the same keys).
+    pub fn clap(mut self, path: impl Into<PathBuf>) -> Self {
+        self.clap = Some(path.into());
+        self
+    }
+    /// The projector weights (`audio_projector_*.pth` or safetensors).
+    pub fn projector(mut self, path: impl Into<PathBuf>) -> Self {
+        self.projector = Some(path.into());
+        self
+    }
+    /// A projector config (JSON) when the weights alone do not tell the head count.
+    pub fn projector_config(mut self, path: impl Into<PathBuf>) -> Self {
+        self.projector_config = Some(path.into());
+        self
+    }
+    /// The adapter weights (`landscape.pt`, `greatest_hits.pt` or safetensors).
+    pub fn adapters(mut self, path: impl Into<PathBuf>) -> Self {
+        self.adapters = Some(path.into());
+        self
+    }
+    /// The device (default: [`sonic_core::device::default_device`]).
+    pub fn device(mut self, device: Device) -> Self {
+        self.device = Some(device);
+        self
+    }
+    /// Where clips longer than 10 s are cropped (default: seeded random, as the original).
+    pub fn crop(mut self, crop: CropStart) -> Self {
+        self.crop = Some(crop);
+        self
+    }
+
+    /// Loads everything.
+    pub fn build(self) -> Result<SonicPipeline, PipelineError> {
+        let device = match self.device {
+            Some(d) => d,
+            None => sonic_core::device::default_device()?,
+        };
+        let model = self.model.ok_or_else(|| missing("model"))?;
+        let clap_path = self.clap.ok_or_else(|| missing("clap"))?;
+        let projector_path = self.projector.ok_or_else(|| missing("projector"))?;
+        let adapters = self.adapters.ok_or_else(|| missing("adapters"))?;
+        let sd = StableDiffusion::from_dir(&model, &device)?
+            .with_adapters(&WeightSource::from_path(&adapters))?;
+        let mut clap = ClapAudioEncoder::from_file(&clap_path, &device)?;
+        if let Some(c) = self.crop {
+            clap = clap.with_crop(c);
+        }
+        let projector = match &self.projector_config {
+            Some(cfg) => Projector::from_files(&projector_path, cfg, &device)?,
+            None => Projector::from_file(&projector_path, &device)?,
+        };
+        Ok(SonicPipeline {
+            sd,
+            clap,
+            projector,
+        })
+    }
+}
+
+/// L2-normalises each row (`x / max(||x||, 1e-12)`), as `F.normalize`.
+pub fn l2_normalize(x: Tensor<2>) -> Tensor<2> {
+    let norm = x.clone().powi_scalar(2).sum_dim(1).sqrt().clamp_min(1e-12);
+    x / norm
+}
+
+/// Spherical interpolation between two unit rows `a`, `b` (`[1, d]`) at `frames` evenly spaced
+/// points from `a` to `b`, each normalised twice as the official wrapper's embeddings.
+pub fn slerp_frames(a: &[f32], b: &[f32], frames: usize) -> Vec<Vec<f32>> {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let omega = dot.clamp(-1.0, 1.0).acos();
+    (0..frames)
+        .map(|i| {
+            let t = if frames == 1 {
+                0.0
+            } else {
+                i as f64 / (frames - 1) as f64
+            };
+            let (wa, wb) = if omega.abs() < 1e-6 {
+                (1.0 - t, t)
+            } else {
+                (
+                    ((1.0 - t) * omega).sin() / omega.sin(),
+                    (t * omega).sin() / omega.sin(),
+                )
+            };
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| (wa * *x as f64 + wb * *y as f64) as f32)
+                .collect()
+        })
+        .collect()
+}
+
+struct ProgressObserver<'a> {
+    progress: &'a mut dyn FnMut(&Progress),
+    total: usize,
+    hook: NoHook,
+}
+
+impl SamplingObserver for ProgressObserver<'_> {
+    fn unet_hook(&mut self) -> &mut dyn UNetHook {
+        &mut self.hook
+    }
+    fn after_step(&mut self, step: &StepTensors) {
+        (self.progress)(&Progress {
+            step: step.index + 1,
+            total: self.total,
+            timestep: step.timestep,
+        });
+    }
+}
+
+impl SonicPipeline {
+    /// A builder.
+    pub fn builder() -> SonicPipelineBuilder {
+        SonicPipelineBuilder::default()
+    }
+
+    /// CLAP embeddings `[n, d]` (normalised twice) of the sources.
+    pub fn embed(&self, sources: &[AudioSource]) -> Result<Tensor<2>, PipelineError> {
+        let mut rows = Vec::with_capacity(sources.len());
+        for s in sources {
+            let e = match s {
+                AudioSource::File(p) => self.clap.encode_files(std::slice::from_ref(p))?,
+                AudioSource::Samples {
+                    samples,
+                    sample_rate,
+                } => self.clap.encode_samples(&[samples.as_slice()], *sample_rate)?,
+            };
+            rows.push(e);
+        }
+        if rows.is_empty() {
+            return Err(PipelineError::InvalidParameter {
+                name: "audio",
+                value: "[]".into(),
+                reason: "needs at least one sound".into(),
+            });
+        }
+        Ok(Tensor::cat(rows, 0))
+    }
+
+    /// Mixes sounds in CLAP-embedding space: the weighted sum of their (unit) embeddings,
+    /// normalised back onto the unit sphere (twice, as the official wrapper), so the projector
+    /// sees an input like those it was trained on. Returns `[1, d]`.
+    pub fn mix(&self, sources: &[(AudioSource, f32)]) -> Result<Tensor<2>, PipelineError> {
+        let emb = self.embed(&sources.iter().map(|(s, _)| s.clone()).collect::<Vec<_>>())?;
+        let n = sources.len();
+        let w: Vec<f32> = sources.iter().map(|(_, w)| *w).collect();
+        if w.iter().any(|x| !x.is_finite()) || w.iter().all(|x| *x == 0.0) {
+            return Err(PipelineError::InvalidParameter {
+                name: "mix weights",
+                value: format!("{w:?}"),
+                reason: "must be finite and not all zero".into(),
+            });
+        }
+        let weights = Tensor::<2>::from_data(TensorData::new(w, [n, 1]), &self.sd.device);
+        let mixed = (emb * weights).sum_dim(0);
+        Ok(l2_normalize(l2_normalize(mixed)))
+    }
+
+    /// `frames` embeddings on the great circle from `a` to `b` (spherical interpolation of the
+    /// unit CLAP embeddings), `[frames, d]`.
+    pub fn interpolate(
+        &self,
+        a: &AudioSource,
+        b: &AudioSource,
+        frames: usize,
+    ) -> Result<Tensor<2>, PipelineError> {
+        if frames == 0 {
+            return Err(PipelineError::InvalidParameter {
+                name: "frames",
+                value: "0".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
+        let emb = self.embed(&[a.clone(), b.clone()])?;
+        let host = sonic_core::fixtures::to_host(&emb)?;
+        let d = host.len() / 2;
+        let rows: Vec<f32> = slerp_frames(&host[..d], &host[d..], frames)
+            .into_iter()
+            .flatten()
+            .collect();
+        let t = Tensor::<2>::from_data(TensorData::new(rows, [frames, d]), &self.sd.device);
+        Ok(l2_normalize(l2_normalize(t)))
+    }
+
+    /// Generates one image per embedding row (rows > 1: the same initial noise for every row,
+    /// so interpolation frames differ only by the sound), or `req.batch_size` images for a
+    /// single row.
+    pub fn generate(
+        &self,
+        embeddings: Tensor<2>,
+        req: &AudioToImage,
+        progress: &mut dyn FnMut(&Progress),
+    ) -> Result<Generation, PipelineError> {
+        let rows = embeddings.dims()[0];
+        let tokens = self.projector.forward(embeddings)?;
+        let null = self.projector.null_tokens(1, &self.sd.device)?;
+        let mut req = req.clone();
+        if rows > 1 {
+            req.batch_size = rows;
+            if req.latents.is_none() {
+                let f = self.sd.vae_scale_factor();
+                let lc = self.sd.unet.in_channels;
+                let one = seeded_noise(
+                    [1, lc, req.height / f.max(1), req.width / f.max(1)],
+                    req.seed,
+                    &self.sd.device,
+                );
+                req.latents = Some(one.repeat_dim(0, rows));
+            }
+        }
+        let mut observer = ProgressObserver {
+            progress,
+            total: req.steps,
+            hook: NoHook,
+        };
+        audio_to_image(&self.sd, &req, &tokens, &null, &mut observer)
+    }
+}
