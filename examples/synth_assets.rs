@@ -59,7 +59,14 @@ fn birdsong() -> Vec<f32> {
         let t = i as f32 / SR as f32;
         let chirp_t = t % 0.25;
         let on = chirp_t < 0.12;
-        let f = 2500.0 + 2000.0 * (chirp_t / 0.12) * if (t / 0.25) as usize % 2 == 0 { 1.0 } else { -0.5 };
+        let f = 2500.0
+            + 2000.0
+                * (chirp_t / 0.12)
+                * if (t / 0.25) as usize % 2 == 0 {
+                    1.0
+                } else {
+                    -0.5
+                };
         phase += 2.0 * PI * f / SR as f32;
         let env = if on { (PI * chirp_t / 0.12).sin() } else { 0.0 };
         out.push(0.5 * env * phase.sin());
@@ -75,7 +82,11 @@ fn rain() -> Vec<f32> {
         let x = rng.next();
         let hp = x - prev;
         prev = x;
-        let drop = if rng.next() > 0.998 { 0.8 * rng.next() } else { 0.0 };
+        let drop = if rng.next() > 0.998 {
+            0.8 * rng.next()
+        } else {
+            0.0
+        };
         out.push(0.25 * hp + drop);
     }
     out
@@ -121,7 +132,9 @@ fn write_wav(path: &Path, samples: &[f32]) -> std::io::Result<()> {
 }
 
 fn main() -> std::io::Result<()> {
-    let dir = std::env::args().nth(1).unwrap_or_else(|| "examples/assets".into());
+    let dir = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "examples/assets".into());
     let dir = Path::new(&dir);
     std::fs::create_dir_all(dir)?;
     for (name, samples) in [

@@ -8,8 +8,12 @@ use sonic_diffusion::pipeline::{StableDiffusion, TextToImage, text_to_image};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let model = args.next().ok_or("usage: text_to_image MODEL_DIR PROMPT OUT.png")?;
-    let prompt = args.next().unwrap_or_else(|| "a lighthouse in a storm".into());
+    let model = args
+        .next()
+        .ok_or("usage: text_to_image MODEL_DIR PROMPT OUT.png")?;
+    let prompt = args
+        .next()
+        .unwrap_or_else(|| "a lighthouse in a storm".into());
     let out = args.next().unwrap_or_else(|| "text_to_image.png".into());
     let device = sonic_diffusion::core::device::default_device()?;
     let sd = StableDiffusion::from_dir(model.as_ref(), &device)?;

@@ -9,11 +9,18 @@ use sonic_unet::AdapterStrength;
 use std::path::PathBuf;
 
 /// Arguments of `sonic generate`.
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct GenerateArgs {
-    /// A diffusers-layout Stable Diffusion folder (model_index.json, unet/, vae/, ...).
+    /// A diffusers-layout Stable Diffusion folder (model_index.json, unet/, vae/, ...);
+    /// with --preset, taken from the Hugging Face cache.
     #[arg(long)]
-    pub model: PathBuf,
+    pub model: Option<PathBuf>,
+    /// Use a released SonicDiffusion checkpoint: landscape or greatest-hits (SD v1.4, CLAP and
+    /// the checkpoint are resolved from the cache, downloaded on first use unless --offline).
+    #[arg(long)]
+    pub preset: Option<sonic_pipeline::hub::Checkpoint>,
+    #[command(flatten)]
+    pub hub: crate::download::HubArgs,
     /// The text prompt (longer than 77 CLIP tokens: truncated, with a warning).
     #[arg(long, default_value = "")]
     pub prompt: String,
@@ -100,20 +107,45 @@ fn parse_mix(items: &[String]) -> Result<Vec<(AudioSource, f32)>> {
 fn progress_bar(steps: usize) -> ProgressBar {
     let bar = ProgressBar::new(steps as u64);
     bar.set_style(
-        ProgressStyle::with_template("{spinner} denoising [{bar:30}] {pos}/{len} {elapsed} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{spinner} denoising [{bar:30}] {pos}/{len} {elapsed} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
     );
     bar
 }
 
+/// Fills the model paths of `args` from `--preset`, downloading on first use.
+fn apply_preset(args: &GenerateArgs) -> Result<GenerateArgs> {
+    let mut args = args.clone();
+    if let Some(which) = args.preset {
+        let files = crate::download::resolve_preset(which.preset(), &args.hub)?;
+        let ckpt = files
+            .checkpoint(which)
+            .with_context(|| format!("preset {} resolved without its checkpoint", which.name()))?;
+        args.model.get_or_insert(files.sd_dir.clone());
+        args.clap.get_or_insert(files.clap.clone());
+        args.projector.get_or_insert(ckpt.projector.clone());
+        args.adapters.get_or_insert(ckpt.adapters.clone());
+    }
+    Ok(args)
+}
+
+fn model_dir(args: &GenerateArgs) -> Result<PathBuf> {
+    args.model
+        .clone()
+        .context("needs --model DIR (a diffusers folder) or --preset landscape|greatest-hits")
+}
+
 fn run_audio(args: &GenerateArgs, device: &Device) -> Result<()> {
+    let model = model_dir(args)?;
     let need = |p: &Option<PathBuf>, flag: &str| {
         p.clone()
             .with_context(|| format!("audio generation needs {flag} (or --preset once downloaded)"))
     };
     let pipe = SonicPipeline::builder()
-        .model(&args.model)
+        .model(&model)
         .clap(need(&args.clap, "--clap")?)
         .projector(need(&args.projector, "--projector")?)
         .adapters(need(&args.adapters, "--adapters")?)
@@ -123,12 +155,16 @@ fn run_audio(args: &GenerateArgs, device: &Device) -> Result<()> {
         None => pipe,
     }
     .build()?;
-    let default_px = sample_size(&args.model).unwrap_or(64) * pipe.sd.vae_scale_factor();
+    let default_px = sample_size(&model).unwrap_or(64) * pipe.sd.vae_scale_factor();
     let embeddings = if !args.interpolate.is_empty() {
         let [a, b] = args.interpolate.as_slice() else {
             anyhow::bail!("--interpolate takes exactly two files: a.wav,b.wav");
         };
-        pipe.interpolate(&AudioSource::File(a.clone()), &AudioSource::File(b.clone()), args.frames)?
+        pipe.interpolate(
+            &AudioSource::File(a.clone()),
+            &AudioSource::File(b.clone()),
+            args.frames,
+        )?
     } else if !args.mix.is_empty() {
         pipe.mix(&parse_mix(&args.mix)?)?
     } else {
@@ -157,15 +193,21 @@ fn run_audio(args: &GenerateArgs, device: &Device) -> Result<()> {
     bar.finish_and_clear();
     let out = result?;
     let sounds: Vec<String> = if !args.interpolate.is_empty() {
-        args.interpolate.iter().map(|p| p.display().to_string()).collect()
+        args.interpolate
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect()
     } else if !args.mix.is_empty() {
         args.mix.clone()
     } else {
         args.audio.iter().map(|p| p.display().to_string()).collect()
     };
-    let mut metadata = common_metadata(args, &req.scheduler, req.width, req.height);
+    let mut metadata = common_metadata(args, &model, &req.scheduler, req.width, req.height);
     metadata.push(("sonic:audio".to_string(), sounds.join(",")));
-    metadata.push(("sonic:audio_strength".to_string(), args.audio_strength.to_string()));
+    metadata.push((
+        "sonic:audio_strength".to_string(),
+        args.audio_strength.to_string(),
+    ));
     if let Some(a) = args.audio_guidance {
         metadata.push(("sonic:audio_guidance".to_string(), a.to_string()));
     }
@@ -177,20 +219,27 @@ fn run_audio(args: &GenerateArgs, device: &Device) -> Result<()> {
 
 fn common_metadata(
     args: &GenerateArgs,
+    model: &std::path::Path,
     scheduler: &str,
     width: usize,
     height: usize,
 ) -> Vec<(String, String)> {
     vec![
         ("sonic:prompt".to_string(), args.prompt.clone()),
-        ("sonic:negative_prompt".to_string(), args.negative_prompt.clone()),
-        ("sonic:model".to_string(), args.model.display().to_string()),
+        (
+            "sonic:negative_prompt".to_string(),
+            args.negative_prompt.clone(),
+        ),
+        ("sonic:model".to_string(), model.display().to_string()),
         ("sonic:steps".to_string(), args.steps.to_string()),
         ("sonic:guidance".to_string(), args.guidance.to_string()),
         ("sonic:scheduler".to_string(), scheduler.to_string()),
         ("sonic:seed".to_string(), args.seed.to_string()),
         ("sonic:size".to_string(), format!("{width}x{height}")),
-        ("Software".to_string(), format!("sonic {}", env!("CARGO_PKG_VERSION"))),
+        (
+            "Software".to_string(),
+            format!("sonic {}", env!("CARGO_PKG_VERSION")),
+        ),
     ]
 }
 
@@ -203,12 +252,14 @@ fn sample_size(model: &std::path::Path) -> Option<usize> {
 
 /// Runs `sonic generate`.
 pub fn run(args: &GenerateArgs, device: &Device) -> Result<()> {
+    let args = &apply_preset(args)?;
     if args.wants_audio() {
         return run_audio(args, device);
     }
-    let sd = StableDiffusion::from_dir(&args.model, device)
-        .with_context(|| format!("loading model {}", args.model.display()))?;
-    let default_px = sample_size(&args.model).unwrap_or(64) * sd.vae_scale_factor();
+    let model = model_dir(args)?;
+    let sd = StableDiffusion::from_dir(&model, device)
+        .with_context(|| format!("loading model {}", model.display()))?;
+    let default_px = sample_size(&model).unwrap_or(64) * sd.vae_scale_factor();
     let mut req = TextToImage::new(args.prompt.clone());
     req.negative_prompt = args.negative_prompt.clone();
     req.steps = args.steps;
@@ -226,7 +277,7 @@ pub fn run(args: &GenerateArgs, device: &Device) -> Result<()> {
     });
     bar.finish_and_clear();
     let out = result?;
-    let metadata = common_metadata(args, &req.scheduler, req.width, req.height);
+    let metadata = common_metadata(args, &model, &req.scheduler, req.width, req.height);
     let paths = sonic_pipeline::output::save_pngs(&out.images, &args.out, &metadata)?;
     for p in paths {
         println!("{}", p.display());

@@ -1,5 +1,6 @@
 //! The `sonic` command-line tool.
 
+mod download;
 mod generate;
 mod parity;
 
@@ -29,7 +30,16 @@ enum Command {
         #[arg(long, default_value = "flex")]
         device: String,
     },
-    /// Generate images from a text prompt with a local diffusers model folder.
+    /// Download Stable Diffusion v1.4, MS-CLAP 2022 and the released SonicDiffusion weights
+    /// into the Hugging Face cache (HF_HOME, HF_ENDPOINT, HF_TOKEN honoured; resumable).
+    Download {
+        /// Which released checkpoints: landscape, greatest-hits or all.
+        #[arg(long, default_value = "landscape")]
+        preset: sonic_pipeline::hub::Preset,
+        #[command(flatten)]
+        hub: download::HubArgs,
+    },
+    /// Generate images from a sound and / or a text prompt.
     Generate {
         #[command(flatten)]
         args: generate::GenerateArgs,
@@ -79,6 +89,7 @@ fn run() -> Result<()> {
             }
             Ok(())
         }
+        Command::Download { preset, hub } => download::run(preset, &hub),
         Command::Generate { args, device } => {
             let device = sonic_core::device::parse_device(&device)?;
             generate::run(&args, &device)

@@ -23,7 +23,11 @@ pub struct Summary {
 }
 
 /// Runs one section; `None` when the section is not implemented yet.
-fn run_section(fixture: &Fixture, section: &str, device: &Device) -> Option<Result<Vec<CaseResult>>> {
+fn run_section(
+    fixture: &Fixture,
+    section: &str,
+    device: &Device,
+) -> Option<Result<Vec<CaseResult>>> {
     if let Some(r) = sonic_audio::parity::run_section(section, fixture, device) {
         return Some(r.map_err(Into::into));
     }
@@ -52,19 +56,29 @@ fn run_schedulers(fixture: &Fixture, device: &Device) -> Result<Vec<CaseResult>>
         .context("`schedulers` is not a list")?;
     let mut out = Vec::new();
     for case in cases {
-        for (id, cmp) in sonic_schedulers::parity::run_scheduler_case(case, &fixture.tensors, device)? {
-            out.push(CaseResult::new(format!("schedulers.{id}"), cmp, SCHEDULER_TOL));
+        for (id, cmp) in
+            sonic_schedulers::parity::run_scheduler_case(case, &fixture.tensors, device)?
+        {
+            out.push(CaseResult::new(
+                format!("schedulers.{id}"),
+                cmp,
+                SCHEDULER_TOL,
+            ));
         }
     }
     Ok(out)
 }
 
 fn run_ddpm(fixture: &Fixture, device: &Device) -> Result<Vec<CaseResult>> {
-    let section = fixture.section("ddpm_training").context("no ddpm_training section")?;
-    Ok(sonic_schedulers::parity::run_ddpm_case(section, &fixture.tensors, device)?
-        .into_iter()
-        .map(|(id, cmp)| CaseResult::new(format!("ddpm_training.{id}"), cmp, DDPM_TOL))
-        .collect())
+    let section = fixture
+        .section("ddpm_training")
+        .context("no ddpm_training section")?;
+    Ok(
+        sonic_schedulers::parity::run_ddpm_case(section, &fixture.tensors, device)?
+            .into_iter()
+            .map(|(id, cmp)| CaseResult::new(format!("ddpm_training.{id}"), cmp, DDPM_TOL))
+            .collect(),
+    )
 }
 
 fn fmt(x: f64) -> String {
@@ -73,9 +87,13 @@ fn fmt(x: f64) -> String {
 
 /// Runs the fixture in `dir`, printing one line per case and a summary line.
 pub fn run(dir: &Path, only: &[String], device: &Device) -> Result<Summary> {
-    let fixture = Fixture::open(dir).with_context(|| format!("opening fixture {}", dir.display()))?;
+    let fixture =
+        Fixture::open(dir).with_context(|| format!("opening fixture {}", dir.display()))?;
     let Some(obj) = fixture.cases.as_object() else {
-        bail!("{}/reference/cases.json is not a JSON object", dir.display());
+        bail!(
+            "{}/reference/cases.json is not a JSON object",
+            dir.display()
+        );
     };
     let sections: Vec<String> = obj
         .keys()
@@ -97,7 +115,10 @@ pub fn run(dir: &Path, only: &[String], device: &Device) -> Result<Summary> {
         skipped: 0,
         worst: 0.0,
     };
-    for section in sections.iter().filter(|s| only.is_empty() || only.contains(s)) {
+    for section in sections
+        .iter()
+        .filter(|s| only.is_empty() || only.contains(s))
+    {
         match run_section(&fixture, section, device) {
             None => {
                 println!("skip {section} max_abs=nan max_rel=nan tol=nan");

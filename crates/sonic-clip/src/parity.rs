@@ -28,8 +28,7 @@ pub fn run_text_encoder(fixture: &Fixture, device: &Device) -> Result<Vec<CaseRe
             .map(|p| p.as_str().unwrap_or_default().to_string())
             .collect();
         let ref_ids = fixture.tensor_of(case, "input_ids")?;
-        let tokens = tokenizer
-            .encode_batch(&prompts)?;
+        let tokens = tokenizer.encode_batch(&prompts)?;
         let ours: Vec<f32> = tokens
             .iter()
             .flat_map(|t| t.ids_i64().into_iter().map(|v| v as f32))
@@ -42,9 +41,12 @@ pub fn run_text_encoder(fixture: &Fixture, device: &Device) -> Result<Vec<CaseRe
                 max_rel: f64::INFINITY,
             }
         };
-        out.push(CaseResult::new(format!("text_encoder.{i}.input_ids"), ids_cmp, 0.0));
-        let ids = tokenizer
-            .encode_batch_tensor(&prompts, device)?;
+        out.push(CaseResult::new(
+            format!("text_encoder.{i}.input_ids"),
+            ids_cmp,
+            0.0,
+        ));
+        let ids = tokenizer.encode_batch_tensor(&prompts, device)?;
         let hidden = model.forward(ids)?;
         let cmp = compare(&hidden, fixture.tensor_of(case, "last_hidden_state")?)?;
         out.push(CaseResult::new(

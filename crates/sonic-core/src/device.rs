@@ -130,7 +130,10 @@ pub fn parse_device(spec: &str) -> Result<Device> {
         }
         _ => Err(CoreError::Device {
             spec: spec.to_string(),
-            reason: format!("unknown backend; available: {}", available_devices().join(", ")),
+            reason: format!(
+                "unknown backend; available: {}",
+                available_devices().join(", ")
+            ),
         }),
     }
 }

@@ -62,21 +62,19 @@ impl TensorFile {
     /// Reads every tensor of a safetensors file (f32, f16, bf16, f64, i64, i32 are converted).
     pub fn open(path: &Path) -> Result<Self> {
         let bytes = crate::config::read_file(path)?;
-        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
-            CoreError::WeightsFile {
+        let st =
+            safetensors::SafeTensors::deserialize(&bytes).map_err(|e| CoreError::WeightsFile {
                 path: path.to_path_buf(),
                 message: e.to_string(),
-            }
-        })?;
+            })?;
         let mut tensors = HashMap::new();
         for (name, view) in st.tensors() {
-            let data = crate::weights::view_to_f32(&view).ok_or_else(|| {
-                CoreError::UnsupportedDtype {
+            let data =
+                crate::weights::view_to_f32(&view).ok_or_else(|| CoreError::UnsupportedDtype {
                     path: path.to_path_buf(),
                     key: name.clone(),
                     dtype: format!("{:?}", view.dtype()),
-                }
-            })?;
+                })?;
             tensors.insert(
                 name,
                 HostTensor {
@@ -93,11 +91,13 @@ impl TensorFile {
 
     /// The tensor stored under `key`, or [`CoreError::MissingTensor`].
     pub fn get(&self, key: &str) -> Result<&HostTensor> {
-        self.tensors.get(key).ok_or_else(|| CoreError::MissingTensor {
-            path: self.path.clone(),
-            key: key.to_string(),
-            expected: vec![],
-        })
+        self.tensors
+            .get(key)
+            .ok_or_else(|| CoreError::MissingTensor {
+                path: self.path.clone(),
+                key: key.to_string(),
+                expected: vec![],
+            })
     }
 
     /// Uploads the tensor under `key` to `device`.
@@ -157,7 +157,11 @@ pub fn compare_slices(ours: &[f32], reference: &[f32]) -> Comparison {
         max_abs = max_abs.max(d);
         max_ref = max_ref.max((b as f64).abs());
     }
-    let max_rel = if max_ref > 0.0 { max_abs / max_ref } else { max_abs };
+    let max_rel = if max_ref > 0.0 {
+        max_abs / max_ref
+    } else {
+        max_abs
+    };
     Comparison { max_abs, max_rel }
 }
 

@@ -112,7 +112,9 @@ impl WeightSource {
                     });
                 }
                 let reader = match top_level_key {
-                    Some(k) => burn::store::pytorch_reader::PytorchReader::with_top_level_key(path, k),
+                    Some(k) => {
+                        burn::store::pytorch_reader::PytorchReader::with_top_level_key(path, k)
+                    }
                     None => burn::store::pytorch_reader::PytorchReader::new(path),
                 }
                 .map_err(|e| CoreError::WeightsFile {
@@ -304,7 +306,11 @@ pub fn load_safetensors<M>(module: M, path: &Path, options: &LoadOptions) -> Res
 where
     M: Module + ModuleSnapshot,
 {
-    load_weights(module, &WeightSource::Safetensors(path.to_path_buf()), options)
+    load_weights(
+        module,
+        &WeightSource::Safetensors(path.to_path_buf()),
+        options,
+    )
 }
 
 /// Loads weights from any [`WeightSource`] into `module`. Before anything is applied, the
@@ -380,10 +386,12 @@ where
             if let Some(sub) = &options.subset {
                 store = store.with_regex(sub);
             }
-            module.load_from(&mut store).map_err(|e| CoreError::WeightsFile {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            })?
+            module
+                .load_from(&mut store)
+                .map_err(|e| CoreError::WeightsFile {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })?
         }
         WeightSource::Pytorch {
             path: p,
@@ -401,10 +409,12 @@ where
             if let Some(sub) = &options.subset {
                 store = store.with_regex(sub);
             }
-            module.load_from(&mut store).map_err(|e| CoreError::WeightsFile {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            })?
+            module
+                .load_from(&mut store)
+                .map_err(|e| CoreError::WeightsFile {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })?
         }
     };
     if let Some(err) = result.errors.first() {
@@ -517,8 +527,9 @@ pub fn write_safetensors_f32(
                 t.data.len()
             )));
         }
-        let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, t.shape.clone(), b)
-            .map_err(|e| err(e.to_string()))?;
+        let view =
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, t.shape.clone(), b)
+                .map_err(|e| err(e.to_string()))?;
         views.push((t.name.clone(), view));
     }
     let out = safetensors::serialize(views, metadata).map_err(|e| err(e.to_string()))?;
@@ -537,9 +548,7 @@ pub fn view_to_f32(view: &safetensors::tensor::TensorView<'_>) -> Option<Vec<f32
             .collect(),
         Dtype::F64 => b
             .chunks_exact(8)
-            .map(|c| {
-                f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
-            })
+            .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
             .collect(),
         Dtype::F16 => b
             .chunks_exact(2)
@@ -589,11 +598,17 @@ mod tests {
     #[test]
     fn remaps_apply_in_order() {
         let r = compile_remaps(
-            &[Remap::new(r"^text_model\.", ""), Remap::new(r"\.fc1\.", ".mlp_in.")],
+            &[
+                Remap::new(r"^text_model\.", ""),
+                Remap::new(r"\.fc1\.", ".mlp_in."),
+            ],
             Path::new("x"),
         )
         .unwrap();
-        assert_eq!(apply_remaps("text_model.a.fc1.weight", &r), "a.mlp_in.weight");
+        assert_eq!(
+            apply_remaps("text_model.a.fc1.weight", &r),
+            "a.mlp_in.weight"
+        );
     }
 
     #[test]

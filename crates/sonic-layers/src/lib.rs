@@ -29,7 +29,9 @@ pub fn conv2d(
 ) -> Conv2d {
     Conv2dConfig::new([c_in, c_out], [k, k])
         .with_stride([stride, stride])
-        .with_padding(PaddingConfig2d::Explicit(padding, padding, padding, padding))
+        .with_padding(PaddingConfig2d::Explicit(
+            padding, padding, padding, padding,
+        ))
         .init(device)
 }
 

@@ -88,10 +88,7 @@ pub fn audio_to_image(
             reason: "audio-to-image needs a UNet with SonicDiffusion adapters loaded".into(),
         });
     }
-    for (name, v) in [
-        ("steps", req.steps),
-        ("batch_size", req.batch_size),
-    ] {
+    for (name, v) in [("steps", req.steps), ("batch_size", req.batch_size)] {
         if v == 0 {
             return Err(PipelineError::InvalidParameter {
                 name,

@@ -26,6 +26,9 @@ pub enum PipelineError {
     /// The audio projector failed.
     #[error(transparent)]
     Projector(#[from] sonic_projector::ProjectorError),
+    /// A download from the hub failed, or the cache lacks a file in offline mode.
+    #[error(transparent)]
+    Hub(#[from] crate::hub::HubError),
     /// A generation parameter is out of range.
     #[error("invalid parameter `{name}` = {value}: {reason}")]
     InvalidParameter {

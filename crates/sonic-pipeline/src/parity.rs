@@ -1,14 +1,14 @@
 //! The `pipeline` section of the SD reference fixtures: whole text-to-image runs with
 //! classifier-free guidance from given latents; `out_latents` and `image` <= 1e-3.
 
-use crate::error::PipelineError;
 use crate::audio_to_image::{AudioToImage, audio_to_image};
+use crate::error::PipelineError;
 use crate::sampling::{SamplingObserver, StepTensors};
 use crate::stable_diffusion::StableDiffusion;
-use sonic_unet::AdapterStrength;
 use crate::text_to_image::{TextToImage, text_to_image};
 use burn::tensor::Device;
 use sonic_core::fixtures::{CaseResult, Fixture, compare};
+use sonic_unet::AdapterStrength;
 
 /// Tolerance of multi-step pipelines.
 pub const PIPELINE_TOL: f64 = 1e-3;
@@ -88,7 +88,10 @@ fn run_audio_pipeline(
         let latents = fixture.tensor_of(case, "latents")?;
         let prompt = fixture.str_field(case, "prompt")?;
         // The text side: ids and embeddings of the ("" , prompt) batch.
-        let prompts = vec![fixture.str_field(case, "negative_prompt")?.to_string(), prompt.to_string()];
+        let prompts = vec![
+            fixture.str_field(case, "negative_prompt")?.to_string(),
+            prompt.to_string(),
+        ];
         if let Ok(reference) = fixture.tensor_of(case, "prompt_embeds") {
             let emb = sd.encode_prompts(&prompts)?;
             out.push(CaseResult::new(
@@ -154,7 +157,11 @@ fn run_audio_pipeline(
                         max_rel: f64::INFINITY,
                     },
                 };
-                out.push(CaseResult::new(format!("pipeline.{i}.step{k}.{field}"), cmp, PIPELINE_TOL));
+                out.push(CaseResult::new(
+                    format!("pipeline.{i}.step{k}.{field}"),
+                    cmp,
+                    PIPELINE_TOL,
+                ));
             }
         }
         out.push(CaseResult::new(
@@ -162,7 +169,9 @@ fn run_audio_pipeline(
             compare(&result.latents, fixture.tensor_of(case, "out_latents")?)?,
             PIPELINE_TOL,
         ));
-        let decoded = sd.vae.decode(result.latents.clone().div_scalar(sd.vae.scaling_factor()))?;
+        let decoded = sd
+            .vae
+            .decode(result.latents.clone().div_scalar(sd.vae.scaling_factor()))?;
         out.push(CaseResult::new(
             format!("pipeline.{i}.decoded"),
             compare(&decoded, fixture.tensor_of(case, "decoded")?)?,

@@ -205,7 +205,9 @@ impl SonicPipeline {
                 AudioSource::Samples {
                     samples,
                     sample_rate,
-                } => self.clap.encode_samples(&[samples.as_slice()], *sample_rate)?,
+                } => self
+                    .clap
+                    .encode_samples(&[samples.as_slice()], *sample_rate)?,
             };
             rows.push(e);
         }

@@ -4,8 +4,8 @@ use crate::error::PipelineError;
 use burn::tensor::{Device, Tensor};
 use sonic_clip::ClipTextModel;
 use sonic_clip::tokenizer::ClipTokenizer;
-use sonic_schedulers::{Scheduler, read_python_json, scheduler_by_name};
 use sonic_core::weights::WeightSource;
+use sonic_schedulers::{Scheduler, read_python_json, scheduler_by_name};
 use sonic_unet::UNet2DConditionModel;
 use sonic_vae::AutoencoderKL;
 use std::path::{Path, PathBuf};
@@ -60,7 +60,8 @@ impl StableDiffusion {
                 }
             }
         }
-        let scheduler_config = read_python_json(&dir.join("scheduler").join("scheduler_config.json"))?;
+        let scheduler_config =
+            read_python_json(&dir.join("scheduler").join("scheduler_config.json"))?;
         tracing::info!(model = %dir.display(), "loading Stable Diffusion");
         Ok(Self {
             dir: dir.to_path_buf(),

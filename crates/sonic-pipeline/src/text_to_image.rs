@@ -86,7 +86,9 @@ pub fn check_size(name: &'static str, value: usize, factor: usize) -> Result<usi
         return Err(PipelineError::InvalidParameter {
             name,
             value: value.to_string(),
-            reason: format!("must be a positive multiple of {factor} (the VAE's downsampling factor)"),
+            reason: format!(
+                "must be a positive multiple of {factor} (the VAE's downsampling factor)"
+            ),
         });
     }
     Ok(value / factor)

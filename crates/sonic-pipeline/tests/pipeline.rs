@@ -15,7 +15,13 @@ fn run(name: &str) {
     assert_eq!(results.len(), 6);
     for r in &results {
         println!("{} max_rel={:e}", r.id, r.cmp.max_rel);
-        assert!(r.passed(), "{name}: {} max_rel={:e} > {:e}", r.id, r.cmp.max_rel, r.tol);
+        assert!(
+            r.passed(),
+            "{name}: {} max_rel={:e} > {:e}",
+            r.id,
+            r.cmp.max_rel,
+            r.tol
+        );
     }
 }
 
@@ -62,7 +68,14 @@ fn same_seed_same_image_and_progress_is_reported() {
 fn every_scheduler_runs_with_a_batch() {
     let device = sonic_core::device::default_device().unwrap();
     let sd = StableDiffusion::from_dir(&root().join("sd21-tiny"), &device).unwrap();
-    for name in ["ddim", "pndm", "euler", "euler-karras", "dpm++2m", "dpm++2m-karras"] {
+    for name in [
+        "ddim",
+        "pndm",
+        "euler",
+        "euler-karras",
+        "dpm++2m",
+        "dpm++2m-karras",
+    ] {
         let mut req = small("rain on a roof");
         req.scheduler = name.into();
         req.batch_size = 2;
@@ -78,7 +91,10 @@ fn bad_parameters_are_typed_errors() {
     let mut req = small("x");
     req.width = 60;
     let e = text_to_image(&sd, &req, &mut |_| {}).unwrap_err();
-    assert!(matches!(e, PipelineError::InvalidParameter { name: "width", .. }), "{e}");
+    assert!(
+        matches!(e, PipelineError::InvalidParameter { name: "width", .. }),
+        "{e}"
+    );
     let mut req = small("x");
     req.steps = 0;
     assert!(matches!(
@@ -87,7 +103,10 @@ fn bad_parameters_are_typed_errors() {
     ));
     let mut req = small("x");
     req.scheduler = "nope".into();
-    assert!(matches!(text_to_image(&sd, &req, &mut |_| {}), Err(PipelineError::Scheduler(_))));
+    assert!(matches!(
+        text_to_image(&sd, &req, &mut |_| {}),
+        Err(PipelineError::Scheduler(_))
+    ));
     // A prompt longer than 77 tokens is truncated (and logged), not an error.
     let long = "word ".repeat(200);
     assert!(text_to_image(&sd, &small(&long), &mut |_| {}).is_ok());
@@ -125,6 +144,9 @@ fn model_index_with_unknown_component_class_is_rejected() {
         Err(e) => e,
         Ok(_) => panic!("accepted an unsupported unet class"),
     };
-    assert!(matches!(e, PipelineError::UnsupportedComponent { .. }), "{e}");
+    assert!(
+        matches!(e, PipelineError::UnsupportedComponent { .. }),
+        "{e}"
+    );
     assert!(e.to_string().contains("model_index.json"), "{e}");
 }

@@ -251,7 +251,13 @@ impl UNetConfig {
             match t.as_str() {
                 "CrossAttnDownBlock2D" => down_cross.push(true),
                 "DownBlock2D" => down_cross.push(false),
-                other => return Err(err("down_block_types", &other, "supported: CrossAttnDownBlock2D, DownBlock2D")),
+                other => {
+                    return Err(err(
+                        "down_block_types",
+                        &other,
+                        "supported: CrossAttnDownBlock2D, DownBlock2D",
+                    ));
+                }
             }
         }
         let mut up_cross = Vec::with_capacity(n);
@@ -259,7 +265,13 @@ impl UNetConfig {
             match t.as_str() {
                 "CrossAttnUpBlock2D" => up_cross.push(true),
                 "UpBlock2D" => up_cross.push(false),
-                other => return Err(err("up_block_types", &other, "supported: CrossAttnUpBlock2D, UpBlock2D")),
+                other => {
+                    return Err(err(
+                        "up_block_types",
+                        &other,
+                        "supported: CrossAttnUpBlock2D, UpBlock2D",
+                    ));
+                }
             }
         }
         match self.mid_block_type.as_deref() {
@@ -274,64 +286,184 @@ impl UNetConfig {
         }
         let checks: [(&str, bool, String); 20] = [
             ("act_fn", self.act_fn == "silu", self.act_fn.clone()),
-            ("resnet_time_scale_shift", self.resnet_time_scale_shift == "default", self.resnet_time_scale_shift.clone()),
-            ("time_embedding_type", self.time_embedding_type == "positional", self.time_embedding_type.clone()),
-            ("class_embed_type", self.class_embed_type.is_none(), format!("{:?}", self.class_embed_type)),
-            ("num_class_embeds", self.num_class_embeds.is_none(), format!("{:?}", self.num_class_embeds)),
-            ("addition_embed_type", self.addition_embed_type.is_none(), format!("{:?}", self.addition_embed_type)),
-            ("encoder_hid_dim", self.encoder_hid_dim.is_none(), format!("{:?}", self.encoder_hid_dim)),
-            ("time_cond_proj_dim", self.time_cond_proj_dim.is_none(), format!("{:?}", self.time_cond_proj_dim)),
-            ("time_embedding_dim", self.time_embedding_dim.is_none(), format!("{:?}", self.time_embedding_dim)),
-            ("time_embedding_act_fn", self.time_embedding_act_fn.is_none(), format!("{:?}", self.time_embedding_act_fn)),
-            ("timestep_post_act", self.timestep_post_act.is_none(), format!("{:?}", self.timestep_post_act)),
-            ("center_input_sample", !self.center_input_sample, self.center_input_sample.to_string()),
-            ("dual_cross_attention", !self.dual_cross_attention, self.dual_cross_attention.to_string()),
-            ("only_cross_attention", matches!(self.only_cross_attention, serde_json::Value::Null | serde_json::Value::Bool(false)), self.only_cross_attention.to_string()),
-            ("resnet_skip_time_act", !self.resnet_skip_time_act, self.resnet_skip_time_act.to_string()),
-            ("resnet_out_scale_factor", self.resnet_out_scale_factor == 1.0, self.resnet_out_scale_factor.to_string()),
-            ("conv_in_kernel", self.conv_in_kernel == 3, self.conv_in_kernel.to_string()),
-            ("conv_out_kernel", self.conv_out_kernel == 3, self.conv_out_kernel.to_string()),
-            ("attention_type", self.attention_type == "default", self.attention_type.clone()),
-            ("cross_attention_norm", self.cross_attention_norm.is_none(), format!("{:?}", self.cross_attention_norm)),
+            (
+                "resnet_time_scale_shift",
+                self.resnet_time_scale_shift == "default",
+                self.resnet_time_scale_shift.clone(),
+            ),
+            (
+                "time_embedding_type",
+                self.time_embedding_type == "positional",
+                self.time_embedding_type.clone(),
+            ),
+            (
+                "class_embed_type",
+                self.class_embed_type.is_none(),
+                format!("{:?}", self.class_embed_type),
+            ),
+            (
+                "num_class_embeds",
+                self.num_class_embeds.is_none(),
+                format!("{:?}", self.num_class_embeds),
+            ),
+            (
+                "addition_embed_type",
+                self.addition_embed_type.is_none(),
+                format!("{:?}", self.addition_embed_type),
+            ),
+            (
+                "encoder_hid_dim",
+                self.encoder_hid_dim.is_none(),
+                format!("{:?}", self.encoder_hid_dim),
+            ),
+            (
+                "time_cond_proj_dim",
+                self.time_cond_proj_dim.is_none(),
+                format!("{:?}", self.time_cond_proj_dim),
+            ),
+            (
+                "time_embedding_dim",
+                self.time_embedding_dim.is_none(),
+                format!("{:?}", self.time_embedding_dim),
+            ),
+            (
+                "time_embedding_act_fn",
+                self.time_embedding_act_fn.is_none(),
+                format!("{:?}", self.time_embedding_act_fn),
+            ),
+            (
+                "timestep_post_act",
+                self.timestep_post_act.is_none(),
+                format!("{:?}", self.timestep_post_act),
+            ),
+            (
+                "center_input_sample",
+                !self.center_input_sample,
+                self.center_input_sample.to_string(),
+            ),
+            (
+                "dual_cross_attention",
+                !self.dual_cross_attention,
+                self.dual_cross_attention.to_string(),
+            ),
+            (
+                "only_cross_attention",
+                matches!(
+                    self.only_cross_attention,
+                    serde_json::Value::Null | serde_json::Value::Bool(false)
+                ),
+                self.only_cross_attention.to_string(),
+            ),
+            (
+                "resnet_skip_time_act",
+                !self.resnet_skip_time_act,
+                self.resnet_skip_time_act.to_string(),
+            ),
+            (
+                "resnet_out_scale_factor",
+                self.resnet_out_scale_factor == 1.0,
+                self.resnet_out_scale_factor.to_string(),
+            ),
+            (
+                "conv_in_kernel",
+                self.conv_in_kernel == 3,
+                self.conv_in_kernel.to_string(),
+            ),
+            (
+                "conv_out_kernel",
+                self.conv_out_kernel == 3,
+                self.conv_out_kernel.to_string(),
+            ),
+            (
+                "attention_type",
+                self.attention_type == "default",
+                self.attention_type.clone(),
+            ),
+            (
+                "cross_attention_norm",
+                self.cross_attention_norm.is_none(),
+                format!("{:?}", self.cross_attention_norm),
+            ),
         ];
         if let Some((key, _, value)) = checks.iter().find(|(_, ok, _)| !ok) {
-            return Err(err(key, value, "not supported by this UNet (SD 1.x / 2.x only)"));
+            return Err(err(
+                key,
+                value,
+                "not supported by this UNet (SD 1.x / 2.x only)",
+            ));
         }
-        let layers_per_block = self
-            .layers_per_block
-            .expand(n)
-            .ok_or_else(|| err("layers_per_block", &format!("{:?}", self.layers_per_block), "needs one entry per level"))?;
+        let layers_per_block = self.layers_per_block.expand(n).ok_or_else(|| {
+            err(
+                "layers_per_block",
+                &format!("{:?}", self.layers_per_block),
+                "needs one entry per level",
+            )
+        })?;
         let heads_src = self
             .num_attention_heads
             .as_ref()
             .or(self.attention_head_dim.as_ref())
-            .ok_or_else(|| err("attention_head_dim", &"null", "one of attention_head_dim / num_attention_heads must be set"))?;
-        let heads = heads_src
-            .expand(n)
-            .ok_or_else(|| err("num_attention_heads", &format!("{heads_src:?}"), "needs one entry per level"))?;
-        let cross_attention_dim = self
-            .cross_attention_dim
-            .expand(n)
-            .ok_or_else(|| err("cross_attention_dim", &format!("{:?}", self.cross_attention_dim), "needs one entry per level"))?;
-        let transformer_layers = self
-            .transformer_layers_per_block
-            .expand(n)
-            .ok_or_else(|| err("transformer_layers_per_block", &format!("{:?}", self.transformer_layers_per_block), "needs one entry per level"))?;
+            .ok_or_else(|| {
+                err(
+                    "attention_head_dim",
+                    &"null",
+                    "one of attention_head_dim / num_attention_heads must be set",
+                )
+            })?;
+        let heads = heads_src.expand(n).ok_or_else(|| {
+            err(
+                "num_attention_heads",
+                &format!("{heads_src:?}"),
+                "needs one entry per level",
+            )
+        })?;
+        let cross_attention_dim = self.cross_attention_dim.expand(n).ok_or_else(|| {
+            err(
+                "cross_attention_dim",
+                &format!("{:?}", self.cross_attention_dim),
+                "needs one entry per level",
+            )
+        })?;
+        let transformer_layers = self.transformer_layers_per_block.expand(n).ok_or_else(|| {
+            err(
+                "transformer_layers_per_block",
+                &format!("{:?}", self.transformer_layers_per_block),
+                "needs one entry per level",
+            )
+        })?;
         let up_transformer_layers = match &self.reverse_transformer_layers_per_block {
             Some(v) if v.len() == n => v.clone(),
-            Some(v) => return Err(err("reverse_transformer_layers_per_block", &format!("{v:?}"), "needs one entry per level")),
+            Some(v) => {
+                return Err(err(
+                    "reverse_transformer_layers_per_block",
+                    &format!("{v:?}"),
+                    "needs one entry per level",
+                ));
+            }
             None => transformer_layers.iter().rev().copied().collect(),
         };
         for (i, (&c, &h)) in self.block_out_channels.iter().zip(&heads).enumerate() {
             if h == 0 || c % h != 0 {
-                return Err(err("attention_head_dim", &format!("{heads:?}"), &format!("level {i}: {h} heads must divide {c} channels")));
+                return Err(err(
+                    "attention_head_dim",
+                    &format!("{heads:?}"),
+                    &format!("level {i}: {h} heads must divide {c} channels"),
+                ));
             }
             if self.norm_num_groups == 0 || c % self.norm_num_groups != 0 {
-                return Err(err("norm_num_groups", &self.norm_num_groups.to_string(), &format!("must divide every block width (found {c})")));
+                return Err(err(
+                    "norm_num_groups",
+                    &self.norm_num_groups.to_string(),
+                    &format!("must divide every block width (found {c})"),
+                ));
             }
         }
         if self.in_channels == 0 || self.out_channels == 0 {
-            return Err(err("in_channels", &self.in_channels.to_string(), "channels must be positive"));
+            return Err(err(
+                "in_channels",
+                &self.in_channels.to_string(),
+                "channels must be positive",
+            ));
         }
         Ok(LevelSizes {
             layers_per_block,

@@ -1,8 +1,8 @@
 //! The `unet` section of the SD reference fixtures: the output and every recorded block
 //! intermediate, each <= 1e-4.
 
-use crate::error::UNetError;
 use crate::adapter::AdapterStrength;
+use crate::error::UNetError;
 use crate::hooks::{AdapterTap, RecordBlocks};
 use crate::unet_2d_condition::UNet2DConditionModel;
 use burn::tensor::Device;
@@ -132,7 +132,13 @@ pub fn run_unet(fixture: &Fixture, device: &Device) -> Result<Vec<CaseResult>, U
     };
     let mut out = Vec::new();
     for (i, case) in cases.iter().enumerate() {
-        out.extend(run_plain_case(&unet, fixture, case, &format!("unet.{i}"), device)?);
+        out.extend(run_plain_case(
+            &unet,
+            fixture,
+            case,
+            &format!("unet.{i}"),
+            device,
+        )?);
     }
     Ok(out)
 }

@@ -160,7 +160,10 @@ impl BasicTransformerBlock {
         };
         let h = self.attn1.attend(q, k, v) + h;
         // Text cross-attention.
-        let h = self.attn2.forward(self.norm2.forward(h.clone()), Some(text.clone())) + h;
+        let h = self
+            .attn2
+            .forward(self.norm2.forward(h.clone()), Some(text.clone()))
+            + h;
         // Gated adapter.
         let h = match (
             &self.norm_adapter,
@@ -259,14 +262,15 @@ impl Transformer2DModel {
         let [b, c, hh, ww] = x.dims();
         let h = self.norm.forward(x.clone());
         let mut tokens = match &self.proj_in {
-            Projection::Conv(conv) => conv
-                .forward(h)
-                .reshape([b, c, hh * ww])
-                .swap_dims(1, 2),
+            Projection::Conv(conv) => conv.forward(h).reshape([b, c, hh * ww]).swap_dims(1, 2),
             Projection::Linear(lin) => lin.forward(h.reshape([b, c, hh * ww]).swap_dims(1, 2)),
         };
         for (i, block) in self.transformer_blocks.iter().enumerate() {
-            let kv = if block.has_adapter() { adapters() } else { None };
+            let kv = if block.has_adapter() {
+                adapters()
+            } else {
+                None
+            };
             let block_name = || format!("{}.transformer_blocks.{i}", name());
             tokens = block.forward(
                 tokens,
@@ -277,13 +281,8 @@ impl Transformer2DModel {
             );
         }
         let out = match &self.proj_out {
-            Projection::Conv(conv) => {
-                conv.forward(tokens.swap_dims(1, 2).reshape([b, c, hh, ww]))
-            }
-            Projection::Linear(lin) => lin
-                .forward(tokens)
-                .swap_dims(1, 2)
-                .reshape([b, c, hh, ww]),
+            Projection::Conv(conv) => conv.forward(tokens.swap_dims(1, 2).reshape([b, c, hh, ww])),
+            Projection::Linear(lin) => lin.forward(tokens).swap_dims(1, 2).reshape([b, c, hh, ww]),
         };
         out + x
     }

@@ -124,7 +124,9 @@ impl DownBlock {
         for (i, r) in self.resnets.iter().enumerate() {
             h = run_resnet(r, h, temb, hook, &|| format!("{name}.resnets.{i}"));
             if let Some(attn) = self.attentions.get(i) {
-                h = attn.forward(h, text, adapters, hook, &|| format!("{name}.attentions.{i}"));
+                h = attn.forward(h, text, adapters, hook, &|| {
+                    format!("{name}.attentions.{i}")
+                });
             }
             states.push(h.clone());
         }
@@ -183,7 +185,9 @@ impl MidBlock {
                     format!("mid_block.attentions.{}", i - 1)
                 });
             }
-            h = scale(run_resnet(r, h, temb, hook, &|| format!("mid_block.resnets.{i}")));
+            h = scale(run_resnet(r, h, temb, hook, &|| {
+                format!("mid_block.resnets.{i}")
+            }));
         }
         h
     }
@@ -262,7 +266,9 @@ impl UpBlock {
             }
             h = run_resnet(r, h, temb, hook, &|| format!("{name}.resnets.{i}"));
             if let Some(attn) = self.attentions.get(i) {
-                h = attn.forward(h, text, adapters, hook, &|| format!("{name}.attentions.{i}"));
+                h = attn.forward(h, text, adapters, hook, &|| {
+                    format!("{name}.attentions.{i}")
+                });
             }
         }
         for u in &self.upsamplers {

@@ -12,7 +12,9 @@ use burn::nn::GroupNorm;
 use burn::nn::conv::Conv2d;
 use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor};
-use sonic_core::weights::{LoadOptions, Remap, WeightSource, find_weights, load_safetensors, load_weights};
+use sonic_core::weights::{
+    LoadOptions, Remap, WeightSource, find_weights, load_safetensors, load_weights,
+};
 use std::path::Path;
 
 /// Where gated adapters are placed: `[down, mid, up]` (official: `[false, true, true]`).
@@ -187,19 +189,26 @@ impl UNet2DConditionModel {
         device: &Device,
     ) -> Result<(Self, AdapterPlacement), UNetError> {
         let listing = source.list()?;
-        let strip = regex::Regex::new(r"^unet\.").map_err(|e| sonic_core::CoreError::WeightsFile {
-            path: source.path().to_path_buf(),
-            message: e.to_string(),
-        })?;
+        let strip =
+            regex::Regex::new(r"^unet\.").map_err(|e| sonic_core::CoreError::WeightsFile {
+                path: source.path().to_path_buf(),
+                message: e.to_string(),
+            })?;
         let keys: Vec<(String, Vec<usize>)> = listing
             .iter()
             .map(|(k, e)| (strip.replace(k, "").into_owned(), e.shape.clone()))
             .collect();
         let is_adapter = |k: &str| k.contains("_adapter");
         let placement = AdapterPlacement {
-            down: keys.iter().any(|(k, _)| is_adapter(k) && k.starts_with("down_blocks.")),
-            mid: keys.iter().any(|(k, _)| is_adapter(k) && k.starts_with("mid_block.")),
-            up: keys.iter().any(|(k, _)| is_adapter(k) && k.starts_with("up_blocks.")),
+            down: keys
+                .iter()
+                .any(|(k, _)| is_adapter(k) && k.starts_with("down_blocks.")),
+            mid: keys
+                .iter()
+                .any(|(k, _)| is_adapter(k) && k.starts_with("mid_block.")),
+            up: keys
+                .iter()
+                .any(|(k, _)| is_adapter(k) && k.starts_with("up_blocks.")),
         };
         let context_dim = keys
             .iter()
@@ -276,7 +285,9 @@ impl UNet2DConditionModel {
 
     /// The number of gated adapters.
     pub fn adapter_count(&self) -> usize {
-        self.transformer_blocks().filter(|b| b.has_adapter()).count()
+        self.transformer_blocks()
+            .filter(|b| b.has_adapter())
+            .count()
     }
 
     /// Precomputes every adapter's keys and values for `tokens` `[B, T, context_dim]` (once per
@@ -294,7 +305,10 @@ impl UNet2DConditionModel {
     /// The number of up-sampling stages (the latent size must be a multiple of `2^n` to avoid
     /// explicit resize targets).
     pub fn num_upsamplers(&self) -> usize {
-        self.up_blocks.iter().filter(|b| !b.upsamplers.is_empty()).count()
+        self.up_blocks
+            .iter()
+            .filter(|b| !b.upsamplers.is_empty())
+            .count()
     }
 
     /// Predicts noise for `sample` `[B, C, H, W]` at `timesteps` (one per batch element, or one
@@ -350,7 +364,11 @@ impl UNet2DConditionModel {
                 return Err(UNetError::BadInput {
                     what: "adapter inputs",
                     expected: format!("{expected} adapters with batch {b}"),
-                    found: a.kv.first().map(|(k, _)| k.dims().to_vec()).unwrap_or_default(),
+                    found: a
+                        .kv
+                        .first()
+                        .map(|(k, _)| k.dims().to_vec())
+                        .unwrap_or_default(),
                 });
             }
         }
@@ -392,9 +410,7 @@ impl UNet2DConditionModel {
                 hook.block_output(&name, &x);
             }
         }
-        x = self
-            .mid_block
-            .forward(x, &temb, &text, &mut adapters, hook);
+        x = self.mid_block.forward(x, &temb, &text, &mut adapters, hook);
         if hook.active() {
             hook.block_output("mid_block", &x);
         }
@@ -425,8 +441,6 @@ impl UNet2DConditionModel {
                 hook.block_output(&name, &x);
             }
         }
-        Ok(self
-            .conv_out
-            .forward(silu(self.conv_norm_out.forward(x))))
+        Ok(self.conv_out.forward(silu(self.conv_norm_out.forward(x))))
     }
 }

@@ -13,10 +13,19 @@ fn run(name: &str) {
     let device = sonic_core::device::default_device().unwrap();
     let fixture = Fixture::open(&root().join(name)).unwrap();
     let results = sonic_unet::parity::run_unet(&fixture, &device).unwrap();
-    assert!(results.len() >= 10, "expected out + 9 intermediates in {name}");
+    assert!(
+        results.len() >= 10,
+        "expected out + 9 intermediates in {name}"
+    );
     for r in &results {
         println!("{} max_rel={:e}", r.id, r.cmp.max_rel);
-        assert!(r.passed(), "{name}: {} max_rel={:e} > {:e}", r.id, r.cmp.max_rel, r.tol);
+        assert!(
+            r.passed(),
+            "{name}: {} max_rel={:e} > {:e}",
+            r.id,
+            r.cmp.max_rel,
+            r.tol
+        );
     }
 }
 
@@ -40,12 +49,22 @@ fn config_with(key: &str, value: serde_json::Value) -> Result<UNetConfig, UNetEr
 #[test]
 fn unsupported_config_values_are_named() {
     for (key, value) in [
-        ("down_block_types", serde_json::json!(["SimpleCrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"])),
+        (
+            "down_block_types",
+            serde_json::json!([
+                "SimpleCrossAttnDownBlock2D",
+                "CrossAttnDownBlock2D",
+                "DownBlock2D"
+            ]),
+        ),
         ("act_fn", serde_json::json!("gelu")),
         ("class_embed_type", serde_json::json!("timestep")),
         ("attention_head_dim", serde_json::json!(7)),
         ("layers_per_block", serde_json::json!([1, 2])),
-        ("mid_block_type", serde_json::json!("UNetMidBlock2DSimpleCrossAttn")),
+        (
+            "mid_block_type",
+            serde_json::json!("UNetMidBlock2DSimpleCrossAttn"),
+        ),
     ] {
         let e = config_with(key, value.clone()).unwrap_err();
         match &e {
@@ -65,17 +84,30 @@ fn unsupported_config_values_are_named() {
 #[test]
 fn bad_inputs_are_errors_not_panics() {
     let device = sonic_core::device::default_device().unwrap();
-    let unet = sonic_unet::UNet2DConditionModel::from_dir(&root().join("sd15-tiny/unet"), &device).unwrap();
+    let unet = sonic_unet::UNet2DConditionModel::from_dir(&root().join("sd15-tiny/unet"), &device)
+        .unwrap();
     let x = burn::tensor::Tensor::<4>::zeros([1, 3, 8, 8], &device);
     let text = burn::tensor::Tensor::<3>::zeros([1, 77, 32], &device);
-    assert!(matches!(unet.forward(x, &[1.0], text.clone()), Err(UNetError::BadInput { .. })));
+    assert!(matches!(
+        unet.forward(x, &[1.0], text.clone()),
+        Err(UNetError::BadInput { .. })
+    ));
     let x = burn::tensor::Tensor::<4>::zeros([1, 4, 8, 8], &device);
     let wide = burn::tensor::Tensor::<3>::zeros([1, 77, 48], &device);
-    assert!(matches!(unet.forward(x.clone(), &[1.0], wide), Err(UNetError::BadInput { .. })));
-    assert!(matches!(unet.forward(x.clone(), &[1.0, 2.0, 3.0], text.clone()), Err(UNetError::BadInput { .. })));
+    assert!(matches!(
+        unet.forward(x.clone(), &[1.0], wide),
+        Err(UNetError::BadInput { .. })
+    ));
+    assert!(matches!(
+        unet.forward(x.clone(), &[1.0, 2.0, 3.0], text.clone()),
+        Err(UNetError::BadInput { .. })
+    ));
     // Odd latent sizes follow diffusers' explicit upsample sizes instead of failing.
     let odd = burn::tensor::Tensor::<4>::zeros([1, 4, 7, 5], &device);
-    assert_eq!(unet.forward(odd, &[10.0], text).unwrap().dims(), [1, 4, 7, 5]);
+    assert_eq!(
+        unet.forward(odd, &[10.0], text).unwrap().dims(),
+        [1, 4, 7, 5]
+    );
 }
 
 #[test]
@@ -89,52 +121,99 @@ fn adapters_with_zero_strength_equal_the_plain_unet() {
     assert!(n > 0);
     let fixture = Fixture::open(&root().join("sd15-tiny")).unwrap();
     let case = &fixture.section("unet").unwrap()[0];
-    let x = fixture.tensor_of(case, "sample").unwrap().to_tensor::<4>(&device).unwrap();
+    let x = fixture
+        .tensor_of(case, "sample")
+        .unwrap()
+        .to_tensor::<4>(&device)
+        .unwrap();
     let t = fixture.tensor_of(case, "timesteps").unwrap().data.clone();
-    let text = fixture.tensor_of(case, "encoder_hidden_states").unwrap().to_tensor::<3>(&device).unwrap();
-    let tokens = burn::tensor::Tensor::<3>::random([2, 5, 32], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+    let text = fixture
+        .tensor_of(case, "encoder_hidden_states")
+        .unwrap()
+        .to_tensor::<3>(&device)
+        .unwrap();
+    let tokens = burn::tensor::Tensor::<3>::random(
+        [2, 5, 32],
+        burn::tensor::Distribution::Normal(0.0, 1.0),
+        &device,
+    );
     let base = plain.forward(x.clone(), &t, text.clone()).unwrap();
     let zero = with.prepare_adapters(tokens.clone(), sonic_unet::AdapterStrength::Global(0.0));
-    let out0 = with.forward_with(x.clone(), &t, text.clone(), Some(&zero), &mut sonic_unet::hooks::NoHook).unwrap();
+    let out0 = with
+        .forward_with(
+            x.clone(),
+            &t,
+            text.clone(),
+            Some(&zero),
+            &mut sonic_unet::hooks::NoHook,
+        )
+        .unwrap();
     let c = sonic_core::fixtures::compare_slices(
         &sonic_core::fixtures::to_host(&out0).unwrap(),
         &sonic_core::fixtures::to_host(&base).unwrap(),
     );
     assert_eq!(c.max_abs, 0.0, "f = 0 must equal the plain UNet");
     let one = with.prepare_adapters(tokens, sonic_unet::AdapterStrength::Global(1.0));
-    let out1 = with.forward_with(x, &t, text, Some(&one), &mut sonic_unet::hooks::NoHook).unwrap();
+    let out1 = with
+        .forward_with(x, &t, text, Some(&one), &mut sonic_unet::hooks::NoHook)
+        .unwrap();
     let c = sonic_core::fixtures::compare_slices(
         &sonic_core::fixtures::to_host(&out1).unwrap(),
         &sonic_core::fixtures::to_host(&base).unwrap(),
     );
-    assert!(c.max_abs > 1e-6, "an adapter at f = 1 with a non-zero gate must change the output");
+    assert!(
+        c.max_abs > 1e-6,
+        "an adapter at f = 1 with a non-zero gate must change the output"
+    );
 }
 
 #[test]
 fn captured_features_can_be_injected() {
     use sonic_unet::hooks::{BankMode, FeatureBank};
     let device = sonic_core::device::default_device().unwrap();
-    let unet = sonic_unet::UNet2DConditionModel::from_dir(&root().join("sd15-tiny/unet"), &device).unwrap();
-    let text = burn::tensor::Tensor::<3>::random([1, 77, 32], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
-    let a = burn::tensor::Tensor::<4>::random([1, 4, 8, 8], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
-    let b = burn::tensor::Tensor::<4>::random([1, 4, 8, 8], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
-    let resnets = vec!["up_blocks.1.resnets.1".to_string(), "up_blocks.1.resnets.2".to_string()];
+    let unet = sonic_unet::UNet2DConditionModel::from_dir(&root().join("sd15-tiny/unet"), &device)
+        .unwrap();
+    let text = burn::tensor::Tensor::<3>::random(
+        [1, 77, 32],
+        burn::tensor::Distribution::Normal(0.0, 1.0),
+        &device,
+    );
+    let a = burn::tensor::Tensor::<4>::random(
+        [1, 4, 8, 8],
+        burn::tensor::Distribution::Normal(0.0, 1.0),
+        &device,
+    );
+    let b = burn::tensor::Tensor::<4>::random(
+        [1, 4, 8, 8],
+        burn::tensor::Distribution::Normal(0.0, 1.0),
+        &device,
+    );
+    let resnets = vec![
+        "up_blocks.1.resnets.1".to_string(),
+        "up_blocks.1.resnets.2".to_string(),
+    ];
     let attns = vec![
         "up_blocks.1.attentions.1.transformer_blocks.0.attn1".to_string(),
         "up_blocks.2.attentions.0.transformer_blocks.0.attn1".to_string(),
     ];
     let mut bank = FeatureBank::capture(resnets, attns);
-    let out_a = unet.forward_with(a.clone(), &[500.0], text.clone(), None, &mut bank).unwrap();
+    let out_a = unet
+        .forward_with(a.clone(), &[500.0], text.clone(), None, &mut bank)
+        .unwrap();
     assert_eq!(bank.residuals.len(), 2);
     assert_eq!(bank.qk.len(), 2);
     let host = |t: &burn::tensor::Tensor<4>| sonic_core::fixtures::to_host(t).unwrap();
     // Injecting a run's own features changes nothing.
     bank.mode = BankMode::Inject;
-    let again = unet.forward_with(a, &[500.0], text.clone(), None, &mut bank).unwrap();
+    let again = unet
+        .forward_with(a, &[500.0], text.clone(), None, &mut bank)
+        .unwrap();
     assert_eq!(host(&again), host(&out_a));
     // Injecting them into another input changes its output.
     let plain_b = unet.forward(b.clone(), &[500.0], text.clone()).unwrap();
-    let injected_b = unet.forward_with(b, &[500.0], text, None, &mut bank).unwrap();
+    let injected_b = unet
+        .forward_with(b, &[500.0], text, None, &mut bank)
+        .unwrap();
     let c = sonic_core::fixtures::compare_slices(&host(&injected_b), &host(&plain_b));
     assert!(c.max_abs > 1e-5, "injection had no effect");
 }

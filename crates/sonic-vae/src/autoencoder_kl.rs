@@ -265,13 +265,21 @@ impl AutoencoderKL {
     }
 
     /// Builds the model of `config` and loads a safetensors file.
-    pub fn from_weights(config: &VaeConfig, weights: &Path, device: &Device) -> Result<Self, VaeError> {
+    pub fn from_weights(
+        config: &VaeConfig,
+        weights: &Path,
+        device: &Device,
+    ) -> Result<Self, VaeError> {
         let options = LoadOptions {
             remaps: Self::legacy_remaps(),
             ignore: vec![],
             subset: None,
         };
-        Ok(load_safetensors(Self::new(config, device), weights, &options)?)
+        Ok(load_safetensors(
+            Self::new(config, device),
+            weights,
+            &options,
+        )?)
     }
 
     /// The latent scaling factor of the config.

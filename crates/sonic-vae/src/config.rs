@@ -86,7 +86,9 @@ impl VaeConfig {
             .iter()
             .find(|t| t.as_str() != "DownEncoderBlock2D")
         {
-            return Err(unsupported(origin, "down_block_types", t, "only DownEncoderBlock2D").into());
+            return Err(
+                unsupported(origin, "down_block_types", t, "only DownEncoderBlock2D").into(),
+            );
         }
         if let Some(t) = self
             .up_block_types
@@ -122,10 +124,22 @@ impl VaeConfig {
             .into());
         }
         if self.shift_factor.is_some_and(|s| s != 0.0) {
-            return Err(unsupported(origin, "shift_factor", self.shift_factor, "not an SD 1.x / 2.x VAE").into());
+            return Err(unsupported(
+                origin,
+                "shift_factor",
+                self.shift_factor,
+                "not an SD 1.x / 2.x VAE",
+            )
+            .into());
         }
         if self.latent_channels == 0 || self.in_channels == 0 || self.out_channels == 0 {
-            return Err(unsupported(origin, "latent_channels", self.latent_channels, "channels must be positive").into());
+            return Err(unsupported(
+                origin,
+                "latent_channels",
+                self.latent_channels,
+                "channels must be positive",
+            )
+            .into());
         }
         Ok(())
     }

@@ -16,7 +16,11 @@ fn vae_dir() -> PathBuf {
 /// A temp copy of the fixture VAE whose weights went through `edit`.
 fn edited_copy(edit: impl FnOnce(&mut Vec<sonic_core::weights::NamedTensor>)) -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();
-    std::fs::copy(vae_dir().join("config.json"), tmp.path().join("config.json")).unwrap();
+    std::fs::copy(
+        vae_dir().join("config.json"),
+        tmp.path().join("config.json"),
+    )
+    .unwrap();
     let mut tensors =
         read_safetensors_f32(&vae_dir().join("diffusion_pytorch_model.safetensors")).unwrap();
     edit(&mut tensors);
@@ -43,10 +47,18 @@ fn unchanged_copy_loads() {
 #[test]
 fn missing_weights_file_is_named() {
     let tmp = tempfile::tempdir().unwrap();
-    std::fs::copy(vae_dir().join("config.json"), tmp.path().join("config.json")).unwrap();
+    std::fs::copy(
+        vae_dir().join("config.json"),
+        tmp.path().join("config.json"),
+    )
+    .unwrap();
     let e = load(tmp.path()).unwrap_err();
     assert!(matches!(e, VaeError::Core(CoreError::Io { .. })), "{e:?}");
-    assert!(e.to_string().contains("diffusion_pytorch_model.safetensors"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("diffusion_pytorch_model.safetensors"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -55,14 +67,19 @@ fn missing_key_is_named_with_file() {
     let tmp = edited_copy(|t| t.retain(|x| x.name != key));
     let e = load(tmp.path()).unwrap_err();
     match &e {
-        VaeError::Core(CoreError::MissingTensor { key: k, expected, .. }) => {
+        VaeError::Core(CoreError::MissingTensor {
+            key: k, expected, ..
+        }) => {
             assert_eq!(k, key);
             assert_eq!(expected, &vec![3]);
         }
         other => panic!("wrong error: {other:?}"),
     }
     let msg = e.to_string();
-    assert!(msg.contains(key) && msg.contains("diffusion_pytorch_model.safetensors"), "{msg}");
+    assert!(
+        msg.contains(key) && msg.contains("diffusion_pytorch_model.safetensors"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -74,7 +91,12 @@ fn shape_mismatch_names_both_shapes() {
     });
     let e = load(tmp.path()).unwrap_err();
     match &e {
-        VaeError::Core(CoreError::ShapeMismatch { key: k, expected, found, .. }) => {
+        VaeError::Core(CoreError::ShapeMismatch {
+            key: k,
+            expected,
+            found,
+            ..
+        }) => {
             assert_eq!(k, key);
             assert_eq!(expected, &vec![32, 3, 3, 3]);
             assert_eq!(found, &vec![32, 3, 1, 9]);
@@ -82,7 +104,10 @@ fn shape_mismatch_names_both_shapes() {
         other => panic!("wrong error: {other:?}"),
     }
     let msg = e.to_string();
-    assert!(msg.contains("[32, 3, 3, 3]") && msg.contains("[32, 3, 1, 9]"), "{msg}");
+    assert!(
+        msg.contains("[32, 3, 3, 3]") && msg.contains("[32, 3, 1, 9]"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -125,15 +150,26 @@ fn truncated_weights_file_is_named() {
     let bytes = std::fs::read(&p).unwrap();
     std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
     let e = load(tmp.path()).unwrap_err();
-    assert!(matches!(e, VaeError::Core(CoreError::WeightsFile { .. })), "{e:?}");
-    assert!(e.to_string().contains("diffusion_pytorch_model.safetensors"), "{e}");
+    assert!(
+        matches!(e, VaeError::Core(CoreError::WeightsFile { .. })),
+        "{e:?}"
+    );
+    assert!(
+        e.to_string()
+            .contains("diffusion_pytorch_model.safetensors"),
+        "{e}"
+    );
 }
 
 #[test]
 fn fp16_variant_is_loaded_and_cast() {
     // Write the weights as F16 under the `.fp16` name only; the loader must find and cast them.
     let tmp = tempfile::tempdir().unwrap();
-    std::fs::copy(vae_dir().join("config.json"), tmp.path().join("config.json")).unwrap();
+    std::fs::copy(
+        vae_dir().join("config.json"),
+        tmp.path().join("config.json"),
+    )
+    .unwrap();
     let tensors =
         read_safetensors_f32(&vae_dir().join("diffusion_pytorch_model.safetensors")).unwrap();
     let halves: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
@@ -152,17 +188,26 @@ fn fp16_variant_is_loaded_and_cast() {
         .map(|(n, s, b)| {
             (
                 n.clone(),
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F16, s.clone(), b).unwrap(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F16, s.clone(), b)
+                    .unwrap(),
             )
         })
         .collect();
     let bytes = safetensors::serialize(views, None).unwrap();
-    std::fs::write(tmp.path().join("diffusion_pytorch_model.fp16.safetensors"), bytes).unwrap();
+    std::fs::write(
+        tmp.path().join("diffusion_pytorch_model.fp16.safetensors"),
+        bytes,
+    )
+    .unwrap();
     let vae = load(tmp.path()).unwrap();
     let w = vae.decoder.conv_out.bias.as_ref().unwrap().val();
     assert_eq!(w.dtype(), burn::tensor::DType::F32);
     let ours = sonic_core::fixtures::to_host(&w).unwrap();
-    let reference = &tensors.iter().find(|t| t.name == "decoder.conv_out.bias").unwrap().data;
+    let reference = &tensors
+        .iter()
+        .find(|t| t.name == "decoder.conv_out.bias")
+        .unwrap()
+        .data;
     for (a, b) in ours.iter().zip(reference) {
         assert!((a - b).abs() <= 1e-3 * b.abs().max(1e-3), "{a} vs {b}");
     }

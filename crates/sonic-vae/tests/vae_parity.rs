@@ -5,7 +5,9 @@ use std::path::Path;
 
 fn run(name: &str) {
     let Some(root) = fixtures_root(Path::new(env!("CARGO_MANIFEST_DIR"))) else {
-        panic!("fixtures not found: set SONIC_FIXTURES or place ../shared/fixtures beside the workspace");
+        panic!(
+            "fixtures not found: set SONIC_FIXTURES or place ../shared/fixtures beside the workspace"
+        );
     };
     let device = sonic_core::device::default_device().unwrap();
     let fixture = Fixture::open(&root.join(name)).unwrap();
@@ -13,7 +15,13 @@ fn run(name: &str) {
     assert!(results.len() >= 3, "no vae cases in {name}");
     for r in &results {
         println!("{} max_rel={:e}", r.id, r.cmp.max_rel);
-        assert!(r.passed(), "{name}: {} max_rel={:e} > {:e}", r.id, r.cmp.max_rel, r.tol);
+        assert!(
+            r.passed(),
+            "{name}: {} max_rel={:e} > {:e}",
+            r.id,
+            r.cmp.max_rel,
+            r.tol
+        );
     }
 }
 
