@@ -48,7 +48,8 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
 
 /// Rewrites Python's non-standard JSON numbers (`NaN`, `Infinity`, `-Infinity`, as written
 /// by Python's `json` module, e.g. diffusers' `lambda_min_clipped: -Infinity`) outside string
-/// literals: infinities become `±1.7976931348623157e308` (`f64::MAX`) and `NaN` becomes `null`.
+/// literals into the strings `"NaN"`, `"Infinity"` and `"-Infinity"`, which config readers
+/// accept where they expect a float ([`lenient_f64`]).
 pub fn sanitize_python_json(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut in_string = false;
@@ -68,9 +69,9 @@ pub fn sanitize_python_json(text: &str) -> String {
             continue;
         }
         let replaced = [
-            ("-Infinity", "-1.7976931348623157e308"),
-            ("Infinity", "1.7976931348623157e308"),
-            ("NaN", "null"),
+            ("-Infinity", "\"-Infinity\""),
+            ("Infinity", "\"Infinity\""),
+            ("NaN", "\"NaN\""),
         ]
         .iter()
         .find(|(pat, _)| rest.starts_with(pat));
@@ -86,6 +87,21 @@ pub fn sanitize_python_json(text: &str) -> String {
         rest = &rest[c.len_utf8()..];
     }
     out
+}
+
+/// A JSON number, or one of the strings `"NaN"`, `"Infinity"`, `"-Infinity"` that
+/// [`sanitize_python_json`] produces, as `f64`.
+pub fn lenient_f64(v: &serde_json::Value) -> Option<f64> {
+    match v {
+        serde_json::Value::Number(n) => n.as_f64(),
+        serde_json::Value::String(s) => match s.as_str() {
+            "NaN" => Some(f64::NAN),
+            "Infinity" => Some(f64::INFINITY),
+            "-Infinity" => Some(f64::NEG_INFINITY),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 /// Parses a JSON file that may contain Python's `NaN` / `Infinity` (see
@@ -136,10 +152,10 @@ mod tests {
     fn python_json_numbers_are_sanitized() {
         let s = sanitize_python_json(r#"{"a": -Infinity, "b": "NaN \" x", "c": [NaN, Infinity]}"#);
         let v: serde_json::Value = serde_json::from_str(&s).unwrap();
-        assert_eq!(v["a"].as_f64(), Some(-f64::MAX));
+        assert_eq!(lenient_f64(&v["a"]), Some(f64::NEG_INFINITY));
         assert_eq!(v["b"].as_str(), Some("NaN \" x"));
-        assert!(v["c"][0].is_null());
-        assert_eq!(v["c"][1].as_f64(), Some(f64::MAX));
+        assert!(lenient_f64(&v["c"][0]).is_some_and(f64::is_nan));
+        assert_eq!(lenient_f64(&v["c"][1]), Some(f64::INFINITY));
     }
 
     #[test]

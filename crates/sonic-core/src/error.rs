@@ -73,6 +73,17 @@ pub enum CoreError {
         /// The shape in the file.
         found: Vec<usize>,
     },
+    /// Several tensors do not fit: the first problems are listed (shape mismatches first, then
+    /// missing, then unexpected tensors).
+    #[error("{total} tensors in {path} do not fit the model; first: {}", first.join("; "))]
+    WeightsMismatch {
+        /// The weights file.
+        path: PathBuf,
+        /// How many problems in all.
+        total: usize,
+        /// Descriptions of the first problems (at most 8).
+        first: Vec<String>,
+    },
     /// A tensor's dtype cannot be used (e.g. an integer tensor where floats are needed).
     #[error("tensor `{key}` in {path} has unsupported dtype {dtype}")]
     UnsupportedDtype {

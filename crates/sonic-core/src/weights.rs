@@ -264,18 +264,21 @@ fn apply_remaps(key: &str, remaps: &[(regex::Regex, String)]) -> String {
 }
 
 /// Checks a file's tensors (name -> shape, already remapped to module paths) against a module's
-/// expected tensors, returning the first problem in a stable order: shape mismatches, then
-/// missing tensors, then unexpected ones.
+/// expected tensors. One problem is reported as its own variant ([`CoreError::ShapeMismatch`],
+/// [`CoreError::MissingTensor`], [`CoreError::UnexpectedTensor`]); several as
+/// [`CoreError::WeightsMismatch`] listing the first eight (shape mismatches, then missing, then
+/// unexpected tensors).
 pub fn check_tensors(
     path: &Path,
     expected: &BTreeMap<String, Vec<usize>>,
     found: &BTreeMap<String, Vec<usize>>,
 ) -> Result<()> {
+    let mut problems = Vec::new();
     for (key, exp) in expected {
         if let Some(f) = found.get(key)
             && f != exp
         {
-            return Err(CoreError::ShapeMismatch {
+            problems.push(CoreError::ShapeMismatch {
                 path: path.to_path_buf(),
                 key: key.clone(),
                 expected: exp.clone(),
@@ -283,21 +286,50 @@ pub fn check_tensors(
             });
         }
     }
-    if let Some((key, exp)) = expected.iter().find(|(k, _)| !found.contains_key(*k)) {
-        return Err(CoreError::MissingTensor {
+    for (key, exp) in expected.iter().filter(|(k, _)| !found.contains_key(*k)) {
+        problems.push(CoreError::MissingTensor {
             path: path.to_path_buf(),
             key: key.clone(),
             expected: exp.clone(),
         });
     }
-    if let Some((key, f)) = found.iter().find(|(k, _)| !expected.contains_key(*k)) {
-        return Err(CoreError::UnexpectedTensor {
+    for (key, f) in found.iter().filter(|(k, _)| !expected.contains_key(*k)) {
+        problems.push(CoreError::UnexpectedTensor {
             path: path.to_path_buf(),
             key: key.clone(),
             found: f.clone(),
         });
     }
-    Ok(())
+    let total = problems.len();
+    match total {
+        0 => Ok(()),
+        1 => Err(problems.remove(0)),
+        _ => Err(CoreError::WeightsMismatch {
+            path: path.to_path_buf(),
+            total,
+            first: problems
+                .iter()
+                .take(8)
+                .map(|p| match p {
+                    CoreError::ShapeMismatch {
+                        key,
+                        expected,
+                        found,
+                        ..
+                    } => {
+                        format!("`{key}` has shape {found:?}, model expects {expected:?}")
+                    }
+                    CoreError::MissingTensor { key, expected, .. } => {
+                        format!("`{key}` {expected:?} is missing")
+                    }
+                    CoreError::UnexpectedTensor { key, found, .. } => {
+                        format!("`{key}` {found:?} is not used by the model")
+                    }
+                    other => other.to_string(),
+                })
+                .collect(),
+        }),
+    }
 }
 
 /// Loads a safetensors file into `module` (which must mirror the file's PyTorch names), after
@@ -593,6 +625,23 @@ mod tests {
         .into();
         let e = check_tensors(p, &exp, &extra).unwrap_err();
         assert!(matches!(e, CoreError::UnexpectedTensor { ref key, .. } if key == "b"));
+        let several: BTreeMap<_, _> = [
+            ("a.weight".to_string(), vec![3, 2]),
+            ("c".to_string(), vec![1]),
+        ]
+        .into();
+        let e = check_tensors(p, &exp, &several).unwrap_err();
+        match &e {
+            CoreError::WeightsMismatch { total, first, .. } => {
+                assert_eq!(*total, 2);
+                assert!(
+                    first[0].contains("a.weight") && first[1].contains("`c`"),
+                    "{first:?}"
+                );
+            }
+            other => panic!("wrong error {other:?}"),
+        }
+        assert!(e.to_string().contains("m.safetensors"));
     }
 
     #[test]

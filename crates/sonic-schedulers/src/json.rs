@@ -11,46 +11,12 @@
 use crate::error::{Result, SchedulerError};
 use std::path::Path;
 
-/// The bare non-finite literals Python writes, longest first.
-const LITERALS: [&str; 3] = ["-Infinity", "Infinity", "NaN"];
-
-/// Parses JSON text that may hold Python's bare `NaN`, `Infinity` and `-Infinity`.
+/// Parses JSON text that may hold Python's bare `NaN`, `Infinity` and `-Infinity`
+/// (rewritten by [`sonic_core::config::sanitize_python_json`]).
 ///
 /// `origin` names the text in errors (a path, or a description such as `"config"`).
 pub fn parse_python_json(text: &str, origin: &str) -> Result<serde_json::Value> {
-    let mut out = String::with_capacity(text.len() + 16);
-    let mut in_string = false;
-    let mut escaped = false;
-    let mut rest = text;
-    while let Some(c) = rest.chars().next() {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                in_string = false;
-            }
-            out.push(c);
-            rest = &rest[c.len_utf8()..];
-            continue;
-        }
-        if c == '"' {
-            in_string = true;
-            out.push(c);
-            rest = &rest[1..];
-            continue;
-        }
-        if let Some(lit) = LITERALS.iter().find(|lit| rest.starts_with(**lit)) {
-            out.push('"');
-            out.push_str(lit);
-            out.push('"');
-            rest = &rest[lit.len()..];
-            continue;
-        }
-        out.push(c);
-        rest = &rest[c.len_utf8()..];
-    }
+    let out = sonic_core::config::sanitize_python_json(text);
     serde_json::from_str(&out).map_err(|e| SchedulerError::Json {
         origin: origin.to_string(),
         message: e.to_string(),
@@ -68,17 +34,13 @@ pub fn read_python_json(path: &Path) -> Result<serde_json::Value> {
     parse_python_json(&text, &path.display().to_string())
 }
 
-/// Reads a float that may be written as one of the strings [`parse_python_json`] produces.
+/// A JSON number or one of Python's non-finite spellings, as `f64`.
 pub(crate) fn lenient_f64(value: &serde_json::Value) -> Option<f64> {
-    match value {
-        serde_json::Value::Number(n) => n.as_f64(),
-        serde_json::Value::String(s) => match s.as_str() {
-            "Infinity" | "inf" => Some(f64::INFINITY),
-            "-Infinity" | "-inf" => Some(f64::NEG_INFINITY),
-            "NaN" | "nan" => Some(f64::NAN),
-            _ => None,
-        },
-        _ => None,
+    match value.as_str() {
+        Some("inf") => Some(f64::INFINITY),
+        Some("-inf") => Some(f64::NEG_INFINITY),
+        Some("nan") => Some(f64::NAN),
+        _ => sonic_core::config::lenient_f64(value),
     }
 }
 

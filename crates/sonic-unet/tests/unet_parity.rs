@@ -217,3 +217,60 @@ fn captured_features_can_be_injected() {
     let c = sonic_core::fixtures::compare_slices(&host(&injected_b), &host(&plain_b));
     assert!(c.max_abs > 1e-5, "injection had no effect");
 }
+
+#[test]
+fn adapters_from_the_official_pickle_layout_equal_safetensors() {
+    use sonic_core::weights::WeightSource;
+    let device = sonic_core::device::default_device().unwrap();
+    let dir = root().join("sd15-tiny/unet");
+    let st = root().join("sonic-tiny/adapters.safetensors");
+    let pt = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/adapters_tiny.pt");
+    let (a, pa) = sonic_unet::UNet2DConditionModel::from_dir(&dir, &device)
+        .unwrap()
+        .with_adapters(&WeightSource::Safetensors(st), &device)
+        .unwrap();
+    let (b, pb) = sonic_unet::UNet2DConditionModel::from_dir(&dir, &device)
+        .unwrap()
+        .with_adapters(&WeightSource::from_path(&pt), &device)
+        .unwrap();
+    assert_eq!(pa, sonic_unet::AdapterPlacement::OFFICIAL);
+    assert_eq!(pa, pb);
+    assert_eq!(a.adapter_count(), 7);
+    let fixture = Fixture::open(&root().join("sonic-tiny")).unwrap();
+    let case = &fixture.section("unet").unwrap()[0];
+    let x = fixture
+        .tensor_of(case, "sample")
+        .unwrap()
+        .to_tensor::<4>(&device)
+        .unwrap();
+    let t = fixture.tensor_of(case, "timesteps").unwrap().data.clone();
+    let text = fixture
+        .tensor_of(case, "encoder_hidden_states")
+        .unwrap()
+        .to_tensor::<3>(&device)
+        .unwrap();
+    let tokens = fixture
+        .tensor_of(case, "audio_tokens")
+        .unwrap()
+        .to_tensor::<3>(&device)
+        .unwrap();
+    let run = |u: &sonic_unet::UNet2DConditionModel| {
+        let inp = u.prepare_adapters(tokens.clone(), sonic_unet::AdapterStrength::Global(1.0));
+        let out = u
+            .forward_with(
+                x.clone(),
+                &t,
+                text.clone(),
+                Some(&inp),
+                &mut sonic_unet::hooks::NoHook,
+            )
+            .unwrap();
+        sonic_core::fixtures::to_host(&out).unwrap()
+    };
+    assert_eq!(run(&a), run(&b));
+    let c = sonic_core::fixtures::compare_slices(
+        &run(&b),
+        &fixture.tensor_of(case, "out").unwrap().data,
+    );
+    assert!(c.max_rel < 1e-4, "{c:?}");
+}
