@@ -4,7 +4,7 @@
 use crate::error::PipelineError;
 use crate::sampling::{Conditioning, Guidance, SamplingObserver, denoise};
 use crate::stable_diffusion::StableDiffusion;
-use crate::text_to_image::{Generation, check_size, ensure_finite, seeded_noise};
+use crate::text_to_image::{Generation, check_run, check_size, ensure_finite, initial_latents};
 use burn::tensor::Tensor;
 use sonic_unet::AdapterStrength;
 
@@ -88,23 +88,10 @@ pub fn audio_to_image(
             reason: "audio-to-image needs a UNet with SonicDiffusion adapters loaded".into(),
         });
     }
-    for (name, v) in [("steps", req.steps), ("batch_size", req.batch_size)] {
-        if v == 0 {
-            return Err(PipelineError::InvalidParameter {
-                name,
-                value: "0".into(),
-                reason: "must be at least 1".into(),
-            });
-        }
-    }
-    let scales = [Some(req.guidance_scale), req.audio_guidance_scale];
-    if let Some(bad) = scales.iter().flatten().find(|s| !s.is_finite()) {
-        return Err(PipelineError::InvalidParameter {
-            name: "guidance_scale",
-            value: bad.to_string(),
-            reason: "must be finite".into(),
-        });
-    }
+    let scales: Vec<f64> = std::iter::once(req.guidance_scale)
+        .chain(req.audio_guidance_scale)
+        .collect();
+    check_run(req.steps, req.batch_size, &scales)?;
     let f = sd.vae_scale_factor();
     let h = check_size("height", req.height, f)?;
     let w = check_size("width", req.width, f)?;
@@ -145,18 +132,13 @@ pub fn audio_to_image(
     let mut scheduler = sd.scheduler(&req.scheduler)?;
     scheduler.set_timesteps(req.steps)?;
     let lc = sd.unet.in_channels;
-    let init = match &req.latents {
-        Some(l) if l.dims() == [b, lc, h, w] => l.clone(),
-        Some(l) => {
-            return Err(PipelineError::InvalidParameter {
-                name: "latents",
-                value: format!("{:?}", l.dims()),
-                reason: format!("expected shape [{b}, {lc}, {h}, {w}]"),
-            });
-        }
-        None => seeded_noise([b, lc, h, w], req.seed, &sd.device),
-    };
-    let latents = init.mul_scalar(scheduler.init_noise_sigma());
+    let latents = initial_latents(
+        req.latents.as_ref(),
+        [b, lc, h, w],
+        req.seed,
+        scheduler.init_noise_sigma(),
+        &sd.device,
+    )?;
     let latents = denoise(
         &sd.unet,
         scheduler.as_mut(),

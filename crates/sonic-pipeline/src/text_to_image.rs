@@ -94,6 +94,50 @@ pub fn check_size(name: &'static str, value: usize, factor: usize) -> Result<usi
     Ok(value / factor)
 }
 
+/// Checks that `steps` and `batch_size` are positive and the guidance scales finite.
+pub fn check_run(steps: usize, batch_size: usize, scales: &[f64]) -> Result<(), PipelineError> {
+    for (name, v) in [("steps", steps), ("batch_size", batch_size)] {
+        if v == 0 {
+            return Err(PipelineError::InvalidParameter {
+                name,
+                value: "0".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
+    }
+    if let Some(bad) = scales.iter().find(|s| !s.is_finite()) {
+        return Err(PipelineError::InvalidParameter {
+            name: "guidance_scale",
+            value: bad.to_string(),
+            reason: "must be finite".into(),
+        });
+    }
+    Ok(())
+}
+
+/// The starting latents `[b, channels, h, w]`: the given ones (shape-checked) or seeded noise,
+/// scaled by the scheduler's `init_noise_sigma`.
+pub fn initial_latents(
+    given: Option<&Tensor<4>>,
+    shape: [usize; 4],
+    seed: u64,
+    init_noise_sigma: f64,
+    device: &burn::tensor::Device,
+) -> Result<Tensor<4>, PipelineError> {
+    let init = match given {
+        Some(l) if l.dims() == shape => l.clone(),
+        Some(l) => {
+            return Err(PipelineError::InvalidParameter {
+                name: "latents",
+                value: format!("{:?}", l.dims()),
+                reason: format!("expected shape {shape:?}"),
+            });
+        }
+        None => seeded_noise(shape, seed, device),
+    };
+    Ok(init.mul_scalar(init_noise_sigma))
+}
+
 /// Fails with [`PipelineError::NonFinite`] when `t` holds NaN or infinity.
 pub fn ensure_finite<const D: usize>(t: &Tensor<D>, what: &str) -> Result<(), PipelineError> {
     let bad = t.clone().is_nan().any().into_scalar() || t.clone().is_inf().any().into_scalar();
@@ -109,27 +153,7 @@ pub fn text_to_image(
     req: &TextToImage,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<Generation, PipelineError> {
-    if req.steps == 0 {
-        return Err(PipelineError::InvalidParameter {
-            name: "steps",
-            value: "0".into(),
-            reason: "needs at least one step".into(),
-        });
-    }
-    if req.batch_size == 0 {
-        return Err(PipelineError::InvalidParameter {
-            name: "batch_size",
-            value: "0".into(),
-            reason: "needs at least one image".into(),
-        });
-    }
-    if !req.guidance_scale.is_finite() {
-        return Err(PipelineError::InvalidParameter {
-            name: "guidance_scale",
-            value: req.guidance_scale.to_string(),
-            reason: "must be finite".into(),
-        });
-    }
+    check_run(req.steps, req.batch_size, &[req.guidance_scale])?;
     let f = sd.vae_scale_factor();
     let h = check_size("height", req.height, f)?;
     let w = check_size("width", req.width, f)?;
@@ -153,21 +177,13 @@ pub fn text_to_image(
     let mut scheduler = sd.scheduler(&req.scheduler)?;
     scheduler.set_timesteps(req.steps)?;
     let lc = sd.unet.in_channels;
-    let init = match &req.latents {
-        Some(l) => {
-            let d = l.dims();
-            if d != [b, lc, h, w] {
-                return Err(PipelineError::InvalidParameter {
-                    name: "latents",
-                    value: format!("{d:?}"),
-                    reason: format!("expected shape [{b}, {lc}, {h}, {w}]"),
-                });
-            }
-            l.clone()
-        }
-        None => seeded_noise([b, lc, h, w], req.seed, device),
-    };
-    let latents = init.mul_scalar(scheduler.init_noise_sigma());
+    let latents = initial_latents(
+        req.latents.as_ref(),
+        [b, lc, h, w],
+        req.seed,
+        scheduler.init_noise_sigma(),
+        device,
+    )?;
     let cond = Conditioning {
         text,
         adapter: None,
