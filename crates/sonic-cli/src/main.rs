@@ -1,6 +1,8 @@
 //! The `sonic` command-line tool.
 
 mod download;
+mod edit;
+mod export;
 mod generate;
 mod parity;
 
@@ -38,6 +40,20 @@ enum Command {
         preset: sonic_pipeline::hub::Preset,
         #[command(flatten)]
         hub: download::HubArgs,
+    },
+    /// Edit a photo with a sound: Plug-and-Play feature injection after DDIM inversion, or
+    /// SDEdit.
+    Edit {
+        #[command(flatten)]
+        args: edit::EditArgs,
+        /// The device: flex, ndarray, wgpu, wgpu-cpu, cuda[:N], metal.
+        #[arg(long, default_value = "flex")]
+        device: String,
+    },
+    /// Export weights as safetensors (e.g. the official adapter pickle as an adapter-only file).
+    Export {
+        #[command(flatten)]
+        args: export::ExportArgs,
     },
     /// Generate images from a sound and / or a text prompt.
     Generate {
@@ -90,6 +106,11 @@ fn run() -> Result<()> {
             Ok(())
         }
         Command::Download { preset, hub } => download::run(preset, &hub),
+        Command::Edit { args, device } => {
+            let device = sonic_core::device::parse_device(&device)?;
+            edit::run(&args, &device)
+        }
+        Command::Export { args } => export::run(&args),
         Command::Generate { args, device } => {
             let device = sonic_core::device::parse_device(&device)?;
             generate::run(&args, &device)

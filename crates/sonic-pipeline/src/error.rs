@@ -62,4 +62,28 @@ pub enum PipelineError {
     /// The model produced NaN or infinite values.
     #[error("non-finite values in {0}; try float32 or fewer steps")]
     NonFinite(String),
+    /// An input image could not be read or decoded (names the file).
+    #[error("cannot read image {path}: {message}")]
+    Image {
+        /// The image file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// An input image exceeds the documented memory budget (see `image_input`).
+    #[error(
+        "image {path} is {width}x{height} = {pixels} pixels, over the budget of {limit} pixels"
+    )]
+    ImageTooLarge {
+        /// The image file.
+        path: PathBuf,
+        /// Its width.
+        width: u64,
+        /// Its height.
+        height: u64,
+        /// width x height.
+        pixels: u64,
+        /// The budget that was exceeded.
+        limit: u64,
+    },
 }

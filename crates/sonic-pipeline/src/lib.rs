@@ -15,8 +15,10 @@
 //! ```
 
 pub mod audio_to_image;
+pub mod edit;
 pub mod error;
 pub mod hub;
+pub mod image_input;
 pub mod output;
 pub mod parity;
 pub mod sampling;

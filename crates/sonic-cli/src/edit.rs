@@ -1,0 +1,210 @@
+//! `sonic edit`: audio-driven editing of a real image (Plug-and-Play or SDEdit).
+
+use anyhow::{Context, Result};
+use burn::tensor::Device;
+use indicatif::{ProgressBar, ProgressStyle};
+use sonic_pipeline::AudioToImage;
+use sonic_pipeline::edit::{EditMode, EditRequest, PnpOptions, edit_file};
+use sonic_pipeline::image_input::ImageOptions;
+use sonic_pipeline::sonic::{AudioSource, SonicPipeline};
+use sonic_unet::AdapterStrength;
+use std::path::PathBuf;
+
+/// The editing method.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// DDIM inversion + Plug-and-Play feature injection.
+    Pnp,
+    /// Noise to --strength, then denoise.
+    Sdedit,
+}
+
+/// Arguments of `sonic edit`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct EditArgs {
+    /// The image to edit (PNG, JPEG or WebP; EXIF orientation applied).
+    #[arg(long)]
+    pub image: PathBuf,
+    /// The sound that drives the edit (WAV, FLAC, MP3, OGG).
+    #[arg(long)]
+    pub audio: PathBuf,
+    /// Optional text prompt.
+    #[arg(long, default_value = "")]
+    pub prompt: String,
+    /// The negative prompt (unconditional branch).
+    #[arg(long, default_value = "")]
+    pub negative_prompt: String,
+    /// The inversion (source-branch) prompt.
+    #[arg(long, default_value = "")]
+    pub inversion_prompt: String,
+    /// pnp (DDIM inversion + feature injection) or sdedit.
+    #[arg(long, value_enum, default_value_t = Mode::Pnp)]
+    pub mode: Mode,
+    /// SDEdit strength in [0, 1] (0 returns the image).
+    #[arg(long, default_value_t = 0.6)]
+    pub strength: f64,
+    /// Fraction of the steps with residual-feature injection (PnP).
+    #[arg(long, default_value_t = 0.8)]
+    pub pnp_f_t: f64,
+    /// Fraction of the steps with self-attention Q/K injection (PnP).
+    #[arg(long, default_value_t = 0.8)]
+    pub pnp_attn_t: f64,
+    /// Injected resnets (PnP), comma separated; default up_blocks.1.resnets.1,2.
+    #[arg(long, value_delimiter = ',')]
+    pub pnp_resnets: Vec<String>,
+    /// Injected self-attentions (PnP), comma separated; default the official list.
+    #[arg(long, value_delimiter = ',')]
+    pub pnp_attentions: Vec<String>,
+    /// A diffusers-layout Stable Diffusion folder.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The CLAP checkpoint (CLAP_weights_2022.pth or safetensors).
+    #[arg(long)]
+    pub clap: PathBuf,
+    /// The audio projector weights.
+    #[arg(long)]
+    pub projector: PathBuf,
+    /// A projector config JSON, when the weights do not tell the head count.
+    #[arg(long)]
+    pub projector_config: Option<PathBuf>,
+    /// The adapter weights.
+    #[arg(long)]
+    pub adapters: PathBuf,
+    /// Steps (inversion and sampling for PnP; the full schedule for SDEdit).
+    #[arg(long, default_value_t = 50)]
+    pub steps: usize,
+    /// Guidance scale (no guidance when <= 1).
+    #[arg(long, default_value_t = 7.5)]
+    pub guidance: f64,
+    /// Separate audio guidance scale (then --guidance applies to the text only).
+    #[arg(long)]
+    pub audio_guidance: Option<f64>,
+    /// Audio strength `f` of the adapters.
+    #[arg(long, default_value_t = 1.0)]
+    pub audio_strength: f32,
+    /// SDEdit scheduler (PnP always uses DDIM, as its inversion).
+    #[arg(long, default_value = "ddim")]
+    pub scheduler: String,
+    /// Seed (SDEdit noise).
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Resize to WIDTHxHEIGHT (multiples of 8) after a centre crop to that aspect ratio;
+    /// default: keep the pixels, centre-cropped to multiples of 8.
+    #[arg(long)]
+    pub size: Option<String>,
+    /// Budget on the pixels entering the VAE.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    pub max_pixels: u64,
+    /// Output PNG.
+    #[arg(long, default_value = "edited.png")]
+    pub out: PathBuf,
+}
+
+fn parse_size(s: &str) -> Result<(usize, usize)> {
+    let (w, h) = s
+        .split_once(['x', 'X'])
+        .with_context(|| format!("--size `{s}` is not WIDTHxHEIGHT"))?;
+    Ok((
+        w.trim()
+            .parse()
+            .with_context(|| format!("bad width in `{s}`"))?,
+        h.trim()
+            .parse()
+            .with_context(|| format!("bad height in `{s}`"))?,
+    ))
+}
+
+/// Runs `sonic edit`.
+pub fn run(args: &EditArgs, device: &Device) -> Result<()> {
+    let pipe = SonicPipeline::builder()
+        .model(&args.model)
+        .clap(&args.clap)
+        .projector(&args.projector)
+        .adapters(&args.adapters)
+        .device(device.clone());
+    let pipe = match &args.projector_config {
+        Some(c) => pipe.projector_config(c),
+        None => pipe,
+    }
+    .build()?;
+    let embedding = pipe.embed(&[AudioSource::File(args.audio.clone())])?;
+    let defaults = PnpOptions::default();
+    let pnp = PnpOptions {
+        pnp_f_t: args.pnp_f_t,
+        pnp_attn_t: args.pnp_attn_t,
+        resnets: if args.pnp_resnets.is_empty() {
+            defaults.resnets
+        } else {
+            args.pnp_resnets.clone()
+        },
+        attentions: if args.pnp_attentions.is_empty() {
+            defaults.attentions
+        } else {
+            args.pnp_attentions.clone()
+        },
+    };
+    let req = EditRequest {
+        mode: match args.mode {
+            Mode::Pnp => EditMode::Pnp,
+            Mode::Sdedit => EditMode::SdEdit,
+        },
+        generation: AudioToImage {
+            prompt: args.prompt.clone(),
+            negative_prompt: args.negative_prompt.clone(),
+            guidance_scale: args.guidance,
+            audio_guidance_scale: args.audio_guidance,
+            audio_strength: AdapterStrength::Global(args.audio_strength),
+            steps: args.steps,
+            scheduler: args.scheduler.clone(),
+            seed: args.seed,
+            ..AudioToImage::default()
+        },
+        inversion_prompt: args.inversion_prompt.clone(),
+        pnp,
+        strength: args.strength,
+    };
+    let opts = ImageOptions {
+        size: args.size.as_deref().map(parse_size).transpose()?,
+        max_pixels: args.max_pixels,
+        ..ImageOptions::default()
+    };
+    let label = match args.mode {
+        Mode::Pnp => "inverting + editing",
+        Mode::Sdedit => "editing",
+    };
+    let bar = ProgressBar::new(args.steps as u64);
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{{spinner}} {label} [{{bar:30}}] {{pos}}/{{len}} {{elapsed}} eta {{eta}}"
+        ))
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let metadata = vec![
+        ("sonic:mode".to_string(), format!("{:?}", args.mode)),
+        ("sonic:image".to_string(), args.image.display().to_string()),
+        ("sonic:audio".to_string(), args.audio.display().to_string()),
+        ("sonic:prompt".to_string(), args.prompt.clone()),
+        ("sonic:steps".to_string(), args.steps.to_string()),
+        ("sonic:guidance".to_string(), args.guidance.to_string()),
+        ("sonic:seed".to_string(), args.seed.to_string()),
+    ];
+    let result = edit_file(
+        &pipe,
+        &args.image,
+        &opts,
+        embedding,
+        &req,
+        &args.out,
+        &metadata,
+        &mut |p| {
+            bar.set_length(p.total as u64);
+            bar.set_position(p.step as u64);
+        },
+    );
+    bar.finish_and_clear();
+    for p in result? {
+        eprintln!("wrote {}", p.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,692 @@
+//! Audio-driven editing of real images (DESIGN.md section 2, "Editing (Plug-and-Play)"):
+//! DDIM inversion, Plug-and-Play sampling with in-batch feature injection, and SDEdit.
+//!
+//! - [`encode_image`]: VAE posterior mean x scaling factor.
+//! - [`ddim_invert`]: deterministic DDIM inversion (default prompt `""`, no guidance) keeping
+//!   the latent of every step. The latents are kept **in memory**: one latent of SD at 512x512
+//!   is `4 x 64 x 64` f32 = 64 KiB, so 50 steps hold 3.2 MiB (1024x1024: 12.5 MiB), far below
+//!   the UNet's own activations (hundreds of MiB), while writing them to disk would cost a
+//!   file per step for no gain.
+//! - [`pnp_sample`]: samples from the inverted latent with the batch `[source, uncond, cond]`
+//!   (branch-major). The source branch re-runs the UNet on the stored latent of each step with
+//!   the inversion conditioning; a [`PnpHook`] replaces the other branches' rows with the
+//!   source rows for the residual features (conv2 output before the skip add) of
+//!   [`PnpOptions::resnets`] during the first `round(T * pnp_f_t)` steps and for the
+//!   self-attention Q and K of [`PnpOptions::attentions`] during the first
+//!   `round(T * pnp_attn_t)` steps. Names missing from a (smaller) UNet are never called, so
+//!   the SD 1.x defaults work on every UNet: only the layers that exist are injected.
+//! - [`sdedit`]: noises the image latent to step `T - round(T * s)` of the sampling
+//!   scheduler with `sqrt(a) x + sqrt(1 - a) eps` (seeded `eps`) and denoises from there;
+//!   `s = 0` returns the input latent unchanged.
+//!
+//! The conditioning of the uncond / cond branches follows [`AudioToImage`]: the unconditional
+//! branch is (negative prompt, null audio tokens), the conditional (prompt, audio tokens), with
+//! one guidance scale or separate text / audio scales. The source branch (and the inversion)
+//! uses (inversion prompt, null audio tokens) at the same adapter strength, so that the source
+//! branch reproduces exactly the UNet calls of the inversion.
+
+use crate::audio_to_image::AudioToImage;
+use crate::error::PipelineError;
+use crate::sampling::{Conditioning, Guidance, ProgressOnly, denoise};
+use crate::stable_diffusion::StableDiffusion;
+use crate::text_to_image::{Progress, ensure_finite, seeded_noise};
+use burn::tensor::Tensor;
+use sonic_schedulers::{PredictionType, Scheduler};
+use sonic_unet::AdapterInput;
+use sonic_unet::hooks::UNetHook;
+
+/// Encodes images `[B, 3, H, W]` in `[-1, 1]` to latents: the VAE posterior mean times the
+/// scaling factor (0.18215 for SD 1.x).
+pub fn encode_image(sd: &StableDiffusion, image: Tensor<4>) -> Result<Tensor<4>, PipelineError> {
+    let post = sd.vae.encode(image)?;
+    Ok(post.mean.mul_scalar(sd.vae.scaling_factor()))
+}
+
+/// The result of a DDIM inversion.
+#[derive(Debug, Clone)]
+pub struct Inversion {
+    /// The sampling timesteps (descending, the DDIM scheduler's order).
+    pub timesteps: Vec<f64>,
+    /// `latents_per_step[i]` is the inverted latent at `timesteps[i]` (the input of sampling
+    /// step `i`); `latents_per_step[0]` is the fully inverted latent x_T.
+    pub latents_per_step: Vec<Tensor<4>>,
+    /// The clean latent that was inverted.
+    pub start: Tensor<4>,
+}
+
+impl Inversion {
+    /// The fully inverted latent (the start of sampling).
+    pub fn noisiest(&self) -> Tensor<4> {
+        self.latents_per_step[0].clone()
+    }
+}
+
+/// Text rows `[n * b, S, C]` for prompts `[n]`, each repeated `b` times (branch-major).
+fn text_rows(
+    sd: &StableDiffusion,
+    prompts: &[String],
+    b: usize,
+) -> Result<Tensor<3>, PipelineError> {
+    let emb = sd.encode_prompts(prompts)?;
+    let [n, s, c] = emb.dims();
+    Ok(emb
+        .reshape([n, 1, s, c])
+        .repeat_dim(1, b)
+        .reshape([n * b, s, c]))
+}
+
+/// The DDIM scheduler of the model (its config with the DDIM class), for inversion and PnP.
+pub fn ddim_scheduler(
+    sd: &StableDiffusion,
+    steps: usize,
+) -> Result<Box<dyn Scheduler>, PipelineError> {
+    check_positive("steps", steps)?;
+    let mut s = sd.scheduler("ddim")?;
+    s.set_timesteps(steps)?;
+    Ok(s)
+}
+
+fn check_positive(name: &'static str, v: usize) -> Result<(), PipelineError> {
+    if v == 0 {
+        return Err(PipelineError::InvalidParameter {
+            name,
+            value: "0".into(),
+            reason: "must be at least 1".into(),
+        });
+    }
+    Ok(())
+}
+
+/// `alphas_cumprod` after the last DDIM step (`set_alpha_to_one`: 1, else `alphas_cumprod[0]`).
+fn final_alpha(sd: &StableDiffusion, ac: &[f64]) -> f64 {
+    let one = sd
+        .scheduler_config
+        .get("set_alpha_to_one")
+        .and_then(|v| v.as_bool())
+        .unwrap_or(true);
+    if one { 1.0 } else { ac[0] }
+}
+
+fn alpha_at(ac: &[f64], t: f64) -> Result<f64, PipelineError> {
+    ac.get(t.round().max(0.0) as usize)
+        .copied()
+        .ok_or_else(|| PipelineError::InvalidParameter {
+            name: "timestep",
+            value: t.to_string(),
+            reason: format!("outside the {} training timesteps", ac.len()),
+        })
+}
+
+/// Inverts `latent` `[b, C, h, w]` (already scaled) with deterministic DDIM over `steps` steps
+/// conditioned on `prompt` (no guidance) and, when the UNet carries adapters, on `adapter`
+/// (rows `b`; [`SourceConditioning`] builds the null-audio input). Keeps every step's latent.
+///
+/// Step `j` (ascending timesteps `t_j`) evaluates the UNet at `t_j` on the latent of level
+/// `t_{j-1}` (the final alpha for `j = 0`) and moves it to level `t_j`:
+/// `x_{t_j} = sqrt(a_j) x0 + sqrt(1 - a_j) eps`, `x0 = (x - sqrt(1 - a_{j-1}) eps) / sqrt(a_{j-1})`
+/// (pnp-diffusers' `ddim_inversion`).
+pub fn ddim_invert(
+    sd: &StableDiffusion,
+    latent: Tensor<4>,
+    steps: usize,
+    source: &SourceConditioning,
+    progress: &mut dyn FnMut(usize, usize, f64),
+) -> Result<Inversion, PipelineError> {
+    let scheduler = ddim_scheduler(sd, steps)?;
+    let timesteps = scheduler.timesteps().to_vec();
+    let ac = scheduler.alphas_cumprod().to_vec();
+    let prediction = scheduler.prediction_type();
+    let b = latent.dims()[0];
+    let text = source.text_rows(b)?;
+    let adapter = source.adapter_rows(sd, b);
+    let mut x = latent.clone();
+    let mut a_prev = final_alpha(sd, &ac);
+    let mut saved = Vec::with_capacity(timesteps.len());
+    let total = timesteps.len();
+    for (j, &t) in timesteps.iter().rev().enumerate() {
+        let a_t = alpha_at(&ac, t)?;
+        let out = sd.unet.forward_with(
+            x.clone(),
+            &[t as f32],
+            text.clone(),
+            adapter.as_ref(),
+            &mut sonic_unet::hooks::NoHook,
+        )?;
+        let (sp, sq) = (a_prev.sqrt(), (1.0 - a_prev).sqrt());
+        let (eps, x0) = match prediction {
+            PredictionType::Epsilon => {
+                let x0 = (x.clone() - out.clone().mul_scalar(sq)).div_scalar(sp);
+                (out, x0)
+            }
+            PredictionType::VPrediction => {
+                let x0 = x.clone().mul_scalar(sp) - out.clone().mul_scalar(sq);
+                let eps = out.mul_scalar(sp) + x.clone().mul_scalar(sq);
+                (eps, x0)
+            }
+            PredictionType::Sample => {
+                let eps = (x.clone() - out.clone().mul_scalar(sp)).div_scalar(sq.max(1e-12));
+                (eps, out)
+            }
+        };
+        x = x0.mul_scalar(a_t.sqrt()) + eps.mul_scalar((1.0 - a_t).sqrt());
+        saved.push(x.clone());
+        a_prev = a_t;
+        progress(j + 1, total, t);
+    }
+    ensure_finite(&x, "the inverted latent")?;
+    saved.reverse();
+    Ok(Inversion {
+        timesteps,
+        latents_per_step: saved,
+        start: latent,
+    })
+}
+
+/// The conditioning of the inversion and of the PnP source branch: a prompt (default `""`) and,
+/// for a UNet with adapters, the null audio tokens at the run's adapter strength.
+#[derive(Debug, Clone)]
+pub struct SourceConditioning {
+    /// Text embedding `[1, S, C]` of the inversion prompt.
+    pub text: Tensor<3>,
+    /// Null audio tokens `[1, T, C]` and the adapter strength, or `None` (no adapters).
+    pub null_tokens: Option<(Tensor<3>, sonic_unet::AdapterStrength)>,
+}
+
+impl SourceConditioning {
+    /// Encodes `prompt`; `null_tokens` as for generation (`projector(zeros)`).
+    pub fn new(
+        sd: &StableDiffusion,
+        prompt: &str,
+        null_tokens: Option<(Tensor<3>, sonic_unet::AdapterStrength)>,
+    ) -> Result<Self, PipelineError> {
+        Ok(Self {
+            text: sd.encode_prompts(&[prompt.to_string()])?,
+            null_tokens,
+        })
+    }
+
+    fn text_rows(&self, b: usize) -> Result<Tensor<3>, PipelineError> {
+        Ok(self.text.clone().repeat_dim(0, b))
+    }
+
+    fn adapter_rows(&self, sd: &StableDiffusion, b: usize) -> Option<AdapterInput> {
+        if sd.unet.adapter_count() == 0 {
+            return None;
+        }
+        self.null_tokens.as_ref().map(|(t, s)| {
+            sd.unet
+                .prepare_adapters(t.clone().repeat_dim(0, b), s.clone())
+        })
+    }
+}
+
+/// The Plug-and-Play settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PnpOptions {
+    /// Fraction of the steps with residual-feature injection (official demo 0.8).
+    pub pnp_f_t: f64,
+    /// Fraction of the steps with self-attention Q/K injection (official demo 0.8).
+    pub pnp_attn_t: f64,
+    /// Resnets whose residual branch is injected.
+    pub resnets: Vec<String>,
+    /// Self-attentions whose queries and keys are injected.
+    pub attentions: Vec<String>,
+}
+
+impl Default for PnpOptions {
+    fn default() -> Self {
+        let attn =
+            |b: usize, a: usize| format!("up_blocks.{b}.attentions.{a}.transformer_blocks.0.attn1");
+        Self {
+            pnp_f_t: 0.8,
+            pnp_attn_t: 0.8,
+            resnets: vec![
+                "up_blocks.1.resnets.1".into(),
+                "up_blocks.1.resnets.2".into(),
+            ],
+            attentions: vec![
+                attn(1, 1),
+                attn(1, 2),
+                attn(2, 0),
+                attn(2, 1),
+                attn(2, 2),
+                attn(3, 0),
+                attn(3, 1),
+                attn(3, 2),
+            ],
+        }
+    }
+}
+
+impl PnpOptions {
+    /// `(residual steps, attention steps)` = `(round(T pnp_f_t), round(T pnp_attn_t))`.
+    pub fn step_counts(&self, steps: usize) -> Result<(usize, usize), PipelineError> {
+        let mut out = [0usize; 2];
+        for (i, (name, v)) in [("pnp_f_t", self.pnp_f_t), ("pnp_attn_t", self.pnp_attn_t)]
+            .into_iter()
+            .enumerate()
+        {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(PipelineError::InvalidParameter {
+                    name,
+                    value: v.to_string(),
+                    reason: "must be in [0, 1]".into(),
+                });
+            }
+            out[i] = (steps as f64 * v).round() as usize;
+        }
+        Ok((out[0], out[1]))
+    }
+}
+
+/// The in-batch injection hook: rows `[0, b)` are the source branch; when active, every other
+/// branch's rows of the chosen features are replaced with the source rows.
+#[derive(Debug, Clone)]
+pub struct PnpHook {
+    /// Rows per branch.
+    pub batch: usize,
+    /// Resnets to inject.
+    pub resnets: Vec<String>,
+    /// Self-attentions to inject.
+    pub attentions: Vec<String>,
+    /// Whether residual injection is on for this step.
+    pub inject_resnets: bool,
+    /// Whether Q/K injection is on for this step.
+    pub inject_attention: bool,
+}
+
+impl PnpHook {
+    fn spread<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let rows = x.dims()[0];
+        if self.batch == 0 || !rows.is_multiple_of(self.batch) || rows == self.batch {
+            return x;
+        }
+        let src = x.narrow(0, 0, self.batch);
+        src.repeat_dim(0, rows / self.batch)
+    }
+}
+
+impl UNetHook for PnpHook {
+    fn active(&self) -> bool {
+        self.inject_resnets || self.inject_attention
+    }
+
+    fn wants_resnet(&self, name: &str) -> bool {
+        self.inject_resnets && self.resnets.iter().any(|n| n == name)
+    }
+
+    fn resnet_residual(&mut self, _name: &str, h: Tensor<4>) -> Tensor<4> {
+        self.spread(h)
+    }
+
+    fn wants_self_attention(&self, name: &str) -> bool {
+        self.inject_attention && self.attentions.iter().any(|n| n == name)
+    }
+
+    fn self_attention_qk(
+        &mut self,
+        _name: &str,
+        q: Tensor<4>,
+        k: Tensor<4>,
+    ) -> (Tensor<4>, Tensor<4>) {
+        (self.spread(q), self.spread(k))
+    }
+}
+
+/// The guidance rule, the branches' prompts and (with adapters) their audio tokens.
+pub type BranchConditioning = (Guidance, Vec<String>, Option<Vec<Tensor<3>>>);
+
+/// The uncond / cond branches' conditioning for an edit, built as in [`AudioToImage`]: the
+/// guidance rule from `req.guidance_scale` / `req.audio_guidance_scale` and, per branch, text
+/// rows and audio tokens (`[1 or b, T, C]`; `None` for a UNet without adapters: text only).
+pub fn branch_conditioning(
+    sd: &StableDiffusion,
+    req: &AudioToImage,
+    b: usize,
+    tokens: Option<(&Tensor<3>, &Tensor<3>)>,
+) -> Result<BranchConditioning, PipelineError> {
+    let scales = [Some(req.guidance_scale), req.audio_guidance_scale];
+    if let Some(bad) = scales.iter().flatten().find(|s| !s.is_finite()) {
+        return Err(PipelineError::InvalidParameter {
+            name: "guidance_scale",
+            value: bad.to_string(),
+            reason: "must be finite".into(),
+        });
+    }
+    let guidance = match req.audio_guidance_scale {
+        Some(a) => Guidance::TextAudio {
+            text: req.guidance_scale,
+            audio: a,
+        },
+        None if req.guidance_scale > 1.0 => Guidance::Single(req.guidance_scale),
+        None => Guidance::None,
+    };
+    let prompts: Vec<String> = match guidance {
+        Guidance::None => vec![req.prompt.clone()],
+        Guidance::Single(_) => vec![req.negative_prompt.clone(), req.prompt.clone()],
+        Guidance::TextAudio { .. } => vec![
+            req.negative_prompt.clone(),
+            req.prompt.clone(),
+            req.prompt.clone(),
+        ],
+    };
+    let tokens = match tokens {
+        Some((audio, null)) if sd.unet.adapter_count() > 0 => {
+            let rows = |t: &Tensor<3>| -> Result<Tensor<3>, PipelineError> {
+                match t.dims()[0] {
+                    1 => Ok(t.clone().repeat_dim(0, b)),
+                    n if n == b => Ok(t.clone()),
+                    n => Err(PipelineError::InvalidParameter {
+                        name: "audio tokens",
+                        value: format!("{n} rows"),
+                        reason: format!("need 1 or {b}"),
+                    }),
+                }
+            };
+            let (a, n) = (rows(audio)?, rows(null)?);
+            Some(match guidance {
+                Guidance::None => vec![a],
+                Guidance::Single(_) => vec![n, a],
+                Guidance::TextAudio { .. } => vec![n.clone(), n, a],
+            })
+        }
+        _ => None,
+    };
+    Ok((guidance, prompts, tokens))
+}
+
+/// Plug-and-Play sampling from an inversion. `tokens` = `(audio tokens, null tokens)` for a UNet
+/// with adapters (strength `req.audio_strength`); `source` is the inversion's conditioning.
+/// `req.steps` must equal the inversion's step count; `req.scheduler` is ignored (DDIM, as the
+/// inversion). Returns the final latents `[b, C, h, w]`.
+pub fn pnp_sample(
+    sd: &StableDiffusion,
+    inversion: &Inversion,
+    req: &AudioToImage,
+    pnp: &PnpOptions,
+    source: &SourceConditioning,
+    tokens: Option<(&Tensor<3>, &Tensor<3>)>,
+    progress: &mut dyn FnMut(usize, usize, f64),
+) -> Result<Tensor<4>, PipelineError> {
+    let steps = inversion.latents_per_step.len();
+    if req.steps != steps {
+        return Err(PipelineError::InvalidParameter {
+            name: "steps",
+            value: req.steps.to_string(),
+            reason: format!("the inversion has {steps} steps"),
+        });
+    }
+    let (n_res, n_attn) = pnp.step_counts(steps)?;
+    let mut scheduler = ddim_scheduler(sd, steps)?;
+    let timesteps = scheduler.timesteps().to_vec();
+    let b = inversion.start.dims()[0];
+    let (guidance, prompts, branch_tokens) = branch_conditioning(sd, req, b, tokens)?;
+    let n = guidance.branches();
+    let text = Tensor::cat(vec![source.text_rows(b)?, text_rows(sd, &prompts, b)?], 0);
+    let adapter = match branch_tokens {
+        Some(bt) => {
+            let null = match &source.null_tokens {
+                Some((t, _)) => t.clone().repeat_dim(0, b),
+                None => bt[0].clone(),
+            };
+            let mut all = vec![null];
+            all.extend(bt);
+            Some(
+                sd.unet
+                    .prepare_adapters(Tensor::cat(all, 0), req.audio_strength.clone()),
+            )
+        }
+        None => None,
+    };
+    let mut hook = PnpHook {
+        batch: b,
+        resnets: pnp.resnets.clone(),
+        attentions: pnp.attentions.clone(),
+        inject_resnets: false,
+        inject_attention: false,
+    };
+    let mut x = inversion.noisiest();
+    for (i, &t) in timesteps.iter().enumerate() {
+        hook.inject_resnets = i < n_res;
+        hook.inject_attention = i < n_attn;
+        let mut rows = vec![inversion.latents_per_step[i].clone()];
+        rows.extend(std::iter::repeat_n(x.clone(), n));
+        let input = scheduler.scale_model_input(Tensor::cat(rows, 0), i)?;
+        let eps_all = sd.unet.forward_with(
+            input,
+            &[t as f32],
+            text.clone(),
+            adapter.as_ref(),
+            &mut hook,
+        )?;
+        let branch_eps: Vec<Tensor<4>> = (1..=n)
+            .map(|k| eps_all.clone().narrow(0, k * b, b))
+            .collect();
+        let eps = guidance
+            .combine(&branch_eps)
+            .ok_or_else(|| PipelineError::InvalidParameter {
+                name: "guidance",
+                value: format!("{} branches", branch_eps.len()),
+                reason: format!("{guidance:?} needs {n}"),
+            })?;
+        x = scheduler.step(eps, i, x)?;
+        progress(i + 1, steps, t);
+    }
+    ensure_finite(&x, "the edited latents")?;
+    Ok(x)
+}
+
+/// SDEdit: noises `latent` to step `T - round(T * strength)` of `req.scheduler`'s timesteps
+/// (`sqrt(a) x + sqrt(1 - a) eps`, `eps` drawn from `req.seed`) and denoises with the audio /
+/// text conditioning. `strength = 0` returns `latent` itself.
+pub fn sdedit(
+    sd: &StableDiffusion,
+    latent: Tensor<4>,
+    strength: f64,
+    req: &AudioToImage,
+    tokens: Option<(&Tensor<3>, &Tensor<3>)>,
+    progress: &mut dyn FnMut(usize, usize, f64),
+) -> Result<Tensor<4>, PipelineError> {
+    if !(0.0..=1.0).contains(&strength) {
+        return Err(PipelineError::InvalidParameter {
+            name: "strength",
+            value: strength.to_string(),
+            reason: "must be in [0, 1]".into(),
+        });
+    }
+    check_positive("steps", req.steps)?;
+    let run = (req.steps as f64 * strength).round() as usize;
+    if run == 0 {
+        return Ok(latent);
+    }
+    let mut scheduler = sd.scheduler(&req.scheduler)?;
+    scheduler.set_timesteps(req.steps)?;
+    if (scheduler.init_noise_sigma() - 1.0).abs() > 1e-9 {
+        return Err(PipelineError::InvalidParameter {
+            name: "scheduler",
+            value: req.scheduler.clone(),
+            reason: "SDEdit needs a variance-preserving scheduler (ddim, pndm, dpm++2m)".into(),
+        });
+    }
+    let timesteps = scheduler.timesteps().to_vec();
+    let start = timesteps.len().saturating_sub(run);
+    let a = alpha_at(scheduler.alphas_cumprod(), timesteps[start])?;
+    let dims = latent.dims();
+    let noise = seeded_noise(dims, req.seed, &latent.device());
+    let noisy = latent.mul_scalar(a.sqrt()) + noise.mul_scalar((1.0 - a).sqrt());
+    let b = dims[0];
+    let (guidance, prompts, branch_tokens) = branch_conditioning(sd, req, b, tokens)?;
+    let text = text_rows(sd, &prompts, b)?;
+    let adapter = branch_tokens.map(|bt| {
+        sd.unet
+            .prepare_adapters(Tensor::cat(bt, 0), req.audio_strength.clone())
+    });
+    let cond = Conditioning { text, adapter };
+    let total = timesteps.len();
+    let mut cb = |i: usize, _total: usize, t: f64| progress(i - start, total - start, t);
+    let mut observer = ProgressOnly::new(&mut cb, total);
+    let out = denoise(
+        &sd.unet,
+        scheduler.as_mut(),
+        noisy,
+        &cond,
+        guidance,
+        start,
+        &mut observer,
+    )?;
+    ensure_finite(&out, "the edited latents")?;
+    Ok(out)
+}
+
+/// Which editing method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EditMode {
+    /// DDIM inversion + Plug-and-Play injection (the paper's method).
+    #[default]
+    Pnp,
+    /// Noise to a strength and denoise.
+    SdEdit,
+}
+
+/// An edit request: generation options as [`AudioToImage`] (its size and batch fields are
+/// taken from the image), plus the editing settings.
+#[derive(Debug, Clone)]
+pub struct EditRequest {
+    /// Method.
+    pub mode: EditMode,
+    /// Prompt, guidance, audio strength, steps, seed (`scheduler` is used by SDEdit only).
+    pub generation: AudioToImage,
+    /// The inversion / source-branch prompt (default `""`).
+    pub inversion_prompt: String,
+    /// Plug-and-Play settings.
+    pub pnp: PnpOptions,
+    /// SDEdit strength in `[0, 1]`.
+    pub strength: f64,
+}
+
+impl Default for EditRequest {
+    fn default() -> Self {
+        Self {
+            mode: EditMode::Pnp,
+            generation: AudioToImage {
+                seed: 42,
+                scheduler: "ddim".into(),
+                ..AudioToImage::default()
+            },
+            inversion_prompt: String::new(),
+            pnp: PnpOptions::default(),
+            strength: 0.6,
+        }
+    }
+}
+
+/// The result of an edit.
+#[derive(Debug, Clone)]
+pub struct EditOutput {
+    /// The source latent (VAE mean x scaling factor).
+    pub source: Tensor<4>,
+    /// The edited latents.
+    pub latents: Tensor<4>,
+    /// The decoded images in `[0, 1]`.
+    pub images: Tensor<4>,
+}
+
+/// Edits `image` `[b, 3, H, W]` in `[-1, 1]` with audio tokens `(audio, null)` (or `None` for a
+/// UNet without adapters). Progress counts the inversion and sampling steps together (PnP) or
+/// the denoising steps (SDEdit).
+pub fn edit(
+    sd: &StableDiffusion,
+    image: Tensor<4>,
+    req: &EditRequest,
+    tokens: Option<(&Tensor<3>, &Tensor<3>)>,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<EditOutput, PipelineError> {
+    let source = encode_image(sd, image)?;
+    let latents = match req.mode {
+        EditMode::SdEdit => sdedit(
+            sd,
+            source.clone(),
+            req.strength,
+            &req.generation,
+            tokens,
+            &mut |step, total, timestep| {
+                progress(&Progress {
+                    step,
+                    total,
+                    timestep,
+                })
+            },
+        )?,
+        EditMode::Pnp => {
+            let steps = req.generation.steps;
+            let null = tokens.map(|(_, n)| (n.clone(), req.generation.audio_strength.clone()));
+            let src = SourceConditioning::new(sd, &req.inversion_prompt, null)?;
+            let inv = ddim_invert(sd, source.clone(), steps, &src, &mut |s, _, t| {
+                progress(&Progress {
+                    step: s,
+                    total: 2 * steps,
+                    timestep: t,
+                })
+            })?;
+            pnp_sample(
+                sd,
+                &inv,
+                &req.generation,
+                &req.pnp,
+                &src,
+                tokens,
+                &mut |s, _, t| {
+                    progress(&Progress {
+                        step: steps + s,
+                        total: 2 * steps,
+                        timestep: t,
+                    })
+                },
+            )?
+        }
+    };
+    let images = sd.decode_latents(latents.clone())?;
+    Ok(EditOutput {
+        source,
+        latents,
+        images,
+    })
+}
+
+impl crate::sonic::SonicPipeline {
+    /// Edits `image` `[1, 3, H, W]` in `[-1, 1]` (see [`crate::image_input::load_image`]) with
+    /// the sound of `embedding` `[1, d]` (a CLAP embedding from [`Self::embed`] / [`Self::mix`]).
+    pub fn edit(
+        &self,
+        image: Tensor<4>,
+        embedding: Tensor<2>,
+        req: &EditRequest,
+        progress: &mut dyn FnMut(&Progress),
+    ) -> Result<EditOutput, PipelineError> {
+        let tokens = self.projector.forward(embedding)?;
+        let null = self.projector.null_tokens(1, &self.sd.device)?;
+        edit(&self.sd, image, req, Some((&tokens, &null)), progress)
+    }
+}
+
+/// Reads `image` (see [`crate::image_input`]), edits it with the CLAP `embedding` `[1, d]` and
+/// writes the result to `out` as PNG (atomically: a failure at any point leaves no output
+/// file). Returns the written paths.
+#[allow(clippy::too_many_arguments)]
+pub fn edit_file(
+    pipe: &crate::sonic::SonicPipeline,
+    image: &std::path::Path,
+    opts: &crate::image_input::ImageOptions,
+    embedding: Tensor<2>,
+    req: &EditRequest,
+    out: &std::path::Path,
+    metadata: &[(String, String)],
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<Vec<std::path::PathBuf>, PipelineError> {
+    let mut opts = opts.clone();
+    opts.factor = pipe.sd.vae_scale_factor();
+    let pixels = crate::image_input::load_image(image, &opts, &pipe.sd.device)?;
+    let result = pipe.edit(pixels, embedding, req, progress)?;
+    ensure_finite(&result.images, "the edited image")?;
+    crate::output::save_pngs(&result.images, out, metadata)
+}
