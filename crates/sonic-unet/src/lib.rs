@@ -22,6 +22,7 @@ pub mod adapter;
 pub mod config;
 pub mod embeddings;
 pub mod error;
+pub mod export;
 pub mod hooks;
 pub mod parity;
 pub mod transformer_2d;

@@ -1,0 +1,495 @@
+//! `sonic download` / `sonic generate --preset` end to end against a local stand-in for the
+//! Hugging Face hub (127.0.0.1 only, see `support/hub.rs`), serving the tiny fixtures under the
+//! real repository names:
+//!
+//! - `CompVis/stable-diffusion-v1-4`: `sd15-tiny` (plus a small `special_tokens_map.json`,
+//!   which the fixture's tokenizer folder lacks);
+//! - `microsoft/msclap` -> `CLAP_weights_2022.pth`: `sonic-tiny/clap.safetensors` (the CLAP
+//!   loader detects the format from the bytes);
+//! - space `burakcanbiner/SonicDiffusion` -> `ckpts/audio_projector_landscape.pth`: the tiny
+//!   projector re-saved with `Projector::save_safetensors`, whose metadata carries the config
+//!   (4 heads, which the bare weights cannot state; the projector loader also detects the format
+//!   from the bytes); `ckpts/landscape.pt`: `tests/data/landscape_tiny.pt`, a real torch pickle
+//!   of the tiny adapters (the adapter loader picks the reader by extension), written by
+//!   `tests/data/make_checkpoints.py`.
+//!
+//! Every command runs the real `sonic` binary with `HF_ENDPOINT` at the server and `HF_HOME`
+//! in a temporary folder.
+
+mod support;
+
+/// `sonic export`'s implementation, compiled here so that it is tested before (and
+/// independently of) its wiring into `main.rs`.
+#[path = "../src/export.rs"]
+#[allow(dead_code)]
+mod export;
+
+use sonic_pipeline::hub::{self, Checkpoint};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use support::hub::{Entry, Hub};
+
+const SD: &str = "CompVis/stable-diffusion-v1-4";
+const CLAP: &str = "microsoft/msclap";
+const SPACE: &str = "spaces/burakcanbiner/SonicDiffusion";
+const UNET: &str = "unet/diffusion_pytorch_model.safetensors";
+
+fn manifest() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn fixtures() -> PathBuf {
+    sonic_core::fixtures::fixtures_root(manifest()).expect("fixtures not found")
+}
+
+fn thunder() -> PathBuf {
+    manifest().join("../../examples/assets/thunder.wav")
+}
+
+/// The tiny projector as a safetensors file with its config in the metadata.
+fn projector_bytes() -> Vec<u8> {
+    let tiny = fixtures().join("sonic-tiny");
+    let device = sonic_core::device::parse_device("flex").unwrap();
+    let projector = sonic_projector::Projector::from_files(
+        &tiny.join("projector.safetensors"),
+        &tiny.join("config.json"),
+        &device,
+    )
+    .expect("tiny projector");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("projector.safetensors");
+    projector.save_safetensors(&path).expect("save projector");
+    std::fs::read(&path).unwrap()
+}
+
+/// Every file of every preset, from the tiny fixtures (built once).
+fn entries() -> Vec<Entry> {
+    static ENTRIES: OnceLock<Vec<Entry>> = OnceLock::new();
+    ENTRIES
+        .get_or_init(|| {
+            let sd = fixtures().join("sd15-tiny");
+            let tiny = fixtures().join("sonic-tiny");
+            let mut v = Vec::new();
+            for f in hub::sd_files(false) {
+                let data = if f.ends_with("special_tokens_map.json") {
+                    br#"{"bos_token":"<|startoftext|>","eos_token":"<|endoftext|>","pad_token":"<|endoftext|>","unk_token":"<|endoftext|>"}"#.to_vec()
+                } else {
+                    std::fs::read(sd.join(&f)).unwrap_or_else(|e| panic!("{f}: {e}"))
+                };
+                v.push(Entry::new(SD, &f, data));
+            }
+            v.push(Entry::new(
+                CLAP,
+                hub::CLAP_FILE,
+                std::fs::read(tiny.join("clap.safetensors")).unwrap(),
+            ));
+            let projector = projector_bytes();
+            let adapters = std::fs::read(manifest().join("tests/data/landscape_tiny.pt")).unwrap();
+            for c in Checkpoint::ALL {
+                v.push(Entry::new(SPACE, c.projector_file(), projector.clone()));
+                v.push(Entry::new(SPACE, c.adapters_file(), adapters.clone()));
+            }
+            v
+        })
+        .clone()
+}
+
+fn entry<'a>(entries: &'a [Entry], repo: &str, file: &str) -> &'a Entry {
+    entries
+        .iter()
+        .find(|e| e.repo == repo && e.file == file)
+        .expect("entry")
+}
+
+/// `sonic ARGS` with the hub environment of this test only.
+fn sonic(hf_home: &Path, endpoint: &str, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sonic"));
+    for k in [
+        "HF_HUB_CACHE",
+        "HF_TOKEN",
+        "HF_TOKEN_PATH",
+        "HF_HUB_OFFLINE",
+        "XDG_CACHE_HOME",
+        "SONIC_DEVICE",
+    ] {
+        cmd.env_remove(k);
+    }
+    cmd.env("HF_HOME", hf_home)
+        .env("HF_ENDPOINT", endpoint)
+        .args(args)
+        .output()
+        .expect("run sonic")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The snapshot folder of a repository in the cache (`{HF_HOME}/hub/{folder}/snapshots/{commit}`).
+fn snapshot(hf_home: &Path, folder: &str) -> PathBuf {
+    hf_home
+        .join("hub")
+        .join(folder)
+        .join("snapshots")
+        .join(support::hub::COMMIT)
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() && !p.is_symlink() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+fn incomplete_files(hf_home: &Path) -> Vec<PathBuf> {
+    files_under(hf_home)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".incomplete"))
+        .collect()
+}
+
+#[test]
+fn download_then_generate_with_the_landscape_preset() {
+    let hub = Hub::start(entries());
+    let home = tempfile::tempdir().unwrap();
+    let out = sonic(
+        home.path(),
+        &hub.endpoint(),
+        &["download", "--preset", "landscape"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("landscape: projector"), "{stdout}");
+
+    // Every file of the preset is in the cache, byte for byte.
+    let e = entries();
+    let sd = snapshot(home.path(), "models--CompVis--stable-diffusion-v1-4");
+    for f in hub::sd_files(false) {
+        assert_eq!(
+            std::fs::read(sd.join(&f)).unwrap(),
+            entry(&e, SD, &f).data,
+            "{f}"
+        );
+    }
+    let clap = snapshot(home.path(), "models--microsoft--msclap").join(hub::CLAP_FILE);
+    assert_eq!(
+        std::fs::read(clap).unwrap(),
+        entry(&e, CLAP, hub::CLAP_FILE).data
+    );
+    let space = snapshot(home.path(), "spaces--burakcanbiner--SonicDiffusion");
+    for f in ["ckpts/audio_projector_landscape.pth", "ckpts/landscape.pt"] {
+        assert_eq!(
+            std::fs::read(space.join(f)).unwrap(),
+            entry(&e, SPACE, f).data
+        );
+    }
+    assert!(
+        !space.join("ckpts/greatest_hits.pt").exists(),
+        "the landscape preset fetches only its own checkpoint"
+    );
+    assert!(incomplete_files(home.path()).is_empty());
+
+    // Generate: everything resolves from the cache (HEAD requests only, no body transfers).
+    let png = home.path().join("thunder.png");
+    let before = hub.log().len();
+    let out = sonic(
+        home.path(),
+        &hub.endpoint(),
+        &[
+            "generate",
+            "--preset",
+            "landscape",
+            "--audio",
+            thunder().to_str().unwrap(),
+            "--steps",
+            "2",
+            "--width",
+            "64",
+            "--height",
+            "64",
+            "--out",
+            png.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let bytes = std::fs::read(&png).expect("the PNG was written");
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    assert!(
+        hub.log()[before..].iter().all(|l| l.method != "GET"),
+        "a complete cache downloads nothing again: {:?}",
+        &hub.log()[before..]
+    );
+
+    // And offline, with the server gone, the cache alone is enough.
+    let endpoint = hub.endpoint();
+    drop(hub);
+    let png2 = home.path().join("offline.png");
+    let out = sonic(
+        home.path(),
+        &endpoint,
+        &[
+            "generate",
+            "--preset",
+            "landscape",
+            "--offline",
+            "--audio",
+            thunder().to_str().unwrap(),
+            "--steps",
+            "2",
+            "--width",
+            "64",
+            "--height",
+            "64",
+            "--out",
+            png2.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        image_pixels(&std::fs::read(&png2).unwrap()),
+        image_pixels(&bytes),
+        "same seed, same image"
+    );
+}
+
+/// The PNG without its metadata chunks (the output path is recorded there): IHDR + IDAT.
+fn image_pixels(png: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut i = 8;
+    while i + 8 <= png.len() {
+        let len = u32::from_be_bytes(png[i..i + 4].try_into().unwrap()) as usize;
+        let kind = &png[i + 4..i + 8];
+        let end = (i + 12 + len).min(png.len());
+        if kind == b"IHDR" || kind == b"IDAT" {
+            out.extend_from_slice(&png[i..end]);
+        }
+        i = end;
+    }
+    out
+}
+
+#[test]
+fn offline_with_an_empty_cache_says_what_is_missing_and_how_to_fetch_it() {
+    let hub = Hub::start(entries());
+    let home = tempfile::tempdir().unwrap();
+    let generate = [
+        "generate",
+        "--preset",
+        "landscape",
+        "--offline",
+        "--audio",
+        thunder().to_str().unwrap(),
+        "--steps",
+        "2",
+        "--out",
+        home.path().join("x.png").to_str().unwrap(),
+    ]
+    .map(str::to_string);
+    let generate: Vec<&str> = generate.iter().map(String::as_str).collect();
+    for args in [
+        &["download", "--preset", "landscape", "--offline"][..],
+        &generate[..],
+    ] {
+        let out = sonic(home.path(), &hub.endpoint(), args);
+        assert!(!out.status.success(), "{}", text(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        for needle in [
+            "offline",
+            "CompVis/stable-diffusion-v1-4: unet/diffusion_pytorch_model.safetensors",
+            "CompVis/stable-diffusion-v1-4: model_index.json",
+            "microsoft/msclap: CLAP_weights_2022.pth",
+            "spaces/burakcanbiner/SonicDiffusion: ckpts/landscape.pt",
+            "spaces/burakcanbiner/SonicDiffusion: ckpts/audio_projector_landscape.pth",
+            "sonic download --preset landscape",
+        ] {
+            assert!(stderr.contains(needle), "no `{needle}` in:\n{stderr}");
+        }
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    // HF_HUB_OFFLINE=1 is the same as --offline.
+    let out = Command::new(env!("CARGO_BIN_EXE_sonic"))
+        .env("HF_HOME", home.path())
+        .env("HF_ENDPOINT", hub.endpoint())
+        .env("HF_HUB_OFFLINE", "1")
+        .env_remove("HF_HUB_CACHE")
+        .args(["download", "--preset", "greatest-hits"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("ckpts/greatest_hits.pt")
+            && stderr.contains("sonic download --preset greatest-hits"),
+        "{stderr}"
+    );
+    assert!(
+        hub.log().is_empty(),
+        "offline touched the network: {:?}",
+        hub.log()
+    );
+    assert!(
+        !snapshot(home.path(), "models--CompVis--stable-diffusion-v1-4").exists(),
+        "offline mode writes nothing into the cache"
+    );
+}
+
+#[test]
+fn a_transfer_cut_mid_file_resumes_on_the_next_run() {
+    let hub = Hub::start(entries());
+    let home = tempfile::tempdir().unwrap();
+    let total = entry(&entries(), SD, UNET).data.len();
+    let cut = 100_000;
+    // Every attempt of the first run (the CLI retries transient failures) stops after `cut`
+    // more bytes, so the run gives up with a partial file.
+    hub.set(|s| s.cut_always = Some((UNET.to_string(), cut)));
+    let out = sonic(
+        home.path(),
+        &hub.endpoint(),
+        &["download", "--preset", "landscape"],
+    );
+    assert!(!out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(UNET), "{stderr}");
+    let partial = incomplete_files(home.path());
+    assert_eq!(partial.len(), 1, "{partial:?}");
+    let kept = std::fs::metadata(&partial[0]).unwrap().len() as usize;
+    assert!(kept >= cut && kept < total, "kept {kept} of {total} bytes");
+    assert!(
+        !snapshot(home.path(), "models--CompVis--stable-diffusion-v1-4")
+            .join(UNET)
+            .exists()
+    );
+
+    // The second run asks only for the rest.
+    hub.set(|s| s.cut_always = None);
+    let before = hub.log().len();
+    let out = sonic(
+        home.path(),
+        &hub.endpoint(),
+        &["download", "--preset", "landscape"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let log = hub.log();
+    let unet_cdn = log[before..]
+        .iter()
+        .filter(|l| l.method == "GET" && l.path.starts_with("/cdn/"))
+        .find(|l| l.range.is_some())
+        .unwrap_or_else(|| panic!("no Range request in {:?}", &log[before..]));
+    assert_eq!(unet_cdn.range.as_deref(), Some(&*format!("bytes={kept}-")));
+    assert_eq!(
+        std::fs::read(snapshot(home.path(), "models--CompVis--stable-diffusion-v1-4").join(UNET))
+            .unwrap(),
+        entry(&entries(), SD, UNET).data
+    );
+    assert!(incomplete_files(home.path()).is_empty());
+}
+
+#[test]
+fn a_file_that_does_not_match_its_sha256_is_refused() {
+    let mut served = entries();
+    let bad = served
+        .iter_mut()
+        .find(|e| e.repo == SPACE && e.file == "ckpts/landscape.pt")
+        .unwrap();
+    let mut body = bad.data.clone();
+    let mid = body.len() / 2;
+    body[mid] ^= 0x55;
+    bad.body = Some(body.clone());
+    let hub = Hub::start(served);
+    let home = tempfile::tempdir().unwrap();
+    let out = sonic(
+        home.path(),
+        &hub.endpoint(),
+        &["download", "--preset", "landscape"],
+    );
+    assert!(!out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("checksum mismatch") && stderr.contains("ckpts/landscape.pt"),
+        "{stderr}"
+    );
+    let space = snapshot(home.path(), "spaces--burakcanbiner--SonicDiffusion");
+    assert!(!space.join("ckpts/landscape.pt").exists());
+    for f in files_under(home.path()) {
+        if f.is_file() {
+            assert_ne!(
+                std::fs::read(&f).unwrap(),
+                body,
+                "{} holds the bad body",
+                f.display()
+            );
+        }
+    }
+    // Once the hub serves the right bytes, the download completes.
+    hub.set(|s| {
+        for e in &mut s.entries {
+            e.body = None;
+        }
+    });
+    let out = sonic(
+        home.path(),
+        &hub.endpoint(),
+        &["download", "--preset", "landscape"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        std::fs::read(space.join("ckpts/landscape.pt")).unwrap(),
+        entry(&entries(), SPACE, "ckpts/landscape.pt").data
+    );
+}
+
+#[test]
+fn export_converts_the_released_adapter_pickle_to_safetensors() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("landscape.safetensors");
+    let unet_out = dir.path().join("diffusion_pytorch_model.safetensors");
+    let args = export::ExportArgs {
+        model: fixtures().join("sd15-tiny"),
+        adapters: Some(manifest().join("tests/data/landscape_tiny.pt")),
+        out: Some(out.clone()),
+        unet_out: Some(unet_out.clone()),
+        device: "flex".into(),
+    };
+    export::run(&args).unwrap();
+    // The adapter-only file holds exactly the official keys and values of the pickle (which
+    // was written from the fixture's safetensors).
+    let want = sonic_core::weights::read_safetensors_f32(
+        &fixtures().join("sonic-tiny/adapters.safetensors"),
+    )
+    .unwrap();
+    let got = sonic_core::weights::read_safetensors_f32(&out).unwrap();
+    assert_eq!(got.len(), want.len());
+    for t in &got {
+        let w = want.iter().find(|w| w.name == t.name).expect(&t.name);
+        assert_eq!((&w.shape, &w.data), (&t.shape, &t.data), "{}", t.name);
+    }
+    // The whole UNet carries the base weights and the adapters.
+    let full = sonic_core::weights::read_safetensors_header(&unet_out).unwrap();
+    assert!(full.contains_key("conv_in.weight"));
+    assert!(full.keys().any(|k| k.ends_with(".gate_adapter")));
+    assert!(full.keys().any(|k| k.contains(".ff.net.0.proj.")));
+
+    // Without --adapters there is nothing to put in --out.
+    let bad = export::ExportArgs {
+        adapters: None,
+        unet_out: None,
+        ..args
+    };
+    let err = export::run(&bad).unwrap_err().to_string();
+    assert!(err.contains("--adapters"), "{err}");
+}

@@ -1,0 +1,3 @@
+//! Test helpers shared by the integration tests of `sonic-cli`.
+
+pub mod hub;
