@@ -36,14 +36,8 @@ pub fn module_to_file_key(path: &str) -> String {
 
 /// Whether a diffusers key belongs to a gated adapter.
 pub fn is_adapter_key(key: &str) -> bool {
-    regex_adapter().is_match(key)
-}
-
-fn regex_adapter() -> &'static regex::Regex {
-    static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
-    RE.get_or_init(|| {
-        regex::Regex::new(UNet2DConditionModel::ADAPTER_PATTERN).expect("valid adapter pattern")
-    })
+    key.split('.')
+        .any(|part| matches!(part, "attn_adapter" | "norm_adapter" | "gate_adapter"))
 }
 
 /// Every parameter of `unet` in the diffusers layout (PyTorch shapes, float32), sorted by key;
