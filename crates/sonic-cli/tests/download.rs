@@ -18,12 +18,6 @@
 
 mod support;
 
-/// `sonic export`'s implementation, compiled here so that it is tested before (and
-/// independently of) its wiring into `main.rs`.
-#[path = "../src/export.rs"]
-#[allow(dead_code)]
-mod export;
-
 use sonic_pipeline::hub::{self, Checkpoint};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -458,14 +452,29 @@ fn export_converts_the_released_adapter_pickle_to_safetensors() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("landscape.safetensors");
     let unet_out = dir.path().join("diffusion_pytorch_model.safetensors");
-    let args = export::ExportArgs {
-        model: fixtures().join("sd15-tiny"),
-        adapters: Some(manifest().join("tests/data/landscape_tiny.pt")),
-        out: Some(out.clone()),
-        unet_out: Some(unet_out.clone()),
-        device: "flex".into(),
+    let export = |with_adapters: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sonic"));
+        cmd.arg("export")
+            .arg("--model")
+            .arg(fixtures().join("sd15-tiny"));
+        if with_adapters {
+            cmd.arg("--adapters")
+                .arg(manifest().join("tests/data/landscape_tiny.pt"))
+                .arg("--out")
+                .arg(&out)
+                .arg("--unet-out")
+                .arg(&unet_out);
+        } else {
+            cmd.arg("--out").arg(&out);
+        }
+        cmd.output().unwrap()
     };
-    export::run(&args).unwrap();
+    let run = export(true);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     // The adapter-only file holds exactly the official keys and values of the pickle (which
     // was written from the fixture's safetensors).
     let want = sonic_core::weights::read_safetensors_f32(
@@ -485,11 +494,8 @@ fn export_converts_the_released_adapter_pickle_to_safetensors() {
     assert!(full.keys().any(|k| k.contains(".ff.net.0.proj.")));
 
     // Without --adapters there is nothing to put in --out.
-    let bad = export::ExportArgs {
-        adapters: None,
-        unet_out: None,
-        ..args
-    };
-    let err = export::run(&bad).unwrap_err().to_string();
+    let bad = export(false);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr).to_string();
     assert!(err.contains("--adapters"), "{err}");
 }

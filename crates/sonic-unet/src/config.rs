@@ -233,8 +233,8 @@ impl UNetConfig {
     /// Validates the config and derives the per-level sizes.
     pub fn levels(&self, origin: &Path) -> Result<LevelSizes, UNetError> {
         let n = self.block_out_channels.len();
-        let err = |key: &str, value: &dyn erased::Show, reason: &str| -> UNetError {
-            unsupported(origin, key, value.show(), reason).into()
+        let err = |key: &str, value: &str, reason: &str| -> UNetError {
+            unsupported(origin, key, value, reason).into()
         };
         if n == 0 {
             return Err(err("block_out_channels", &"[]", "needs at least one level"));
@@ -474,23 +474,5 @@ impl UNetConfig {
             down_cross,
             up_cross,
         })
-    }
-}
-
-/// A tiny helper so that error values of different types can be shown as JSON text.
-mod erased {
-    /// Something printable as a config value.
-    pub trait Show {
-        fn show(&self) -> String;
-    }
-    impl Show for &str {
-        fn show(&self) -> String {
-            (*self).to_string()
-        }
-    }
-    impl Show for String {
-        fn show(&self) -> String {
-            self.clone()
-        }
     }
 }
