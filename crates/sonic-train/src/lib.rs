@@ -1,0 +1,3 @@
+//! Training for SonicDiffusion (DESIGN.md section 2, "Training"): datasets and manifests,
+//! on-disk caches of frozen-model outputs, the stage-1 projector and stage-2 adapter trainers,
+//! and hyperparameter search.
