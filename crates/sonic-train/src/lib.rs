@@ -1,3 +1,11 @@
 //! Training for SonicDiffusion (DESIGN.md section 2, "Training"): datasets and manifests,
 //! on-disk caches of frozen-model outputs, the stage-1 projector and stage-2 adapter trainers,
 //! and hyperparameter search.
+
+pub mod dataset;
+pub mod error;
+pub mod losses;
+pub mod params;
+
+pub use dataset::{Dataset, Record};
+pub use error::{Result, TrainError};
