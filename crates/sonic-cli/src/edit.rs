@@ -34,7 +34,8 @@ pub struct EditArgs {
     /// The negative prompt (unconditional branch).
     #[arg(long, default_value = "")]
     pub negative_prompt: String,
-    /// The inversion (source-branch) prompt.
+    /// The DDIM inversion prompt (PnP). As in the official code, the source branch of the
+    /// sampling always uses the empty prompt, whatever this is.
     #[arg(long, default_value = "")]
     pub inversion_prompt: String,
     /// pnp (DDIM inversion + feature injection) or sdedit.

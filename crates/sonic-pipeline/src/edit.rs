@@ -2,28 +2,33 @@
 //! DDIM inversion, Plug-and-Play sampling with in-batch feature injection, and SDEdit.
 //!
 //! - [`encode_image`]: VAE posterior mean x scaling factor.
-//! - [`ddim_invert`]: deterministic DDIM inversion (default prompt `""`, no guidance) keeping
-//!   the latent of every step. The latents are kept **in memory**: one latent of SD at 512x512
+//! - [`ddim_invert`]: deterministic DDIM inversion with the plain UNet (adapters off, as the
+//!   official `preprocess.py`, which loads the stock diffusers UNet), the inversion prompt
+//!   (default `""`) and no guidance, keeping the latent of every step. The latents are kept **in memory**: one latent of SD at 512x512
 //!   is `4 x 64 x 64` f32 = 64 KiB, so 50 steps hold 3.2 MiB (1024x1024: 12.5 MiB), far below
 //!   the UNet's own activations (hundreds of MiB), while writing them to disk would cost a
 //!   file per step for no gain.
 //! - [`pnp_sample`]: samples from the inverted latent with the batch `[source, uncond, cond]`
 //!   (branch-major). The source branch re-runs the UNet on the stored latent of each step with
-//!   the inversion conditioning; a [`PnpHook`] replaces the other branches' rows with the
-//!   source rows for the residual features (conv2 output before the skip add) of
-//!   [`PnpOptions::resnets`] during the first `round(T * pnp_f_t)` steps and for the
+//!   the **empty** prompt and the null audio tokens (official `pnp.py`: `pnp_guidance_embeds`
+//!   is the embedding of `""` whatever the inversion prompt, and `audio_context` is
+//!   `[null, null, audio]`); a [`PnpHook`] replaces the other branches' rows with the source
+//!   rows for the residual features (conv2 output before the skip add) of
+//!   [`PnpOptions::resnets`] during the first `floor(T * pnp_f_t)` steps and for the
 //!   self-attention Q and K of [`PnpOptions::attentions`] during the first
-//!   `round(T * pnp_attn_t)` steps. Names missing from a (smaller) UNet are never called, so
-//!   the SD 1.x defaults work on every UNet: only the layers that exist are injected.
+//!   `floor(T * pnp_attn_t)` steps (official: `int(n_timesteps * pnp_f_t)`). Names missing
+//!   from a (smaller) UNet are never called, so the SD 1.x defaults work on every UNet: only
+//!   the layers that exist are injected.
 //! - [`sdedit`]: noises the image latent to step `T - round(T * s)` of the sampling
 //!   scheduler with `sqrt(a) x + sqrt(1 - a) eps` (seeded `eps`) and denoises from there;
 //!   `s = 0` returns the input latent unchanged.
 //!
 //! The conditioning of the uncond / cond branches follows [`AudioToImage`]: the unconditional
 //! branch is (negative prompt, null audio tokens), the conditional (prompt, audio tokens), with
-//! one guidance scale or separate text / audio scales. The source branch (and the inversion)
-//! uses (inversion prompt, null audio tokens) at the same adapter strength, so that the source
-//! branch reproduces exactly the UNet calls of the inversion.
+//! one guidance scale or separate text / audio scales; every branch, the source included,
+//! runs the adapters at the request's audio strength (the official UNet call takes one
+//! `f_multiplier`). Cross-checked against a PyTorch run of the official method
+//! (`tools/pnp_reference.py`, `tests-data/pnp-reference/`, docs/EDITING.md).
 
 use crate::audio_to_image::AudioToImage;
 use crate::error::PipelineError;
@@ -32,7 +37,6 @@ use crate::stable_diffusion::StableDiffusion;
 use crate::text_to_image::{Progress, ensure_finite, seeded_noise};
 use burn::tensor::Tensor;
 use sonic_schedulers::{PredictionType, Scheduler};
-use sonic_unet::AdapterInput;
 use sonic_unet::hooks::UNetHook;
 
 /// Encodes images `[B, 3, H, W]` in `[-1, 1]` to latents: the VAE posterior mean times the
@@ -118,8 +122,8 @@ fn alpha_at(ac: &[f64], t: f64) -> Result<f64, PipelineError> {
 }
 
 /// Inverts `latent` `[b, C, h, w]` (already scaled) with deterministic DDIM over `steps` steps
-/// conditioned on `prompt` (no guidance) and, when the UNet carries adapters, on `adapter`
-/// (rows `b`; [`SourceConditioning`] builds the null-audio input). Keeps every step's latent.
+/// conditioned on the inversion prompt of `source` (no guidance), with the plain UNet: adapters
+/// off, as the official `preprocess.py`. Keeps every step's latent.
 ///
 /// Step `j` (ascending timesteps `t_j`) evaluates the UNet at `t_j` on the latent of level
 /// `t_{j-1}` (the final alpha for `j = 0`) and moves it to level `t_j`:
@@ -137,8 +141,7 @@ pub fn ddim_invert(
     let ac = scheduler.alphas_cumprod().to_vec();
     let prediction = scheduler.prediction_type();
     let b = latent.dims()[0];
-    let text = source.text_rows(b)?;
-    let adapter = source.adapter_rows(sd, b);
+    let text = source.inversion_text.clone().repeat_dim(0, b);
     let mut x = latent.clone();
     let mut a_prev = final_alpha(sd, &ac);
     let mut saved = Vec::with_capacity(timesteps.len());
@@ -149,7 +152,7 @@ pub fn ddim_invert(
             x.clone(),
             &[t as f32],
             text.clone(),
-            adapter.as_ref(),
+            None,
             &mut sonic_unet::hooks::NoHook,
         )?;
         let (sp, sq) = (a_prev.sqrt(), (1.0 - a_prev).sqrt());
@@ -182,54 +185,61 @@ pub fn ddim_invert(
     })
 }
 
-/// The conditioning of the inversion and of the PnP source branch: a prompt (default `""`) and,
-/// for a UNet with adapters, the null audio tokens at the run's adapter strength.
+/// The text conditioning of the inversion and of the PnP source branch, as the official code:
+/// the inversion runs on the inversion prompt (default `""`), while the source branch of PnP
+/// sampling always uses the empty prompt (`pnp_guidance_embeds = get_text_embeds("", "")`),
+/// whatever the inversion prompt was. (With the default inversion prompt both are `""`.)
 #[derive(Debug, Clone)]
 pub struct SourceConditioning {
     /// Text embedding `[1, S, C]` of the inversion prompt.
-    pub text: Tensor<3>,
-    /// Null audio tokens `[1, T, C]` and the adapter strength, or `None` (no adapters).
-    pub null_tokens: Option<(Tensor<3>, sonic_unet::AdapterStrength)>,
+    pub inversion_text: Tensor<3>,
+    /// Text embedding `[1, S, C]` of the source branch during PnP sampling: the empty prompt.
+    pub source_text: Tensor<3>,
 }
 
 impl SourceConditioning {
-    /// Encodes `prompt`; `null_tokens` as for generation (`projector(zeros)`).
-    pub fn new(
-        sd: &StableDiffusion,
-        prompt: &str,
-        null_tokens: Option<(Tensor<3>, sonic_unet::AdapterStrength)>,
-    ) -> Result<Self, PipelineError> {
+    /// Encodes the inversion `prompt` and the empty prompt of the source branch.
+    pub fn new(sd: &StableDiffusion, prompt: &str) -> Result<Self, PipelineError> {
+        let emb = sd.encode_prompts(&[prompt.to_string(), String::new()])?;
         Ok(Self {
-            text: sd.encode_prompts(&[prompt.to_string()])?,
-            null_tokens,
+            inversion_text: emb.clone().narrow(0, 0, 1),
+            source_text: emb.narrow(0, 1, 1),
         })
     }
+}
 
-    fn text_rows(&self, b: usize) -> Result<Tensor<3>, PipelineError> {
-        Ok(self.text.clone().repeat_dim(0, b))
-    }
-
-    fn adapter_rows(&self, sd: &StableDiffusion, b: usize) -> Option<AdapterInput> {
-        if sd.unet.adapter_count() == 0 {
-            return None;
-        }
-        self.null_tokens.as_ref().map(|(t, s)| {
-            sd.unet
-                .prepare_adapters(t.clone().repeat_dim(0, b), s.clone())
-        })
+/// `t` `[1 or b, T, C]` as `b` rows.
+fn token_rows(t: &Tensor<3>, b: usize) -> Result<Tensor<3>, PipelineError> {
+    match t.dims()[0] {
+        1 => Ok(t.clone().repeat_dim(0, b)),
+        n if n == b => Ok(t.clone()),
+        n => Err(PipelineError::InvalidParameter {
+            name: "audio tokens",
+            value: format!("{n} rows"),
+            reason: format!("need 1 or {b}"),
+        }),
     }
 }
 
 /// The Plug-and-Play settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PnpOptions {
-    /// Fraction of the steps with residual-feature injection (official demo 0.8).
+    /// Fraction of the steps with residual-feature injection (official demo 0.8); the first
+    /// `floor(T * pnp_f_t)` steps are injected.
     pub pnp_f_t: f64,
-    /// Fraction of the steps with self-attention Q/K injection (official demo 0.8).
+    /// Fraction of the steps with self-attention Q/K injection (official demo 0.8); the first
+    /// `floor(T * pnp_attn_t)` steps are injected.
     pub pnp_attn_t: f64,
-    /// Resnets whose residual branch is injected.
+    /// Resnets whose residual branch is injected. Default: SonicDiffusion's `pnp_utils.py`,
+    /// `up_blocks.1.resnets.{1,2}` (pnp-diffusers injects `up_blocks.1.resnets.1` only).
     pub resnets: Vec<String>,
-    /// Self-attentions whose queries and keys are injected.
+    /// Self-attentions whose queries and keys are injected. Default: pnp-diffusers' and
+    /// SonicDiffusion's list, `attn1` of `up_blocks.1.attentions.{1,2}`,
+    /// `up_blocks.2.attentions.{0,1,2}`, `up_blocks.3.attentions.{0,1,2}` (every decoder
+    /// self-attention of the cross-attention up blocks except the first at the lowest
+    /// resolution). On a UNet with fewer levels the missing names are skipped, which keeps the
+    /// same rule: on the 3-level sd15-tiny UNet, `up_blocks.1.attentions.{1,2}` and
+    /// `up_blocks.2.attentions.{0,1,2}`.
     pub attentions: Vec<String>,
 }
 
@@ -259,7 +269,9 @@ impl Default for PnpOptions {
 }
 
 impl PnpOptions {
-    /// `(residual steps, attention steps)` = `(round(T pnp_f_t), round(T pnp_attn_t))`.
+    /// `(residual steps, attention steps)` = `(floor(T pnp_f_t), floor(T pnp_attn_t))`, the
+    /// official `int(n_timesteps * pnp_f_t)`: the same f64 product truncated, so e.g.
+    /// `T = 10, pnp_f_t = 0.75` injects 7 steps (rounding would give 8).
     pub fn step_counts(&self, steps: usize) -> Result<(usize, usize), PipelineError> {
         let mut out = [0usize; 2];
         for (i, (name, v)) in [("pnp_f_t", self.pnp_f_t), ("pnp_attn_t", self.pnp_attn_t)]
@@ -273,7 +285,8 @@ impl PnpOptions {
                     reason: "must be in [0, 1]".into(),
                 });
             }
-            out[i] = (steps as f64 * v).round() as usize;
+            // `v` is in [0, 1]: the product is non-negative, so floor = Python's int().
+            out[i] = (steps as f64 * v).floor() as usize;
         }
         Ok((out[0], out[1]))
     }
@@ -372,18 +385,7 @@ pub fn branch_conditioning(
     };
     let tokens = match tokens {
         Some((audio, null)) if sd.unet.adapter_count() > 0 => {
-            let rows = |t: &Tensor<3>| -> Result<Tensor<3>, PipelineError> {
-                match t.dims()[0] {
-                    1 => Ok(t.clone().repeat_dim(0, b)),
-                    n if n == b => Ok(t.clone()),
-                    n => Err(PipelineError::InvalidParameter {
-                        name: "audio tokens",
-                        value: format!("{n} rows"),
-                        reason: format!("need 1 or {b}"),
-                    }),
-                }
-            };
-            let (a, n) = (rows(audio)?, rows(null)?);
+            let (a, n) = (token_rows(audio, b)?, token_rows(null, b)?);
             Some(match guidance {
                 Guidance::None => vec![a],
                 Guidance::Single(_) => vec![n, a],
@@ -396,7 +398,8 @@ pub fn branch_conditioning(
 }
 
 /// Plug-and-Play sampling from an inversion. `tokens` = `(audio tokens, null tokens)` for a UNet
-/// with adapters (strength `req.audio_strength`); `source` is the inversion's conditioning.
+/// with adapters (strength `req.audio_strength`, every branch); the source branch gets
+/// `source.source_text` (the empty prompt) and the null tokens.
 /// `req.steps` must equal the inversion's step count; `req.scheduler` is ignored (DDIM, as the
 /// inversion). Returns the final latents `[b, C, h, w]`.
 pub fn pnp_sample(
@@ -422,21 +425,23 @@ pub fn pnp_sample(
     let b = inversion.start.dims()[0];
     let (guidance, prompts, branch_tokens) = branch_conditioning(sd, req, b, tokens)?;
     let n = guidance.branches();
-    let text = Tensor::cat(vec![source.text_rows(b)?, text_rows(sd, &prompts, b)?], 0);
-    let adapter = match branch_tokens {
-        Some(bt) => {
-            let null = match &source.null_tokens {
-                Some((t, _)) => t.clone().repeat_dim(0, b),
-                None => bt[0].clone(),
-            };
-            let mut all = vec![null];
+    let text = Tensor::cat(
+        vec![
+            source.source_text.clone().repeat_dim(0, b),
+            text_rows(sd, &prompts, b)?,
+        ],
+        0,
+    );
+    let adapter = match (branch_tokens, tokens) {
+        (Some(bt), Some((_, null))) => {
+            let mut all = vec![token_rows(null, b)?];
             all.extend(bt);
             Some(
                 sd.unet
                     .prepare_adapters(Tensor::cat(all, 0), req.audio_strength.clone()),
             )
         }
-        None => None,
+        _ => None,
     };
     let mut hook = PnpHook {
         batch: b,
@@ -556,7 +561,7 @@ pub struct EditRequest {
     pub mode: EditMode,
     /// Prompt, guidance, audio strength, steps, seed (`scheduler` is used by SDEdit only).
     pub generation: AudioToImage,
-    /// The inversion / source-branch prompt (default `""`).
+    /// The DDIM inversion prompt (default `""`); the PnP source branch always uses `""`.
     pub inversion_prompt: String,
     /// Plug-and-Play settings.
     pub pnp: PnpOptions,
@@ -619,8 +624,7 @@ pub fn edit(
         )?,
         EditMode::Pnp => {
             let steps = req.generation.steps;
-            let null = tokens.map(|(_, n)| (n.clone(), req.generation.audio_strength.clone()));
-            let src = SourceConditioning::new(sd, &req.inversion_prompt, null)?;
+            let src = SourceConditioning::new(sd, &req.inversion_prompt)?;
             let inv = ddim_invert(sd, source.clone(), steps, &src, &mut |s, _, t| {
                 progress(&Progress {
                     step: s,

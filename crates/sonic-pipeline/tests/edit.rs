@@ -1,11 +1,13 @@
-//! Editing on the tiny fixtures (sd15-tiny + sonic-tiny): image input, DDIM inversion round
-//! trip, Plug-and-Play injection, SDEdit, and typed errors for bad images.
+//! Editing on the tiny fixtures (sd15-tiny + sonic-tiny): image input (with EXIF orientation),
+//! DDIM inversion round trip, Plug-and-Play injection, the cross-check of a whole PnP edit
+//! against PyTorch (`tests-data/pnp-reference`, made by `tools/pnp_reference.py`), SDEdit, and
+//! typed errors for bad images.
 
 use burn::tensor::Tensor;
-use sonic_core::fixtures::{fixtures_root, to_host};
+use sonic_core::fixtures::{TensorFile, compare, fixtures_root, to_host};
 use sonic_pipeline::edit::{
-    EditMode, EditRequest, PnpOptions, SourceConditioning, ddim_invert, ddim_scheduler, edit_file,
-    encode_image, pnp_sample, sdedit,
+    EditMode, EditRequest, PnpOptions, SourceConditioning, ddim_invert, ddim_scheduler, edit,
+    edit_file, encode_image, pnp_sample, sdedit,
 };
 use sonic_pipeline::image_input::{ImageOptions, load_image};
 use sonic_pipeline::sampling::{Conditioning, Guidance, ProgressOnly, denoise};
@@ -162,7 +164,7 @@ fn reconstruct_n(sd: &StableDiffusion, x_t: Tensor<4>, steps: usize) -> Tensor<4
 fn inversion_then_sampling_returns_the_start_latent() {
     let f = fixture();
     let sd = &f.pipe.sd;
-    let src = SourceConditioning::new(sd, "", None).unwrap();
+    let src = SourceConditioning::new(sd, "").unwrap();
     // The tiny VAE's latents are tiny (rms ~1.4e-2) next to the UNet's noise predictions, so
     // the round trip is measured on a unit-scale latent (the scale of real SD latents) as well.
     let unit = sonic_pipeline::text_to_image::seeded_noise([1, 4, 8, 8], 7, &sd.device);
@@ -208,8 +210,7 @@ fn pnp_run(
 ) -> (Tensor<4>, Tensor<4>) {
     let sd = &f.pipe.sd;
     let req = gen_req(prompt, strength);
-    let null = tokens.then(|| (f.null.clone(), req.audio_strength.clone()));
-    let src = SourceConditioning::new(sd, "", null).unwrap();
+    let src = SourceConditioning::new(sd, "").unwrap();
     let inv = ddim_invert(sd, f.latent.clone(), STEPS, &src, &mut |_, _, _| {}).unwrap();
     let pnp = PnpOptions {
         pnp_f_t: f_t,
@@ -384,4 +385,264 @@ fn corrupt_or_missing_image_is_a_typed_error_and_leaves_no_output() {
     .unwrap();
     assert_eq!(written, vec![out.clone()]);
     assert!(out.exists());
+}
+
+/// The PyTorch cross-check: one PnP edit run by `tools/pnp_reference.py` (diffusers, the
+/// official pnp-diffusers / SonicDiffusion method: plain-UNet inversion with the inversion
+/// prompt, source branch on `""` + null tokens, floor thresholds, SonicDiffusion's layers)
+/// on the same inputs. Final latent within 1e-3 (multi-step pipeline tolerance, DESIGN.md 4).
+#[test]
+fn pnp_matches_the_pytorch_reference() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests-data/pnp-reference");
+    let case: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).unwrap()).unwrap();
+    let inputs = TensorFile::open(&dir.join("inputs.safetensors")).unwrap();
+    let reference = TensorFile::open(&dir.join("reference.safetensors")).unwrap();
+    let pipe = pipe();
+    let sd = &pipe.sd;
+    let dev = &sd.device;
+    let num = |k: &str| case[k].as_f64().unwrap_or_else(|| panic!("case.json: {k}"));
+    let text = |k: &str| case[k].as_str().unwrap_or_else(|| panic!("case.json: {k}"));
+    let steps = num("steps") as usize;
+    let image: Tensor<4> = inputs.tensor("image", dev).unwrap();
+    let tokens: Tensor<3> = inputs.tensor("audio_tokens", dev).unwrap();
+    let null: Tensor<3> = inputs.tensor("null_tokens", dev).unwrap();
+
+    // The stored tokens are what our projector makes of the stored CLAP embedding.
+    let emb: Tensor<2> = inputs.tensor("clap_embedding", dev).unwrap();
+    let ours_tokens = pipe.projector.forward(emb).unwrap();
+    let c = compare(&ours_tokens, inputs.get("audio_tokens").unwrap()).unwrap();
+    eprintln!(
+        "projector(clap_embedding) vs audio_tokens: max rel {:.3e}",
+        c.max_rel
+    );
+    assert!(c.max_rel <= 1e-4, "{c:?}");
+
+    let pnp = PnpOptions {
+        pnp_f_t: num("pnp_f_t"),
+        pnp_attn_t: num("pnp_attn_t"),
+        ..PnpOptions::default()
+    };
+    assert_eq!(
+        pnp.step_counts(steps).unwrap(),
+        (
+            num("resnet_injection_steps") as usize,
+            num("attention_injection_steps") as usize
+        ),
+        "injection step counts (official: int(T * t))"
+    );
+    let req = AudioToImage {
+        prompt: text("prompt").into(),
+        negative_prompt: text("negative_prompt").into(),
+        guidance_scale: num("guidance_scale"),
+        steps,
+        scheduler: "ddim".into(),
+        audio_strength: AdapterStrength::Global(num("f_multiplier") as f32),
+        ..AudioToImage::default()
+    };
+
+    // Source latent and text embeddings.
+    let latent = encode_image(sd, image.clone()).unwrap();
+    let c = compare(&latent, reference.get("source_latent").unwrap()).unwrap();
+    eprintln!("source latent: max rel {:.3e}", c.max_rel);
+    assert!(c.max_rel <= 1e-4, "{c:?}");
+    let src = SourceConditioning::new(sd, text("inversion_prompt")).unwrap();
+    for (ours, key) in [
+        (&src.inversion_text, "text.inversion"),
+        (&src.source_text, "text.source"),
+    ] {
+        let c = compare(ours, reference.get(key).unwrap()).unwrap();
+        assert!(c.max_rel <= 1e-4, "{key}: {c:?}");
+    }
+
+    // Inversion: every level.
+    let inv = ddim_invert(sd, latent, steps, &src, &mut |_, _, _| {}).unwrap();
+    let want: Vec<f64> = case["timesteps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_f64().unwrap())
+        .collect();
+    assert_eq!(inv.timesteps, want);
+    let all: Tensor<5> = reference.tensor("inversion", dev).unwrap();
+    let mut worst = 0f64;
+    for (i, ours) in inv.latents_per_step.iter().enumerate() {
+        let r: Tensor<4> = all.clone().narrow(0, i, 1).squeeze_dim::<4>(0);
+        let c = compare(ours, &host(&r)).unwrap();
+        worst = worst.max(c.max_rel);
+    }
+    let x_t = compare(
+        &inv.noisiest(),
+        &host(&all.clone().narrow(0, 0, 1).squeeze_dim::<4>(0)),
+    )
+    .unwrap();
+    eprintln!(
+        "inverted latent x_T: max rel {:.3e} (max abs {:.3e}); worst level: max rel {worst:.3e}",
+        x_t.max_rel, x_t.max_abs
+    );
+    assert!(worst <= 1e-3, "inversion: {worst}");
+
+    // The whole edit through the public entry point.
+    let edit_req = EditRequest {
+        mode: EditMode::Pnp,
+        generation: req.clone(),
+        inversion_prompt: text("inversion_prompt").into(),
+        pnp: pnp.clone(),
+        strength: 0.0,
+    };
+    let out = edit(sd, image, &edit_req, Some((&tokens, &null)), &mut |_| {}).unwrap();
+    let reference_final = reference.get("final_latent").unwrap();
+    let c = compare(&out.latents, reference_final).unwrap();
+    eprintln!(
+        "final latent: max rel {:.3e} (max abs {:.3e}, max |ref| {:.3e})",
+        c.max_rel,
+        c.max_abs,
+        reference_final
+            .data
+            .iter()
+            .fold(0f32, |m, v| m.max(v.abs()))
+    );
+    assert!(c.max_rel <= 1e-3, "final latent: {c:?}");
+
+    // The check can tell the rules apart: rounding the thresholds (8 / 6 steps instead of
+    // the official 7 / 5) lands far outside the tolerance.
+    let rounded = PnpOptions {
+        pnp_f_t: 0.8,
+        pnp_attn_t: 0.6,
+        ..PnpOptions::default()
+    };
+    assert_eq!(rounded.step_counts(steps).unwrap(), (8, 6));
+    let r = pnp_sample(
+        sd,
+        &inv,
+        &req,
+        &rounded,
+        &src,
+        Some((&tokens, &null)),
+        &mut |_, _, _| {},
+    )
+    .unwrap();
+    let c = compare(&r, reference_final).unwrap();
+    eprintln!(
+        "with rounded thresholds (8 / 6 steps): max rel {:.3e}",
+        c.max_rel
+    );
+    assert!(c.max_rel > 1e-2, "{c:?}");
+    // And so can the source branch's prompt: the inversion prompt there instead of the
+    // official "" is far off too.
+    let inv_prompt_src = SourceConditioning {
+        source_text: src.inversion_text.clone(),
+        ..src.clone()
+    };
+    let r = pnp_sample(
+        sd,
+        &inv,
+        &req,
+        &pnp,
+        &inv_prompt_src,
+        Some((&tokens, &null)),
+        &mut |_, _, _| {},
+    )
+    .unwrap();
+    let c = compare(&r, reference_final).unwrap();
+    eprintln!(
+        "with the inversion prompt on the source branch: max rel {:.3e}",
+        c.max_rel
+    );
+    assert!(c.max_rel > 1e-2, "{c:?}");
+}
+
+fn host<const D: usize>(t: &Tensor<D>) -> sonic_core::fixtures::HostTensor {
+    sonic_core::fixtures::HostTensor {
+        shape: t.dims().to_vec(),
+        data: to_host(t).unwrap(),
+    }
+}
+
+/// A minimal little-endian TIFF blob with one IFD0 entry: Orientation (0x0112) = `o`.
+fn exif_orientation(o: u16) -> Vec<u8> {
+    let mut t = vec![b'I', b'I', 42, 0, 8, 0, 0, 0];
+    t.extend_from_slice(&1u16.to_le_bytes());
+    t.extend_from_slice(&0x0112u16.to_le_bytes());
+    t.extend_from_slice(&3u16.to_le_bytes()); // SHORT
+    t.extend_from_slice(&1u32.to_le_bytes());
+    t.extend_from_slice(&o.to_le_bytes());
+    t.extend_from_slice(&[0, 0]);
+    t.extend_from_slice(&0u32.to_le_bytes()); // no next IFD
+    t
+}
+
+/// (format, EXIF orientation, expected [H, W], top-left colour, top-right colour).
+type ExifCase = (&'static str, Option<u16>, [usize; 2], [f32; 3], [f32; 3]);
+
+#[test]
+fn exif_orientation_is_applied() {
+    use image::ImageEncoder;
+    // 32x16 with solid quadrants: red (top left), green (top right), blue (bottom left),
+    // white (bottom right).
+    let img = image::RgbImage::from_fn(32, 16, |x, y| match (x < 16, y < 8) {
+        (true, true) => image::Rgb([255, 0, 0]),
+        (false, true) => image::Rgb([0, 255, 0]),
+        (true, false) => image::Rgb([0, 0, 255]),
+        (false, false) => image::Rgb([255, 255, 255]),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let dev = sonic_core::device::default_device().unwrap();
+    // (format, EXIF orientation, expected [H, W], expected colour of the top-left pixel and
+    // of the top-right pixel, in [-1, 1]).
+    let red = [1.0, -1.0, -1.0];
+    let green = [-1.0, 1.0, -1.0];
+    let blue = [-1.0, -1.0, 1.0];
+    let cases: [ExifCase; 4] = [
+        ("jpg", None, [16, 32], red, green),
+        // 6: rotate 90 degrees clockwise -> top row is the old left column, bottom to top.
+        ("jpg", Some(6), [32, 16], blue, red),
+        // 8: rotate 90 degrees counter-clockwise -> top row is the old right column.
+        ("png", Some(8), [32, 16], green, [1.0, 1.0, 1.0]),
+        ("png", Some(6), [32, 16], blue, red),
+    ];
+    for (i, (fmt, orientation, hw, top_left, top_right)) in cases.into_iter().enumerate() {
+        let path = dir.path().join(format!("o{i}.{fmt}"));
+        let mut bytes = Vec::new();
+        match fmt {
+            "jpg" => {
+                let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 95);
+                if let Some(o) = orientation {
+                    enc.set_exif_metadata(exif_orientation(o)).unwrap();
+                }
+                enc.write_image(img.as_raw(), 32, 16, image::ExtendedColorType::Rgb8)
+                    .unwrap();
+            }
+            _ => {
+                let mut enc = image::codecs::png::PngEncoder::new(&mut bytes);
+                if let Some(o) = orientation {
+                    enc.set_exif_metadata(exif_orientation(o)).unwrap();
+                }
+                enc.write_image(img.as_raw(), 32, 16, image::ExtendedColorType::Rgb8)
+                    .unwrap();
+            }
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let t = load_image(&path, &ImageOptions::default(), &dev).unwrap();
+        assert_eq!(
+            t.dims(),
+            [1, 3, hw[0], hw[1]],
+            "{fmt} orientation {orientation:?}"
+        );
+        let v = to_host(&t).unwrap();
+        let (h, w) = (hw[0], hw[1]);
+        // Sample 2 px inside the corners (JPEG blurs the quadrant edges a little).
+        let px = |x: usize, y: usize| -> [f32; 3] { [0, 1, 2].map(|c| v[c * h * w + y * w + x]) };
+        for (got, want, corner) in [
+            (px(2, 2), top_left, "top left"),
+            (px(w - 3, 2), top_right, "top right"),
+        ] {
+            for c in 0..3 {
+                assert!(
+                    (got[c] - want[c]).abs() < 0.2,
+                    "{fmt} orientation {orientation:?} {corner}: {got:?} vs {want:?}"
+                );
+            }
+        }
+    }
 }
