@@ -49,7 +49,7 @@ Output folder (created): inputs.safetensors (image, clap_embedding, audio_tokens
 null_tokens), reference.safetensors (source_latent, text embeddings, inversion latents per
 step, sampling latents per step, final_latent), case.json (every parameter and the index).
 
-Run from the workspace root (about 2 s on the CPU):
+Run from the workspace root (about 8 s on the CPU, mostly imports):
 
     /var/tmp/torch-venv/bin/python tools/pnp_reference.py tests-data/pnp-reference
 
