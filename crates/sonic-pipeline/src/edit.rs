@@ -19,7 +19,7 @@
 //!   `floor(T * pnp_attn_t)` steps (official: `int(n_timesteps * pnp_f_t)`). Names missing
 //!   from a (smaller) UNet are never called, so the SD 1.x defaults work on every UNet: only
 //!   the layers that exist are injected.
-//! - [`sdedit`]: noises the image latent to step `T - round(T * s)` of the sampling
+//! - [`sdedit`]: noises the image latent to step `T - floor(T * s)` of the sampling
 //!   scheduler with `sqrt(a) x + sqrt(1 - a) eps` (seeded `eps`) and denoises from there;
 //!   `s = 0` returns the input latent unchanged.
 //!
@@ -481,9 +481,11 @@ pub fn pnp_sample(
     Ok(x)
 }
 
-/// SDEdit: noises `latent` to step `T - round(T * strength)` of `req.scheduler`'s timesteps
-/// (`sqrt(a) x + sqrt(1 - a) eps`, `eps` drawn from `req.seed`) and denoises with the audio /
-/// text conditioning. `strength = 0` returns `latent` itself.
+/// SDEdit: noises `latent` with `sqrt(a) x + sqrt(1 - a) eps` (`eps` drawn from `req.seed`) to
+/// step `T - floor(T * strength)` of `req.scheduler`'s timesteps and denoises from there with
+/// the audio / text conditioning: `floor(T * strength)` steps run, diffusers' img2img rule
+/// (`int(num_inference_steps * strength)`). When that is 0 (e.g. `strength = 0`) `latent`
+/// itself is returned.
 pub fn sdedit(
     sd: &StableDiffusion,
     latent: Tensor<4>,
@@ -500,7 +502,7 @@ pub fn sdedit(
         });
     }
     check_positive("steps", req.steps)?;
-    let run = (req.steps as f64 * strength).round() as usize;
+    let run = (req.steps as f64 * strength).floor() as usize;
     if run == 0 {
         return Ok(latent);
     }

@@ -646,3 +646,31 @@ fn exif_orientation_is_applied() {
         }
     }
 }
+
+#[test]
+fn injection_step_counts_follow_the_official_int_rule() {
+    let counts = |steps: usize, f: f64, a: f64| {
+        PnpOptions {
+            pnp_f_t: f,
+            pnp_attn_t: a,
+            ..PnpOptions::default()
+        }
+        .step_counts(steps)
+        .unwrap()
+    };
+    // Python: int(50 * 0.8) = 40, int(10 * 0.75) = 7, int(10 * 0.55) = 5, int(10 * 0.29) = 2,
+    // int(7 * 0.5) = 3, int(50 * 1.0) = 50, int(50 * 0.0) = 0.
+    assert_eq!(counts(50, 0.8, 0.8), (40, 40));
+    assert_eq!(counts(10, 0.75, 0.55), (7, 5));
+    assert_eq!(counts(10, 0.29, 0.5), (2, 5));
+    assert_eq!(counts(7, 0.5, 1.0), (3, 7));
+    assert_eq!(counts(50, 0.0, 1.0), (0, 50));
+    assert!(
+        PnpOptions {
+            pnp_attn_t: -0.1,
+            ..PnpOptions::default()
+        }
+        .step_counts(10)
+        .is_err()
+    );
+}
