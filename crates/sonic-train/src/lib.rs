@@ -2,10 +2,15 @@
 //! on-disk caches of frozen-model outputs, the stage-1 projector and stage-2 adapter trainers,
 //! and hyperparameter search.
 
+pub mod checkpoint;
+pub mod config;
 pub mod dataset;
 pub mod error;
 pub mod losses;
+pub mod optim;
 pub mod params;
+pub mod stage1;
+pub mod tune;
 
 pub use dataset::{Dataset, Record};
 pub use error::{Result, TrainError};

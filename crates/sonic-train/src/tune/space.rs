@@ -213,17 +213,20 @@ pub struct SearchSpace {
     params: BTreeMap<String, ParamSpec>,
 }
 
-struct KeyCtx<'a> {
-    origin: &'a Path,
-    prefix: String,
+/// A position in a config file, for errors that name the dotted key.
+pub(crate) struct KeyCtx<'a> {
+    pub origin: &'a Path,
+    pub prefix: String,
 }
 
 impl KeyCtx<'_> {
-    fn err(&self, key: &str, reason: impl Into<String>) -> TuneError {
+    pub fn err(&self, key: &str, reason: impl Into<String>) -> TuneError {
         TuneError::Config {
             path: self.origin.to_path_buf(),
             key: if key.is_empty() {
                 self.prefix.clone()
+            } else if self.prefix.is_empty() {
+                key.to_string()
             } else {
                 format!("{}.{key}", self.prefix)
             },
@@ -232,7 +235,7 @@ impl KeyCtx<'_> {
     }
 }
 
-fn get_f64(obj: &Map<String, Value>, key: &str, ctx: &KeyCtx<'_>) -> Result<f64> {
+pub(crate) fn get_f64(obj: &Map<String, Value>, key: &str, ctx: &KeyCtx<'_>) -> Result<f64> {
     let v = obj.get(key).ok_or_else(|| ctx.err(key, "missing"))?;
     let f = v
         .as_f64()
@@ -243,13 +246,13 @@ fn get_f64(obj: &Map<String, Value>, key: &str, ctx: &KeyCtx<'_>) -> Result<f64>
     Ok(f)
 }
 
-fn get_i64(obj: &Map<String, Value>, key: &str, ctx: &KeyCtx<'_>) -> Result<i64> {
+pub(crate) fn get_i64(obj: &Map<String, Value>, key: &str, ctx: &KeyCtx<'_>) -> Result<i64> {
     let v = obj.get(key).ok_or_else(|| ctx.err(key, "missing"))?;
     v.as_i64()
         .ok_or_else(|| ctx.err(key, format!("expected an integer, found {v}")))
 }
 
-fn get_bool(obj: &Map<String, Value>, key: &str, ctx: &KeyCtx<'_>) -> Result<bool> {
+pub(crate) fn get_bool(obj: &Map<String, Value>, key: &str, ctx: &KeyCtx<'_>) -> Result<bool> {
     match obj.get(key) {
         None => Ok(false),
         Some(Value::Bool(b)) => Ok(*b),
@@ -257,7 +260,7 @@ fn get_bool(obj: &Map<String, Value>, key: &str, ctx: &KeyCtx<'_>) -> Result<boo
     }
 }
 
-fn check_keys(obj: &Map<String, Value>, allowed: &[&str], ctx: &KeyCtx<'_>) -> Result<()> {
+pub(crate) fn check_keys(obj: &Map<String, Value>, allowed: &[&str], ctx: &KeyCtx<'_>) -> Result<()> {
     for k in obj.keys() {
         if !allowed.contains(&k.as_str()) {
             return Err(ctx.err(
