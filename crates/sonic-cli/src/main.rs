@@ -1,5 +1,6 @@
 //! The `sonic` command-line tool.
 
+mod bench;
 mod download;
 mod edit;
 mod export;
@@ -20,6 +21,11 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Time the models at real SD 1.x sizes with random weights (one JSON line per case).
+    Bench {
+        #[command(flatten)]
+        args: bench::BenchArgs,
+    },
     /// Run every case of a reference fixture folder (`reference/cases.json`) and compare with
     /// the PyTorch tensors: one line per case, `ok|FAIL|skip <case-id> max_abs=.. max_rel=.. tol=..`.
     Parity {
@@ -97,6 +103,7 @@ fn run() -> Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Bench { args } => bench::run(&args),
         Command::Parity { dir, only, device } => {
             let device = sonic_core::device::parse_device(&device)?;
             let summary = parity::run(&dir, &only, &device)?;

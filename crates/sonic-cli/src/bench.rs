@@ -1,0 +1,442 @@
+//! `sonic bench`: times the models at real Stable Diffusion 1.x sizes with random weights.
+//!
+//! Every case runs in a fresh child process (this binary re-executed with a hidden flag), so
+//! that the peak resident set size (`VmHWM`) belongs to that case alone. Each case prints one
+//! JSON object on one line of stdout.
+
+use anyhow::{Context, Result, anyhow, bail};
+use burn::tensor::{Device, Distribution, FloatDType, Int, Tensor};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Every case, in the order they run by default.
+pub const CASES: &[&str] = &[
+    "unet-32",
+    "unet-64",
+    "vae-decode-64",
+    "vae-encode-512",
+    "text-encoder",
+    "clap-10s",
+    "projector",
+    "adapters",
+    "tiny-pipeline",
+];
+
+/// Arguments of `sonic bench`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// The cases to run (comma-separated; default: all). Cases: unet-32, unet-64 (UNet,
+    /// guidance batch 2, 77 x 768 text), vae-decode-64, vae-encode-512, text-encoder (2 x 77),
+    /// clap-10s, projector, adapters (UNet 32x32 with and without the 10 SD1.4 adapters),
+    /// tiny-pipeline (sd15-tiny, 20 DDIM steps, guidance 7.5, latent output).
+    #[arg(long = "case", value_delimiter = ',')]
+    pub cases: Vec<String>,
+    /// Timed runs per case (the median and minimum are reported).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Untimed warm-up runs before the timed ones.
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    /// The device: flex, ndarray, wgpu, wgpu-cpu, cuda[:N], metal.
+    #[arg(long, default_value = "flex")]
+    pub device: String,
+    /// Float type of weights and activations: f32 or bf16.
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// The fixture folder holding `sd15-tiny` (default: `../shared/fixtures` or
+    /// `$SONIC_FIXTURES`).
+    #[arg(long)]
+    pub fixtures: Option<PathBuf>,
+    /// Seed of the random weights and inputs.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Runs one case in this process (used by the parent process).
+    #[arg(long, hide = true)]
+    pub child: bool,
+}
+
+/// Runs the benchmark: each case in a child process, or one case here with `--child`.
+pub fn run(args: &BenchArgs) -> Result<()> {
+    let cases: Vec<String> = if args.cases.is_empty() {
+        CASES.iter().map(|s| s.to_string()).collect()
+    } else {
+        args.cases.clone()
+    };
+    for c in &cases {
+        if !CASES.contains(&c.as_str()) {
+            bail!("unknown bench case `{c}`; cases: {}", CASES.join(", "));
+        }
+    }
+    if args.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    let dtype = parse_dtype(&args.dtype)?;
+    if args.child {
+        let [case] = cases.as_slice() else {
+            bail!("--child runs exactly one case");
+        };
+        let line = run_case(case, args, dtype)?;
+        println!("{line}");
+        return Ok(());
+    }
+    let exe = std::env::current_exe().context("locating the sonic binary")?;
+    let mut failed = Vec::new();
+    for case in &cases {
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.arg("bench")
+            .arg("--child")
+            .args(["--case", case])
+            .args(["--runs", &args.runs.to_string()])
+            .args(["--warmup", &args.warmup.to_string()])
+            .args(["--device", &args.device])
+            .args(["--dtype", &args.dtype])
+            .args(["--seed", &args.seed.to_string()]);
+        if let Some(f) = &args.fixtures {
+            cmd.arg("--fixtures").arg(f);
+        }
+        let out = cmd
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .with_context(|| format!("running bench case {case}"))?;
+        print!("{}", String::from_utf8_lossy(&out.stdout));
+        if !out.status.success() {
+            failed.push(case.clone());
+        }
+    }
+    if !failed.is_empty() {
+        bail!("bench cases failed: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+fn parse_dtype(s: &str) -> Result<FloatDType> {
+    match s {
+        "f32" | "float32" => Ok(FloatDType::F32),
+        "bf16" | "bfloat16" => Ok(FloatDType::BF16),
+        other => bail!("unknown --dtype `{other}` (f32 or bf16)"),
+    }
+}
+
+/// The peak resident set size of this process (`VmHWM`), in bytes.
+fn peak_rss_bytes() -> Result<u64> {
+    let status =
+        std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .ok_or_else(|| anyhow!("/proc/self/status has no VmHWM line"))?;
+    let kb: u64 = line
+        .trim_start_matches("VmHWM:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .with_context(|| format!("parsing `{line}`"))?;
+    Ok(kb * 1024)
+}
+
+/// The rayon worker count the CPU backends use.
+fn threads() -> usize {
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// Times `f` (`warmup` untimed calls, then `runs` timed ones); returns the seconds per run.
+fn time_runs(runs: usize, warmup: usize, mut f: impl FnMut() -> Result<()>) -> Result<Vec<f64>> {
+    for _ in 0..warmup {
+        f()?;
+    }
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t0 = Instant::now();
+        f()?;
+        times.push(t0.elapsed().as_secs_f64());
+    }
+    Ok(times)
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let n = s.len();
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        0.5 * (s[n / 2 - 1] + s[n / 2])
+    }
+}
+
+fn min(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
+/// Waits for `t` to be computed (reads it back; the outputs timed here are small).
+fn finish<const D: usize>(t: Tensor<D>) {
+    let _ = t.into_data();
+}
+
+fn random<const D: usize>(shape: [usize; D], device: &Device) -> Tensor<D> {
+    Tensor::random(shape, Distribution::Normal(0.0, 1.0), device)
+}
+
+/// SD v1.4's `unet/config.json` (CompVis/stable-diffusion-v1-4).
+pub const SD14_UNET: &str = r#"{
+  "act_fn": "silu", "attention_head_dim": 8, "block_out_channels": [320, 640, 1280, 1280],
+  "center_input_sample": false, "cross_attention_dim": 768,
+  "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+  "downsample_padding": 1, "flip_sin_to_cos": true, "freq_shift": 0, "in_channels": 4,
+  "layers_per_block": 2, "mid_block_scale_factor": 1, "norm_eps": 1e-05, "norm_num_groups": 32,
+  "out_channels": 4, "sample_size": 64,
+  "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]
+}"#;
+
+/// SD v1.4's `vae/config.json`.
+pub const SD14_VAE: &str = r#"{
+  "act_fn": "silu", "block_out_channels": [128, 256, 512, 512],
+  "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D"],
+  "in_channels": 3, "latent_channels": 4, "layers_per_block": 2, "norm_num_groups": 32,
+  "out_channels": 3, "sample_size": 512,
+  "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"]
+}"#;
+
+/// SD v1.4's `text_encoder/config.json` (CLIP ViT-L/14 text tower).
+pub const SD14_TEXT: &str = r#"{
+  "vocab_size": 49408, "hidden_size": 768, "intermediate_size": 3072,
+  "num_attention_heads": 12, "num_hidden_layers": 12, "max_position_embeddings": 77,
+  "hidden_act": "quick_gelu", "layer_norm_eps": 1e-05
+}"#;
+
+fn sd14_unet(device: &Device) -> Result<sonic_unet::UNet2DConditionModel> {
+    let config = sonic_unet::UNetConfig::from_json_str(SD14_UNET, Path::new("<sd14 unet>"))?;
+    Ok(sonic_unet::UNet2DConditionModel::new(&config, device)?)
+}
+
+fn sd14_vae(device: &Device) -> Result<sonic_vae::AutoencoderKL> {
+    let config: sonic_vae::VaeConfig = serde_json::from_str(SD14_VAE)?;
+    config.validate(Path::new("<sd14 vae>"))?;
+    Ok(sonic_vae::AutoencoderKL::new(&config, device))
+}
+
+fn unet_case(latent: usize, args: &BenchArgs, device: &Device) -> Result<Vec<f64>> {
+    let unet = sd14_unet(device)?;
+    let sample = random([2, 4, latent, latent], device);
+    let text = random([2, 77, 768], device);
+    time_runs(args.runs, args.warmup, || {
+        finish(unet.forward(sample.clone(), &[981.0], text.clone())?);
+        Ok(())
+    })
+}
+
+/// Runs one case in this process and returns its JSON line.
+fn run_case(case: &str, args: &BenchArgs, dtype: FloatDType) -> Result<String> {
+    let mut device = sonic_core::device::parse_device(&args.device)?;
+    if dtype != FloatDType::F32 {
+        device
+            .configure(dtype)
+            .map_err(|e| anyhow!("--dtype {}: the device refuses it: {e:?}", args.dtype))?;
+    }
+    device.seed(args.seed);
+    let mut extra = serde_json::Map::new();
+    let times = match case {
+        "unet-32" => unet_case(32, args, &device)?,
+        "unet-64" => unet_case(64, args, &device)?,
+        "vae-decode-64" => {
+            let vae = sd14_vae(&device)?;
+            let z = random([1, 4, 64, 64], &device);
+            time_runs(args.runs, args.warmup, || {
+                finish(vae.decode(z.clone())?);
+                Ok(())
+            })?
+        }
+        "vae-encode-512" => {
+            let vae = sd14_vae(&device)?;
+            let x = Tensor::random([1, 3, 512, 512], Distribution::Uniform(-1.0, 1.0), &device);
+            time_runs(args.runs, args.warmup, || {
+                let posterior = vae.encode(x.clone())?;
+                finish(posterior.mean);
+                Ok(())
+            })?
+        }
+        "text-encoder" => {
+            let config: sonic_clip::ClipTextConfig = serde_json::from_str(SD14_TEXT)?;
+            let act = config.activation(Path::new("<sd14 text encoder>"))?;
+            let model = sonic_clip::ClipTextModel::new(&config, act, &device);
+            // Random ids, then the end-of-text id (the highest id: 49407) at the end of each
+            // row so that the pooled token is well defined.
+            let ids: Tensor<2, Int> =
+                Tensor::random([2, 77], Distribution::Uniform(0.0, 49406.0), &device);
+            let eot = Tensor::<2, Int>::full([2, 1], 49407, &device);
+            let ids = Tensor::cat(vec![ids.narrow(1, 0, 76), eot], 1);
+            time_runs(args.runs, args.warmup, || {
+                finish(model.forward(ids.clone())?);
+                Ok(())
+            })?
+        }
+        "clap-10s" => {
+            use sonic_audio::frontend::{LogMelFrontEnd, mel_filter_bank, stft_kernels};
+            use sonic_audio::model::{ClapAudioModel, ClapSizes, l2_normalize};
+            let cfg = sonic_audio::ClapAudioConfig::default();
+            let sizes = ClapSizes {
+                mel_bins: 64,
+                widths: [64, 128, 256, 512, 1024, 2048],
+                out_emb: 2048,
+                classes: None,
+                d_proj: 1024,
+            };
+            let (re, im) = stft_kernels(cfg.window_size);
+            let mel = mel_filter_bank(
+                cfg.sample_rate as f64,
+                cfg.window_size,
+                cfg.mel_bins,
+                cfg.fmin,
+                cfg.fmax,
+            );
+            let front = LogMelFrontEnd::new(
+                cfg.window_size,
+                cfg.hop_size,
+                &re,
+                &im,
+                &mel,
+                cfg.mel_bins,
+                &device,
+            )?;
+            let model = ClapAudioModel::new(&sizes, &device);
+            let wave = Tensor::random(
+                [1, cfg.clip_samples],
+                Distribution::Uniform(-0.5, 0.5),
+                &device,
+            );
+            time_runs(args.runs, args.warmup, || {
+                let x = model.base.apply_bn0(front.forward(wave.clone()));
+                let e = model.projection.forward(model.base.forward(x));
+                finish(l2_normalize(l2_normalize(e)));
+                Ok(())
+            })?
+        }
+        "projector" => {
+            let config = sonic_projector::ProjectorConfig::official();
+            let projector = sonic_projector::Projector::new(&config, &device)?;
+            let e = random([1, 1024], &device);
+            time_runs(args.runs, args.warmup, || {
+                finish(projector.forward(e.clone())?);
+                Ok(())
+            })?
+        }
+        "adapters" => {
+            let mut unet = sd14_unet(&device)?;
+            let n = unet.add_adapters(sonic_unet::AdapterPlacement::OFFICIAL, 768, 0.5, &device);
+            if n != 10 {
+                bail!("SD1.4 should get 10 adapters, got {n}");
+            }
+            let sample = random([2, 4, 32, 32], &device);
+            let text = random([2, 77, 768], &device);
+            let tokens = random([2, 77, 768], &device);
+            let without = time_runs(args.runs, args.warmup, || {
+                finish(unet.forward(sample.clone(), &[981.0], text.clone())?);
+                Ok(())
+            })?;
+            let with = time_runs(args.runs, args.warmup, || {
+                // The adapter K/V are computed once per sampling run; timed here with the
+                // forward, as one step of a one-step run would.
+                let input =
+                    unet.prepare_adapters(tokens.clone(), sonic_unet::AdapterStrength::Global(1.0));
+                finish(unet.forward_with(
+                    sample.clone(),
+                    &[981.0],
+                    text.clone(),
+                    Some(&input),
+                    &mut sonic_unet::hooks::NoHook,
+                )?);
+                Ok(())
+            })?;
+            extra.insert("adapters".into(), n.into());
+            extra.insert("latent".into(), 32.into());
+            extra.insert("without_median_s".into(), median(&without).into());
+            extra.insert("without_min_s".into(), min(&without).into());
+            extra.insert(
+                "overhead".into(),
+                (median(&with) / median(&without) - 1.0).into(),
+            );
+            with
+        }
+        "tiny-pipeline" => tiny_pipeline(args, &device)?,
+        other => bail!("unknown bench case `{other}`"),
+    };
+    let mut obj = serde_json::Map::new();
+    obj.insert("case".into(), case.into());
+    obj.insert("impl".into(), "sonic".into());
+    obj.insert("device".into(), args.device.clone().into());
+    obj.insert("dtype".into(), args.dtype.clone().into());
+    obj.insert("threads".into(), threads().into());
+    obj.insert("runs".into(), times.len().into());
+    obj.insert("median_s".into(), median(&times).into());
+    obj.insert("min_s".into(), min(&times).into());
+    obj.insert("times_s".into(), times.clone().into());
+    obj.insert("peak_rss_bytes".into(), peak_rss_bytes()?.into());
+    obj.extend(extra);
+    Ok(serde_json::Value::Object(obj).to_string())
+}
+
+/// The sd15-tiny text-to-image run: prompt encoding and 20 DDIM steps with guidance 7.5, at
+/// the model's native size, latents out (no VAE decode).
+fn tiny_pipeline(args: &BenchArgs, device: &Device) -> Result<Vec<f64>> {
+    use sonic_pipeline::sampling::{Conditioning, Guidance, ProgressOnly, denoise};
+    let root = match &args.fixtures {
+        Some(p) => p.clone(),
+        None => {
+            let cwd = std::env::current_dir().context("reading the current folder")?;
+            sonic_core::fixtures::fixtures_root(&cwd)
+                .or_else(|| {
+                    sonic_core::fixtures::fixtures_root(Path::new(env!("CARGO_MANIFEST_DIR")))
+                })
+                .ok_or_else(|| anyhow!("no fixtures folder found; pass --fixtures"))?
+        }
+    };
+    let dir = root.join("sd15-tiny");
+    let sd = sonic_pipeline::StableDiffusion::from_dir(&dir, device)
+        .with_context(|| format!("loading {}", dir.display()))?;
+    let unet_cfg = sonic_unet::UNetConfig::from_file(&dir.join("unet").join("config.json"))?;
+    let sample_size: serde_json::Value =
+        sonic_core::config::read_json(&dir.join("unet").join("config.json"))?;
+    let latent = sample_size
+        .get("sample_size")
+        .and_then(|v| v.as_u64())
+        .ok_or_else(|| anyhow!("{}: no sample_size", dir.display()))? as usize;
+    let prompts = vec![
+        String::new(),
+        "a photograph of an astronaut riding a horse".to_string(),
+    ];
+    time_runs(args.runs, args.warmup, || {
+        let text = sd.encode_prompts(&prompts)?;
+        let mut scheduler = sd.scheduler("ddim")?;
+        scheduler.set_timesteps(20)?;
+        let latents = sonic_pipeline::text_to_image::initial_latents(
+            None,
+            [1, unet_cfg.in_channels, latent, latent],
+            0,
+            scheduler.init_noise_sigma(),
+            device,
+        )?;
+        let cond = Conditioning {
+            text,
+            adapter: None,
+        };
+        let mut report = |_, _, _| {};
+        let total = scheduler.timesteps().len();
+        let mut observer = ProgressOnly::new(&mut report, total);
+        let out = denoise(
+            &sd.unet,
+            scheduler.as_mut(),
+            latents,
+            &cond,
+            Guidance::Single(7.5),
+            0,
+            &mut observer,
+        )?;
+        finish(out);
+        Ok(())
+    })
+}
