@@ -10,6 +10,7 @@ pub mod losses;
 pub mod optim;
 pub mod params;
 pub mod stage1;
+pub mod stage2;
 pub mod tune;
 
 pub use dataset::{Dataset, Record};
