@@ -2,6 +2,7 @@
 //! on-disk caches of frozen-model outputs, the stage-1 projector and stage-2 adapter trainers,
 //! and hyperparameter search.
 
+pub mod cache;
 pub mod checkpoint;
 pub mod config;
 pub mod dataset;
@@ -9,6 +10,7 @@ pub mod error;
 pub mod losses;
 pub mod optim;
 pub mod params;
+pub mod prepare;
 pub mod stage1;
 pub mod stage2;
 pub mod tune;
