@@ -6,6 +6,7 @@ mod edit;
 mod export;
 mod generate;
 mod parity;
+mod train;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -69,6 +70,11 @@ enum Command {
         #[arg(long, default_value = "flex")]
         device: String,
     },
+    /// Train the projector (stage 1) or the adapters (stage 2) from a manifest; resumable.
+    Train {
+        #[command(subcommand)]
+        cmd: train::TrainCommand,
+    },
 }
 
 fn main() {
@@ -122,5 +128,6 @@ fn run() -> Result<()> {
             let device = sonic_core::device::parse_device(&device)?;
             generate::run(&args, &device)
         }
+        Command::Train { cmd } => train::run(&cmd),
     }
 }

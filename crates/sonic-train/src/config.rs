@@ -556,3 +556,33 @@ mod tests {
         assert_eq!(c.lr_at(3e-4, 100, 10), 3e-4);
     }
 }
+
+#[cfg(test)]
+mod shipped {
+    use super::*;
+
+    /// `config/stage{1,2}.json` parse and hold the official settings (DESIGN.md section 2).
+    #[test]
+    fn shipped_configs_are_the_official_settings() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
+        let s1 = Stage1Config::from_file(&root.join("stage1.json")).unwrap();
+        assert_eq!(s1.training.batch_size, 6);
+        assert_eq!(s1.training.epochs, 151);
+        assert_eq!(s1.training.optimizer.lr, 1e-4);
+        assert_eq!(s1.training.optimizer.weight_decay, 0.0);
+        assert_eq!(s1.loss.negatives, 128);
+        assert_eq!(s1.loss.text_drop, 0.5);
+        let mut d1 = Stage1Config::default();
+        d1.model = s1.model.clone();
+        assert_eq!(s1, d1, "stage1.json differs from the defaults");
+        let s2 = Stage2Config::from_file(&root.join("stage2.json")).unwrap();
+        assert_eq!(s2.training.batch_size, 6);
+        assert_eq!(s2.training.optimizer.lr, 1e-4);
+        assert_eq!(s2.text_drop, 0.5);
+        assert_eq!(s2.audio_drop, 0.1);
+        assert_eq!(s2.resolution, 512);
+        let mut d2 = Stage2Config::default();
+        d2.model = s2.model.clone();
+        assert_eq!(s2, d2, "stage2.json differs from the defaults");
+    }
+}

@@ -8,6 +8,8 @@ use crate::stage1::Stage1Data;
 use crate::stage2::Stage2Data;
 use burn::tensor::{Device, Tensor};
 use sonic_audio::ClapAudioEncoder;
+use sonic_clip::ClipTextModel;
+use sonic_clip::tokenizer::ClipTokenizer;
 use sonic_pipeline::StableDiffusion;
 use sonic_pipeline::image_input::{ImageOptions, load_image};
 use std::path::{Path, PathBuf};
@@ -53,27 +55,61 @@ pub fn clap_embeddings(
     })
 }
 
-/// The cache identity of SD's text encoder + tokenizer.
-pub fn text_id(cache: &EmbeddingCache, sd: &StableDiffusion) -> Result<ModelId> {
-    let mut files = component_files(&sd.dir.join("text_encoder"))?;
-    files.extend(component_files(&sd.dir.join("tokenizer"))?);
+/// SD's tokenizer and text encoder (all stage 1 needs of SD).
+pub struct TextEncoder {
+    /// The Stable Diffusion folder they come from.
+    pub sd_dir: PathBuf,
+    /// The tokenizer.
+    pub tokenizer: ClipTokenizer,
+    /// The text encoder.
+    pub model: ClipTextModel,
+    /// Their device.
+    pub device: Device,
+}
+
+impl TextEncoder {
+    /// Loads `sd_dir/tokenizer` and `sd_dir/text_encoder`.
+    pub fn load(sd_dir: &Path, device: &Device) -> Result<Self> {
+        Ok(Self {
+            sd_dir: sd_dir.to_path_buf(),
+            tokenizer: ClipTokenizer::from_dir(sd_dir.join("tokenizer"))
+                .map_err(sonic_clip::ClipError::from)?,
+            model: ClipTextModel::from_dir(&sd_dir.join("text_encoder"), device)?,
+            device: device.clone(),
+        })
+    }
+
+    /// Embeddings `[N, 77, width]` of `prompts`.
+    pub fn encode(&self, prompts: &[String]) -> Result<Tensor<3>> {
+        let ids = self
+            .tokenizer
+            .encode_batch_tensor(prompts, &self.device)
+            .map_err(sonic_clip::ClipError::from)?;
+        Ok(self.model.forward(ids)?)
+    }
+}
+
+/// The cache identity of SD's text encoder + tokenizer in `sd_dir`.
+pub fn text_id(cache: &EmbeddingCache, sd_dir: &Path) -> Result<ModelId> {
+    let mut files = component_files(&sd_dir.join("text_encoder"))?;
+    files.extend(component_files(&sd_dir.join("tokenizer"))?);
     id_of(cache, &files, "clip-text|last_hidden_state")
 }
 
-/// CLIP text embeddings `[N, 77, width]` of `captions` (cached).
+/// CLIP text embeddings `[N, 77, width]` of `captions` (cached); `encode` runs the model.
 pub fn text_embeddings(
     cache: &mut EmbeddingCache,
-    sd: &StableDiffusion,
+    encode: &dyn Fn(&[String]) -> Result<Tensor<3>>,
     id: &ModelId,
     captions: &[String],
+    device: &Device,
 ) -> Result<Tensor<3>> {
     let keys = EmbeddingCache::text_keys(captions);
-    let device = sd.device.clone();
-    cache.get_or_compute("text", id, &keys, &device, &mut |idx| {
+    cache.get_or_compute("text", id, &keys, device, &mut |idx| {
         let prompts: Vec<String> = idx.iter().map(|&i| captions[i].clone()).collect();
         let mut out = Vec::new();
         for chunk in prompts.chunks(16) {
-            out.push(sd.encode_prompts(chunk)?);
+            out.push(encode(chunk)?);
         }
         Ok(Tensor::cat(out, 0))
     })
@@ -122,15 +158,15 @@ pub fn stage1_data(
     cache: &mut EmbeddingCache,
     encoder: &ClapAudioEncoder,
     clap_weights: &Path,
-    sd: &StableDiffusion,
+    text: &TextEncoder,
 ) -> Result<Stage1Data> {
     let (labels, _) = dataset.class_indices()?;
     let audio: Vec<PathBuf> = dataset.records.iter().map(|r| r.audio.clone()).collect();
     let captions: Vec<String> = dataset.records.iter().map(|r| r.caption.clone()).collect();
     let cid = clap_id(cache, clap_weights, encoder)?;
-    let clap = clap_embeddings(cache, encoder, &cid, &audio, &sd.device)?;
-    let tid = text_id(cache, sd)?;
-    let text = text_embeddings(cache, sd, &tid, &captions)?;
+    let clap = clap_embeddings(cache, encoder, &cid, &audio, &text.device)?;
+    let tid = text_id(cache, &text.sd_dir)?;
+    let text = text_embeddings(cache, &|p| text.encode(p), &tid, &captions, &text.device)?;
     Stage1Data::new(clap, labels, text)
 }
 
@@ -149,9 +185,10 @@ pub fn stage2_data(
     let captions: Vec<String> = dataset.records.iter().map(|r| r.caption.clone()).collect();
     let cid = clap_id(cache, clap_weights, encoder)?;
     let clap = clap_embeddings(cache, encoder, &cid, &audio, &sd.device)?;
-    let tid = text_id(cache, sd)?;
-    let text = text_embeddings(cache, sd, &tid, &captions)?;
-    let empty = text_embeddings(cache, sd, &tid, &[String::new()])?;
+    let tid = text_id(cache, &sd.dir)?;
+    let encode = |p: &[String]| -> Result<Tensor<3>> { Ok(sd.encode_prompts(p)?) };
+    let text = text_embeddings(cache, &encode, &tid, &captions, &sd.device)?;
+    let empty = text_embeddings(cache, &encode, &tid, &[String::new()], &sd.device)?;
     let vid = vae_id(cache, sd, resolution)?;
     let lat = latents(cache, sd, &vid, &images, resolution)?;
     Stage2Data::new(lat, text, clap, empty)
