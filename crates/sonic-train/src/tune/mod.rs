@@ -30,6 +30,7 @@
 
 pub mod config;
 pub mod error;
+pub mod objective;
 pub mod overrides;
 mod parzen;
 pub mod pruner;

@@ -5,13 +5,14 @@
 //! ```text
 //! {"event":"study","version":1,"direction":"minimize","seed":42,"space":{...},"created_unix":...}
 //! {"event":"start","trial":0,"params":{"lr":0.0003,...},"unix":...}
-//! {"event":"report","trial":0,"step":100,"value":0.73}
-//! {"event":"complete","trial":0,"value":0.61}
+//! {"event":"report","trial":0,"step":100,"value":"0.73"}
+//! {"event":"complete","trial":0,"value":"0.61"}
 //! {"event":"pruned","trial":1}
 //! {"event":"failed","trial":2,"reason":"...","interrupted":false}
 //! ```
 //!
-//! Each event is written with a single `write` on a file opened for appending and then
+//! Objective values are strings holding the exact `f64` (see `exact_f64` below). Each event
+//! is written with a single `write` on a file opened for appending and then
 //! `fsync`ed before the study acts on it, so after a crash the journal holds every event up to
 //! the last one acted upon, plus at most one partially written final line, which re-opening
 //! detects (it does not end in a newline and does not parse) and cuts off. A corrupt line
@@ -69,10 +70,12 @@ enum Event {
     Report {
         trial: u64,
         step: u64,
+        #[serde(with = "exact_f64")]
         value: f64,
     },
     Complete {
         trial: u64,
+        #[serde(with = "exact_f64")]
         value: f64,
     },
     Pruned {
@@ -84,6 +87,38 @@ enum Event {
         #[serde(default)]
         interrupted: bool,
     },
+}
+
+/// Objective values in the journal are JSON strings holding the shortest decimal that reads
+/// back to the same `f64` (Rust's float formatting and parsing are exact; serde_json's default
+/// number parser may be off by one unit in the last place), so a replayed study holds exactly
+/// the values the trainer reported. Plain JSON numbers are accepted too (hand-edited journals).
+mod exact_f64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        let a = v.abs();
+        if a == 0.0 || (1e-5..1e16).contains(&a) {
+            s.collect_str(v)
+        } else {
+            s.collect_str(&format_args!("{v:e}"))
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Num {
+            S(String),
+            F(f64),
+        }
+        match Num::deserialize(d)? {
+            Num::F(f) => Ok(f),
+            Num::S(s) => s
+                .parse::<f64>()
+                .map_err(|e| serde::de::Error::custom(format!("`{s}` is not a number: {e}"))),
+        }
+    }
 }
 
 /// Which sampler proposes the trials.
@@ -131,12 +166,15 @@ pub enum Decision {
 }
 
 /// What an objective returns.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum TrialOutcome {
     /// Ran to the end with this objective value (lower is better).
     Complete(f64),
     /// Stopped after a [`Decision::Prune`].
     Pruned,
+    /// This configuration failed (e.g. training diverged); the trial is recorded as failed
+    /// with this reason and the search goes on.
+    Failed(String),
 }
 
 /// The error type objectives return.
@@ -646,6 +684,11 @@ impl Study {
             },
             (None, Ok(TrialOutcome::Complete(value))) => Event::Complete { trial, value },
             (None, Ok(TrialOutcome::Pruned)) => Event::Pruned { trial },
+            (None, Ok(TrialOutcome::Failed(reason))) => Event::Failed {
+                trial,
+                reason,
+                interrupted: false,
+            },
         };
         self.append(event)
     }
