@@ -172,6 +172,17 @@ impl Reporter {
         }
     }
 
+    /// The first log line of a run: what the caches did (model calls = `computed`) and, with
+    /// --resume, the step the run continues from.
+    fn start(&mut self, cache: &EmbeddingCache, resumed_from: Option<u64>) {
+        let mut v = serde_json::json!({});
+        for kind in ["clap", "text", "latents"] {
+            let s = cache.stats(kind);
+            v[kind] = serde_json::json!({"hits": s.hits, "computed": s.computed});
+        }
+        self.line(serde_json::json!({"cache": v, "resumed_from": resumed_from}));
+    }
+
     fn event(&mut self, e: &TrainEvent) -> bool {
         match e {
             TrainEvent::Step(r) => {
@@ -260,7 +271,11 @@ fn stage1(a: &StageArgs) -> Result<()> {
     let projector = match (&cfg.model.projector, &cfg.model.projector_config) {
         (Some(w), Some(c)) => Projector::from_files(w, c, &device)?,
         (Some(w), None) => Projector::from_file(w, &device)?,
-        (None, Some(c)) => Projector::new(&ProjectorConfig::from_file(c)?, &device)?,
+        (None, Some(c)) => sonic_train::stage1::new_projector(
+            &ProjectorConfig::from_file(c)?,
+            cfg.training.seed,
+            &device,
+        )?,
         (None, None) => bail!(
             "no projector: set model.projector (weights) or model.projector_config (new) or pass --projector / --projector-config"
         ),
@@ -274,6 +289,7 @@ fn stage1(a: &StageArgs) -> Result<()> {
     }
     let total = trainer.total_steps(train_data.len());
     let mut rep = Reporter::new(&a.out, total, trainer.step(), a.quiet)?;
+    rep.start(&cache, a.resume.then_some(trainer.step()));
     let summary = trainer.run(
         &train_data,
         val_data.as_ref(),
@@ -316,14 +332,15 @@ fn stage2(a: &StageArgs) -> Result<()> {
     let unet = match &cfg.model.adapters {
         Some(p) => sd.unet.clone().with_adapters(&WeightSource::from_path(p), &device)?.0,
         None => {
-            let mut u = sd.unet.clone();
-            u.add_adapters(
+            sonic_train::stage2::add_new_adapters(
+                sd.unet.clone(),
                 AdapterPlacement::OFFICIAL,
                 projector.config().context_dim(),
                 cfg.gate_init,
+                cfg.training.seed,
                 &device,
-            );
-            u
+            )
+            .0
         }
     };
     let schedule = DdpmSchedule::from_json(&sd.scheduler_config)?;
@@ -355,6 +372,7 @@ fn stage2(a: &StageArgs) -> Result<()> {
     }
     let total = trainer.total_steps(train_data.len());
     let mut rep = Reporter::new(&a.out, total, trainer.step(), a.quiet)?;
+    rep.start(&cache, a.resume.then_some(trainer.step()));
     let summary = trainer.run(
         &train_data,
         val_data.as_ref(),

@@ -185,3 +185,4 @@ pub fn count_values<M: Module>(module: &M, select: &dyn Fn(&str) -> bool) -> usi
     module.visit(&mut c);
     c.n
 }
+

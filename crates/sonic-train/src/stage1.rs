@@ -118,6 +118,18 @@ fn rows3(x: &Tensor<3>, idx: &[usize]) -> Tensor<3> {
     )
 }
 
+/// A new projector of `config` with weights drawn from `seed` (reproducible: the device's
+/// generator is seeded and every parameter materialised at once, in module order; the backend's
+/// generator may be global, so do not build models on other threads meanwhile).
+pub fn new_projector(
+    config: &sonic_projector::ProjectorConfig,
+    seed: u64,
+    device: &Device,
+) -> Result<Projector> {
+    device.seed(seed);
+    Ok(untracked(Projector::new(config, device)?))
+}
+
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunSummary {

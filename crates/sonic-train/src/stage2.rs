@@ -133,6 +133,22 @@ fn mask<const D: usize>(keep: &[bool], device: &Device) -> Tensor<D> {
     Tensor::from_data(TensorData::new(v, shape), device)
 }
 
+/// Adds new gated adapters to `unet` (placement, token width, initial gate) with weights drawn
+/// from `seed` (reproducible, as [`crate::stage1::new_projector`]); returns how many.
+pub fn add_new_adapters(
+    unet: UNet2DConditionModel,
+    placement: sonic_unet::AdapterPlacement,
+    context_dim: usize,
+    gate_init: f32,
+    seed: u64,
+    device: &Device,
+) -> (UNet2DConditionModel, usize) {
+    let mut unet = unet;
+    device.seed(seed);
+    let n = unet.add_adapters(placement, context_dim, gate_init, device);
+    (untracked(unet), n)
+}
+
 /// Periodic sample images during stage 2.
 pub struct Sampler {
     /// The Stable Diffusion components (its UNet is replaced by the trainer's for sampling).

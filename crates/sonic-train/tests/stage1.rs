@@ -125,3 +125,16 @@ fn stage1_nan_stops_and_keeps_the_last_good_checkpoint() {
     }
     assert!(e.to_string().contains(&format!("step {step}")), "{e}");
 }
+
+#[test]
+fn new_projectors_are_reproducible_from_the_seed() {
+    let device = Device::default();
+    let c = projector_config();
+    let x = Tensor::<2>::ones([1, c.audio_dim], &device);
+    let out = |seed| {
+        let p = sonic_train::stage1::new_projector(&c, seed, &device).unwrap();
+        sonic_core::fixtures::to_host(&p.forward(x.clone()).unwrap()).unwrap()
+    };
+    assert_eq!(out(4), out(4));
+    assert_ne!(out(4), out(5));
+}

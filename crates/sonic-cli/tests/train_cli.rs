@@ -1,0 +1,203 @@
+//! `sonic train` end to end on the tiny fixtures: SIGKILL mid-run then `--resume` continues
+//! with exactly the losses of an uninterrupted run; caches are reused (a second run calls no
+//! model); stage 2 writes official adapters and sample images.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn fixtures() -> PathBuf {
+    sonic_core::fixtures::fixtures_root(Path::new(env!("CARGO_MANIFEST_DIR"))).expect("fixtures")
+}
+
+fn sonic() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sonic"))
+}
+
+/// Five clips of the sonic-tiny fixture, two classes, a PNG each, and a manifest.
+fn dataset(dir: &Path) -> PathBuf {
+    let refs = fixtures().join("sonic-tiny/reference");
+    let mut csv = String::from("audio,image,caption,label\n");
+    for (i, (clip, label)) in [("a", "x"), ("b", "x"), ("c", "y"), ("d", "y"), ("e", "y")]
+        .iter()
+        .enumerate()
+    {
+        let wav = dir.join(format!("{clip}.wav"));
+        std::fs::copy(refs.join(format!("clip_{clip}.wav")), &wav).unwrap();
+        let rgb: Vec<u8> = (0..64 * 64 * 3).map(|k| ((k * (i + 3)) % 251) as u8).collect();
+        let png = sonic_pipeline::output::encode_png(64, 64, &rgb, &[]).unwrap();
+        std::fs::write(dir.join(format!("{clip}.png")), png).unwrap();
+        csv.push_str(&format!("{clip}.wav,{clip}.png,\"a photo, number {i}\",{label}\n"));
+    }
+    let m = dir.join("manifest.csv");
+    std::fs::write(&m, csv).unwrap();
+    m
+}
+
+fn stage1_config(dir: &Path, steps: u64) -> PathBuf {
+    let c = serde_json::json!({
+        "training": {"seed": 3, "batch_size": 2, "max_steps": steps, "val_fraction": 0.0,
+                     "val_every": 0, "checkpoint_every": 1, "keep_checkpoints": 2,
+                     "optimizer": {"lr": 1e-3}, "clip_grad_norm": 1.0},
+        "loss": {"negatives": 2, "temperature": 0.5},
+        "model": {"sd": fixtures().join("sd15-tiny"),
+                  "clap": fixtures().join("sonic-tiny/clap.safetensors"),
+                  "projector_config": fixtures().join("sonic-tiny/config.json")}
+    });
+    let p = dir.join("stage1.json");
+    std::fs::write(&p, serde_json::to_vec_pretty(&c).unwrap()).unwrap();
+    p
+}
+
+fn log(out: &Path) -> Vec<Value> {
+    std::fs::read_to_string(out.join("log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The losses by step logged after the last start line of the log.
+fn losses_of_last_run(out: &Path) -> (Value, Vec<(u64, String)>) {
+    let lines = log(out);
+    let start = lines
+        .iter()
+        .rposition(|v| v.get("cache").is_some())
+        .expect("a start line");
+    let losses = lines[start + 1..]
+        .iter()
+        .filter_map(|v| Some((v.get("step")?.as_u64()?, v.get("loss")?.to_string())))
+        .collect();
+    (lines[start].clone(), losses)
+}
+
+fn args1(cfg: &Path, manifest: &Path, out: &Path, cache: &Path) -> Vec<String> {
+    [
+        "train", "stage1", "--config", cfg.to_str().unwrap(), "--manifest",
+        manifest.to_str().unwrap(), "--out", out.to_str().unwrap(), "--cache",
+        cache.to_str().unwrap(), "--quiet",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+#[test]
+fn stage1_survives_sigkill_and_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let manifest = dataset(d);
+    let steps = 60;
+    let cfg = stage1_config(d, steps);
+    let cache = d.join("cache");
+
+    // Uninterrupted run (fills the cache).
+    let full = d.join("full");
+    let o = sonic().args(args1(&cfg, &manifest, &full, &cache)).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (start, full_losses) = losses_of_last_run(&full);
+    assert_eq!(full_losses.len(), steps as usize);
+    assert_eq!(start["cache"]["clap"]["computed"], 5, "{start}");
+    assert!(full.join("projector.safetensors").is_file());
+
+    // Killed with SIGKILL right after its first checkpoint.
+    let killed = d.join("killed");
+    let mut child = sonic()
+        .args(args1(&cfg, &manifest, &killed, &cache))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let latest = killed.join("checkpoints/latest");
+    let t0 = Instant::now();
+    while !latest.exists() {
+        assert!(t0.elapsed() < Duration::from_secs(300), "no checkpoint appeared");
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the run ended ({status}) before it could be killed");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap(); // SIGKILL on Unix
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    assert!(
+        !killed.join("projector.safetensors").exists(),
+        "the run finished before the kill; the test proves nothing"
+    );
+    // Its cache start line: nothing computed, everything read.
+    let (start, _) = losses_of_last_run(&killed);
+    assert_eq!(start["cache"]["clap"]["computed"], 0, "{start}");
+    assert_eq!(start["cache"]["text"]["computed"], 0, "{start}");
+    assert_eq!(start["cache"]["clap"]["hits"], 5, "{start}");
+
+    // Without --resume the folder is refused; with it the run continues.
+    let o = sonic().args(args1(&cfg, &manifest, &killed, &cache)).output().unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--resume"));
+    let mut a = args1(&cfg, &manifest, &killed, &cache);
+    a.push("--resume".into());
+    let o = sonic().args(&a).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (start, resumed) = losses_of_last_run(&killed);
+    let k = start["resumed_from"].as_u64().expect("resumed_from");
+    assert!(k >= 1 && k < steps, "{start}");
+    assert_eq!(resumed.first().map(|r| r.0), Some(k + 1));
+    assert_eq!(
+        resumed,
+        full_losses[k as usize..].to_vec(),
+        "losses after resuming from step {k} differ from the uninterrupted run"
+    );
+    // The final projectors are identical.
+    let a = std::fs::read(full.join("projector.safetensors")).unwrap();
+    let b = std::fs::read(killed.join("projector.safetensors")).unwrap();
+    assert!(a == b, "final projector differs");
+}
+
+#[test]
+fn stage2_trains_adapters_and_writes_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let manifest = dataset(d);
+    let c = serde_json::json!({
+        "training": {"seed": 1, "batch_size": 2, "max_steps": 2, "val_fraction": 0.2,
+                     "val_every": 2, "checkpoint_every": 1},
+        "model": {"sd": fixtures().join("sd15-tiny"),
+                  "clap": fixtures().join("sonic-tiny/clap.safetensors"),
+                  "projector": fixtures().join("sonic-tiny/projector.safetensors"),
+                  "projector_config": fixtures().join("sonic-tiny/config.json")},
+        "resolution": 64, "sample_every": 2, "sample_steps": 2, "gate_init": 0.1
+    });
+    let cfg = d.join("stage2.json");
+    std::fs::write(&cfg, serde_json::to_vec_pretty(&c).unwrap()).unwrap();
+    let out = d.join("run");
+    let o = sonic()
+        .args([
+            "train", "stage2", "--config", cfg.to_str().unwrap(), "--manifest",
+            manifest.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let lines = log(&out);
+    assert_eq!(lines[0]["cache"]["latents"]["computed"], 5, "{}", lines[0]);
+    assert!(lines.iter().any(|v| v.get("val_loss").is_some()));
+    let samples: Vec<String> = lines
+        .iter()
+        .filter_map(|v| v.get("samples"))
+        .flat_map(|s| s.as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(samples.len(), 1, "one validation clip -> one sample image");
+    assert!(std::fs::read(&samples[0]).unwrap().starts_with(b"\x89PNG"));
+    // The adapters load as an official adapter file with 7 adapters.
+    let device = burn::tensor::Device::default();
+    let unet = sonic_unet::UNet2DConditionModel::from_dir(&fixtures().join("sd15-tiny/unet"), &device)
+        .unwrap();
+    let (unet, _) = unet
+        .with_adapters(
+            &sonic_core::weights::WeightSource::from_path(&out.join("adapters.safetensors")),
+            &device,
+        )
+        .unwrap();
+    assert_eq!(unet.adapter_count(), 7);
+}
