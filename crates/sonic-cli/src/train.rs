@@ -117,7 +117,8 @@ fn need<'a>(p: &'a Option<PathBuf>, what: &str, flag: &str) -> Result<&'a Path> 
 }
 
 fn check_out(a: &StageArgs) -> Result<()> {
-    std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("cannot create {}", a.out.display()))?;
     if !a.resume && latest_checkpoint(&a.out)?.is_some() {
         bail!(
             "{} already holds checkpoints: pass --resume to continue, or choose another --out",
@@ -187,7 +188,8 @@ impl Reporter {
         match e {
             TrainEvent::Step(r) => {
                 self.bar.set_position(r.step);
-                self.bar.set_message(format!("loss {:.5} lr {:.2e}", r.loss, r.lr));
+                self.bar
+                    .set_message(format!("loss {:.5} lr {:.2e}", r.loss, r.lr));
                 let parts: serde_json::Map<String, serde_json::Value> = r
                     .parts
                     .iter()
@@ -199,11 +201,14 @@ impl Reporter {
                 }));
             }
             TrainEvent::Validation { step, loss } => {
-                self.bar.println(format!("step {step}: validation loss {loss:.5}"));
+                self.bar
+                    .println(format!("step {step}: validation loss {loss:.5}"));
                 self.line(serde_json::json!({"step": step, "val_loss": loss}));
             }
             TrainEvent::Checkpoint { step, path } => {
-                self.line(serde_json::json!({"step": step, "checkpoint": path.display().to_string()}));
+                self.line(
+                    serde_json::json!({"step": step, "checkpoint": path.display().to_string()}),
+                );
             }
             TrainEvent::Samples { step, paths } => {
                 let p: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
@@ -263,7 +268,11 @@ fn stage1(a: &StageArgs) -> Result<()> {
         Some(stage1_data(&val, &mut cache, &encoder, clap_path, &text)?)
     };
     let s = cache.total();
-    tracing::info!(hits = s.hits, computed = s.computed, "stage 1: caches ready");
+    tracing::info!(
+        hits = s.hits,
+        computed = s.computed,
+        "stage 1: caches ready"
+    );
     let mode: BlockMode = cfg
         .block_mode
         .parse()
@@ -290,12 +299,9 @@ fn stage1(a: &StageArgs) -> Result<()> {
     let total = trainer.total_steps(train_data.len());
     let mut rep = Reporter::new(&a.out, total, trainer.step(), a.quiet)?;
     rep.start(&cache, a.resume.then_some(trainer.step()));
-    let summary = trainer.run(
-        &train_data,
-        val_data.as_ref(),
-        Some(&a.out),
-        &mut |e| rep.event(e),
-    );
+    let summary = trainer.run(&train_data, val_data.as_ref(), Some(&a.out), &mut |e| {
+        rep.event(e)
+    });
     rep.finish(&summary)?;
     summary?;
     let final_path = a.out.join("projector.safetensors");
@@ -315,7 +321,11 @@ fn stage2(a: &StageArgs) -> Result<()> {
     let (train, val) = open_data(a, cfg.training.val_fraction, cfg.training.seed)?;
     let sd_dir = need(&cfg.model.sd, "Stable Diffusion folder", "sd")?;
     let clap_path = need(&cfg.model.clap, "CLAP checkpoint", "clap")?;
-    let projector_path = need(&cfg.model.projector, "projector (train stage 1 first)", "projector")?;
+    let projector_path = need(
+        &cfg.model.projector,
+        "projector (train stage 1 first)",
+        "projector",
+    )?;
     let sd = StableDiffusion::from_dir(sd_dir, &device)?;
     let encoder = ClapAudioEncoder::from_file(clap_path, &device)?;
     let mut cache = EmbeddingCache::open(&a.cache.clone().unwrap_or_else(|| a.out.join("cache")))?;
@@ -323,14 +333,26 @@ fn stage2(a: &StageArgs) -> Result<()> {
     let val_data = if val.is_empty() {
         None
     } else {
-        Some(stage2_data(&val, &mut cache, &encoder, clap_path, &sd, cfg.resolution)?)
+        Some(stage2_data(
+            &val,
+            &mut cache,
+            &encoder,
+            clap_path,
+            &sd,
+            cfg.resolution,
+        )?)
     };
     let projector = match &cfg.model.projector_config {
         Some(c) => Projector::from_files(projector_path, c, &device)?,
         None => Projector::from_file(projector_path, &device)?,
     };
     let unet = match &cfg.model.adapters {
-        Some(p) => sd.unet.clone().with_adapters(&WeightSource::from_path(p), &device)?.0,
+        Some(p) => {
+            sd.unet
+                .clone()
+                .with_adapters(&WeightSource::from_path(p), &device)?
+                .0
+        }
         None => {
             sonic_train::stage2::add_new_adapters(
                 sd.unet.clone(),
@@ -362,6 +384,7 @@ fn stage2(a: &StageArgs) -> Result<()> {
             dir: a.out.join("samples"),
         })
     } else {
+        drop(sd); // the trainer shares the UNet's tensors; the rest is not needed
         None
     };
     let mut trainer = Stage2Trainer::new(cfg.clone(), unet, projector, schedule, &device)?;

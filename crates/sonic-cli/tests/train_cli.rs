@@ -25,10 +25,14 @@ fn dataset(dir: &Path) -> PathBuf {
     {
         let wav = dir.join(format!("{clip}.wav"));
         std::fs::copy(refs.join(format!("clip_{clip}.wav")), &wav).unwrap();
-        let rgb: Vec<u8> = (0..64 * 64 * 3).map(|k| ((k * (i + 3)) % 251) as u8).collect();
+        let rgb: Vec<u8> = (0..64 * 64 * 3)
+            .map(|k| ((k * (i + 3)) % 251) as u8)
+            .collect();
         let png = sonic_pipeline::output::encode_png(64, 64, &rgb, &[]).unwrap();
         std::fs::write(dir.join(format!("{clip}.png")), png).unwrap();
-        csv.push_str(&format!("{clip}.wav,{clip}.png,\"a photo, number {i}\",{label}\n"));
+        csv.push_str(&format!(
+            "{clip}.wav,{clip}.png,\"a photo, number {i}\",{label}\n"
+        ));
     }
     let m = dir.join("manifest.csv");
     std::fs::write(&m, csv).unwrap();
@@ -74,9 +78,17 @@ fn losses_of_last_run(out: &Path) -> (Value, Vec<(u64, String)>) {
 
 fn args1(cfg: &Path, manifest: &Path, out: &Path, cache: &Path) -> Vec<String> {
     [
-        "train", "stage1", "--config", cfg.to_str().unwrap(), "--manifest",
-        manifest.to_str().unwrap(), "--out", out.to_str().unwrap(), "--cache",
-        cache.to_str().unwrap(), "--quiet",
+        "train",
+        "stage1",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--cache",
+        cache.to_str().unwrap(),
+        "--quiet",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -94,7 +106,10 @@ fn stage1_survives_sigkill_and_resumes_exactly() {
 
     // Uninterrupted run (fills the cache).
     let full = d.join("full");
-    let o = sonic().args(args1(&cfg, &manifest, &full, &cache)).output().unwrap();
+    let o = sonic()
+        .args(args1(&cfg, &manifest, &full, &cache))
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let (start, full_losses) = losses_of_last_run(&full);
     assert_eq!(full_losses.len(), steps as usize);
@@ -112,7 +127,10 @@ fn stage1_survives_sigkill_and_resumes_exactly() {
     let latest = killed.join("checkpoints/latest");
     let t0 = Instant::now();
     while !latest.exists() {
-        assert!(t0.elapsed() < Duration::from_secs(300), "no checkpoint appeared");
+        assert!(
+            t0.elapsed() < Duration::from_secs(300),
+            "no checkpoint appeared"
+        );
         if let Some(status) = child.try_wait().unwrap() {
             panic!("the run ended ({status}) before it could be killed");
         }
@@ -132,7 +150,10 @@ fn stage1_survives_sigkill_and_resumes_exactly() {
     assert_eq!(start["cache"]["clap"]["hits"], 5, "{start}");
 
     // Without --resume the folder is refused; with it the run continues.
-    let o = sonic().args(args1(&cfg, &manifest, &killed, &cache)).output().unwrap();
+    let o = sonic()
+        .args(args1(&cfg, &manifest, &killed, &cache))
+        .output()
+        .unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--resume"));
     let mut a = args1(&cfg, &manifest, &killed, &cache);
@@ -173,8 +194,15 @@ fn stage2_trains_adapters_and_writes_samples() {
     let out = d.join("run");
     let o = sonic()
         .args([
-            "train", "stage2", "--config", cfg.to_str().unwrap(), "--manifest",
-            manifest.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet",
+            "train",
+            "stage2",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--manifest",
+            manifest.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
         ])
         .output()
         .unwrap();
@@ -185,14 +213,20 @@ fn stage2_trains_adapters_and_writes_samples() {
     let samples: Vec<String> = lines
         .iter()
         .filter_map(|v| v.get("samples"))
-        .flat_map(|s| s.as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_string()))
+        .flat_map(|s| {
+            s.as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p.as_str().unwrap().to_string())
+        })
         .collect();
     assert_eq!(samples.len(), 1, "one validation clip -> one sample image");
     assert!(std::fs::read(&samples[0]).unwrap().starts_with(b"\x89PNG"));
     // The adapters load as an official adapter file with 7 adapters.
     let device = burn::tensor::Device::default();
-    let unet = sonic_unet::UNet2DConditionModel::from_dir(&fixtures().join("sd15-tiny/unet"), &device)
-        .unwrap();
+    let unet =
+        sonic_unet::UNet2DConditionModel::from_dir(&fixtures().join("sd15-tiny/unet"), &device)
+            .unwrap();
     let (unet, _) = unet
         .with_adapters(
             &sonic_core::weights::WeightSource::from_path(&out.join("adapters.safetensors")),

@@ -99,10 +99,12 @@ impl EmbeddingCache {
 
     /// Hits and computations over all kinds.
     pub fn total(&self) -> CacheStats {
-        self.stats.values().fold(CacheStats::default(), |a, s| CacheStats {
-            hits: a.hits + s.hits,
-            computed: a.computed + s.computed,
-        })
+        self.stats
+            .values()
+            .fold(CacheStats::default(), |a, s| CacheStats {
+                hits: a.hits + s.hits,
+                computed: a.computed + s.computed,
+            })
     }
 
     /// The identity of a model made of `files` (weights, configs) and `params` (preprocessing
@@ -176,13 +178,13 @@ impl EmbeddingCache {
                     path: path.clone(),
                     message: e.to_string(),
                 })?;
-                let v = t
-                    .into_iter()
-                    .find(|t| t.name == "value")
-                    .ok_or_else(|| TrainError::Cache {
-                        path: path.clone(),
-                        message: "no tensor `value`".into(),
-                    })?;
+                let v =
+                    t.into_iter()
+                        .find(|t| t.name == "value")
+                        .ok_or_else(|| TrainError::Cache {
+                            path: path.clone(),
+                            message: "no tensor `value`".into(),
+                        })?;
                 values[i] = Some((v.shape, v.data));
                 self.stats.entry(kind).or_default().hits += 1;
             } else {
@@ -278,7 +280,10 @@ mod tests {
         let mut compute = |idx: &[usize]| -> Result<Tensor<2>> {
             calls.push(idx.to_vec());
             let v: Vec<f32> = idx.iter().flat_map(|&i| [i as f32, 1.0]).collect();
-            Ok(Tensor::from_data(TensorData::new(v, [idx.len(), 2]), &device))
+            Ok(Tensor::from_data(
+                TensorData::new(v, [idx.len(), 2]),
+                &device,
+            ))
         };
         let mut c = EmbeddingCache::open(dir.path()).unwrap();
         let first = c
@@ -289,7 +294,13 @@ mod tests {
         let again = c2
             .get_or_compute("text", &model, &keys, &device, &mut compute)
             .unwrap();
-        assert_eq!(c2.stats("text"), CacheStats { hits: 3, computed: 0 });
+        assert_eq!(
+            c2.stats("text"),
+            CacheStats {
+                hits: 3,
+                computed: 0
+            }
+        );
         assert_eq!(calls.len(), 1);
         // Key "a" twice: computed twice in the first call (both missing), same bytes on disk.
         let a = sonic_core::fixtures::to_host(&first).unwrap();

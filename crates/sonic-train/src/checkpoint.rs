@@ -118,9 +118,8 @@ impl EpochOrder {
         let epoch = m / bpe;
         let within = (m % bpe) as usize;
         let mut idx: Vec<usize> = (0..self.n).collect();
-        let mut r = ChaCha8Rng::seed_from_u64(
-            self.seed ^ 0x9e37_79b9_7f4a_7c15u64.wrapping_mul(epoch + 1),
-        );
+        let mut r =
+            ChaCha8Rng::seed_from_u64(self.seed ^ 0x9e37_79b9_7f4a_7c15u64.wrapping_mul(epoch + 1));
         idx.shuffle(&mut r);
         let take = self.batch.min(self.n);
         idx[within * take..within * take + take].to_vec()
@@ -195,10 +194,13 @@ pub struct CheckpointState {
 impl CheckpointState {
     /// The random stream this state describes.
     pub fn rng(&self, path: &Path) -> Result<TrainRng> {
-        let pos: u128 = self.rng_word_pos.parse().map_err(|_| TrainError::Checkpoint {
-            path: path.to_path_buf(),
-            message: format!("rng_word_pos `{}` is not an integer", self.rng_word_pos),
-        })?;
+        let pos: u128 = self
+            .rng_word_pos
+            .parse()
+            .map_err(|_| TrainError::Checkpoint {
+                path: path.to_path_buf(),
+                message: format!("rng_word_pos `{}` is not an integer", self.rng_word_pos),
+            })?;
         Ok(TrainRng::at(self.seed, pos))
     }
 }
@@ -290,10 +292,11 @@ pub fn latest_checkpoint(out: &Path) -> Result<Option<PathBuf>> {
 pub fn read_state(dir: &Path, stage: &str) -> Result<CheckpointState> {
     let path = dir.join("state.json");
     let bytes = std::fs::read(&path).map_err(|e| TrainError::io(&path, e))?;
-    let s: CheckpointState = serde_json::from_slice(&bytes).map_err(|e| TrainError::Checkpoint {
-        path: path.clone(),
-        message: e.to_string(),
-    })?;
+    let s: CheckpointState =
+        serde_json::from_slice(&bytes).map_err(|e| TrainError::Checkpoint {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
     if s.stage != stage {
         return Err(TrainError::Checkpoint {
             path,

@@ -403,7 +403,11 @@ fn probability(path: &Path, key: &str, v: f64) -> Result<()> {
     if (0.0..=1.0).contains(&v) {
         Ok(())
     } else {
-        Err(config_err(path, key, format!("{v} is not a probability in [0, 1]")))
+        Err(config_err(
+            path,
+            key,
+            format!("{v} is not a probability in [0, 1]"),
+        ))
     }
 }
 
@@ -411,10 +415,18 @@ impl TrainingConfig {
     /// Checks value ranges.
     pub fn validate(&self, path: &Path) -> Result<()> {
         if self.batch_size == 0 {
-            return Err(config_err(path, "training.batch_size", "0 must be at least 1"));
+            return Err(config_err(
+                path,
+                "training.batch_size",
+                "0 must be at least 1",
+            ));
         }
         if self.grad_accum == 0 {
-            return Err(config_err(path, "training.grad_accum", "0 must be at least 1"));
+            return Err(config_err(
+                path,
+                "training.grad_accum",
+                "0 must be at least 1",
+            ));
         }
         if !(self.optimizer.lr > 0.0 && self.optimizer.lr.is_finite()) {
             return Err(config_err(
@@ -440,7 +452,11 @@ impl TrainingConfig {
             ));
         }
         if self.keep_checkpoints == 0 {
-            return Err(config_err(path, "training.keep_checkpoints", "0 must be at least 1"));
+            return Err(config_err(
+                path,
+                "training.keep_checkpoints",
+                "0 must be at least 1",
+            ));
         }
         if self.epochs == 0 && self.max_steps.is_none() {
             return Err(config_err(path, "training.epochs", "0 (and no max_steps)"));
@@ -537,7 +553,10 @@ mod tests {
         );
         let c: Stage2Config = parse(r#"{"audio_drop": 1.5}"#, p).unwrap();
         let e = c.validate(p).unwrap_err();
-        assert!(e.to_string().contains("audio_drop") && e.to_string().contains("1.5"), "{e}");
+        assert!(
+            e.to_string().contains("audio_drop") && e.to_string().contains("1.5"),
+            "{e}"
+        );
     }
 
     #[test]

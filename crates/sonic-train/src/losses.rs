@@ -100,7 +100,10 @@ pub fn weighted_token_mse(
     if text.dims() != [b, t, d] || weights.len() != t || keep.len() != b {
         return Err(TrainError::bad_input(
             "weighted token MSE inputs",
-            format!("audio = text = [B, T, D] = {:?}, {t} weights, {b} keep flags", [b, t, d]),
+            format!(
+                "audio = text = [B, T, D] = {:?}, {t} weights, {b} keep flags",
+                [b, t, d]
+            ),
             (text.dims(), weights.len(), keep.len()),
         ));
     }
@@ -245,7 +248,8 @@ mod tests {
         v_cfg["prediction_type"] = "v_prediction".into();
         let eps_s = DdpmSchedule::from_json(&base).unwrap();
         let v_s = DdpmSchedule::from_json(&v_cfg).unwrap();
-        let le = host(ddpm_loss(&eps_s, pred.clone(), x0.clone(), eps.clone(), &[10, 700]).unwrap());
+        let le =
+            host(ddpm_loss(&eps_s, pred.clone(), x0.clone(), eps.clone(), &[10, 700]).unwrap());
         let lv = host(ddpm_loss(&v_s, pred, x0, eps, &[10, 700]).unwrap());
         assert!((le - 0.481_772_23).abs() < 1e-5, "{le}");
         assert!((lv - 0.156_922_45).abs() < 1e-5, "{lv}");

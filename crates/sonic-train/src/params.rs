@@ -54,9 +54,7 @@ impl ModuleMapper for Select<'_> {
                 .map(|t| t.without_autodiff().autodiff())
                 .set_require_grad(true)
         } else {
-            param
-                .map(|t| t.without_autodiff())
-                .set_require_grad(false)
+            param.map(|t| t.without_autodiff()).set_require_grad(false)
         }
     }
 }
@@ -125,17 +123,15 @@ struct Scale<'a> {
 impl ModuleVisitor for Scale<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         if let Some(g) = self.grads.remove::<D>(param.id) {
-            self.grads.register::<D>(param.id, g.mul_scalar(self.factor));
+            self.grads
+                .register::<D>(param.id, g.mul_scalar(self.factor));
         }
     }
 }
 
 /// The global L2 norm of every gradient in `grads` that belongs to a parameter of `module`.
 pub fn global_grad_norm<M: Module>(module: &M, grads: &GradientsParams) -> f64 {
-    let mut v = SumSquares {
-        grads,
-        sum: 0.0,
-    };
+    let mut v = SumSquares { grads, sum: 0.0 };
     module.visit(&mut v);
     v.sum.sqrt()
 }
@@ -185,4 +181,3 @@ pub fn count_values<M: Module>(module: &M, select: &dyn Fn(&str) -> bool) -> usi
     module.visit(&mut c);
     c.n
 }
-

@@ -32,7 +32,11 @@ fn id_of(cache: &EmbeddingCache, files: &[PathBuf], params: &str) -> Result<Mode
 }
 
 /// The cache identity of the CLAP encoder at `weights` (crop rule included).
-pub fn clap_id(cache: &EmbeddingCache, weights: &Path, encoder: &ClapAudioEncoder) -> Result<ModelId> {
+pub fn clap_id(
+    cache: &EmbeddingCache,
+    weights: &Path,
+    encoder: &ClapAudioEncoder,
+) -> Result<ModelId> {
     id_of(
         cache,
         &[weights.to_path_buf()],

@@ -6,8 +6,8 @@
 //! flow (manifest -> caches -> data) lives in [`crate::cache`] and the CLI.
 
 use crate::checkpoint::{
-    CheckpointState, EpochOrder, StepReport, TrainEvent, TrainRng, check_finite,
-    latest_checkpoint, read_state, with_last_checkpoint, write_checkpoint,
+    CheckpointState, EpochOrder, StepReport, TrainEvent, TrainRng, check_finite, latest_checkpoint,
+    read_state, with_last_checkpoint, write_checkpoint,
 };
 use crate::config::Stage1Config;
 use crate::error::{Result, TrainError};
@@ -195,10 +195,12 @@ impl Stage1Trainer {
     }
 
     fn model(&self) -> Result<&Projector> {
-        self.projector.as_ref().ok_or_else(|| TrainError::Checkpoint {
-            path: PathBuf::from("<trainer>"),
-            message: "the projector was lost by a failed optimizer step".into(),
-        })
+        self.projector
+            .as_ref()
+            .ok_or_else(|| TrainError::Checkpoint {
+                path: PathBuf::from("<trainer>"),
+                message: "the projector was lost by a failed optimizer step".into(),
+            })
     }
 
     /// The projector in its current state, off autodiff (for inference or saving).
@@ -310,10 +312,13 @@ impl Stage1Trainer {
         check_finite("gradient norm", grad_norm, step)?;
         let t = &self.config.training;
         let lr = t.lr_schedule.lr_at(t.optimizer.lr, self.step, total_steps);
-        let model = self.projector.take().ok_or_else(|| TrainError::Checkpoint {
-            path: PathBuf::from("<trainer>"),
-            message: "no projector".into(),
-        })?;
+        let model = self
+            .projector
+            .take()
+            .ok_or_else(|| TrainError::Checkpoint {
+                path: PathBuf::from("<trainer>"),
+                message: "no projector".into(),
+            })?;
         self.projector = Some(self.optimizer.step(lr, model, grads));
         self.step = step;
         self.last_loss = loss;

@@ -14,8 +14,8 @@
 //! [`crate::losses::ddpm_loss`] for the scheduler's prediction type.
 
 use crate::checkpoint::{
-    CheckpointState, EpochOrder, StepReport, TrainEvent, TrainRng, check_finite,
-    latest_checkpoint, read_state, with_last_checkpoint, write_checkpoint,
+    CheckpointState, EpochOrder, StepReport, TrainEvent, TrainRng, check_finite, latest_checkpoint,
+    read_state, with_last_checkpoint, write_checkpoint,
 };
 use crate::config::Stage2Config;
 use crate::error::{Result, TrainError};
@@ -71,10 +71,7 @@ impl Stage2Data {
     ) -> Result<Self> {
         let n = latents.dims()[0];
         let [_, tt, td] = text.dims();
-        if n == 0
-            || text.dims()[0] != n
-            || clap.dims()[0] != n
-            || empty_text.dims() != [1, tt, td]
+        if n == 0 || text.dims()[0] != n || clap.dims()[0] != n || empty_text.dims() != [1, tt, td]
         {
             return Err(TrainError::bad_input(
                 "stage-2 data",
@@ -314,10 +311,9 @@ impl Stage2Trainer {
     /// The DDPM loss of `batch` under `model`.
     pub fn loss_with(&self, model: &Stage2Model, batch: &Stage2Batch) -> Result<Tensor<1>> {
         let tokens = model.projector.forward(batch.clap.clone())?;
-        let adapters = model.unet.prepare_adapters(
-            tokens,
-            AdapterStrength::Global(self.config.audio_strength),
-        );
+        let adapters = model
+            .unet
+            .prepare_adapters(tokens, AdapterStrength::Global(self.config.audio_strength));
         let noisy = self.schedule.add_noise(
             batch.latents.clone(),
             batch.noise.clone(),

@@ -46,11 +46,17 @@ fn csv_manifest_resolves_paths_and_names_bad_lines() {
     )
     .unwrap();
     let e = Dataset::open(&m).unwrap_err();
-    assert!(e.to_string().contains("m.csv:3") && e.to_string().contains("a/9.png"), "{e}");
+    assert!(
+        e.to_string().contains("m.csv:3") && e.to_string().contains("a/9.png"),
+        "{e}"
+    );
     assert_eq!(err_at(e), (3, "image".into()));
     // A missing column, a wrong field count, an unknown column, an empty label.
     std::fs::write(&m, "audio,image\na/1.wav,a/1.png\n").unwrap();
-    assert_eq!(err_at(Dataset::open(&m).unwrap_err()), (1, "caption".into()));
+    assert_eq!(
+        err_at(Dataset::open(&m).unwrap_err()),
+        (1, "caption".into())
+    );
     std::fs::write(&m, "audio,image,caption\na/1.wav,a/1.png\n").unwrap();
     assert_eq!(err_at(Dataset::open(&m).unwrap_err()), (2, "<line>".into()));
     std::fs::write(&m, "audio,image,caption,mood\n").unwrap();
@@ -72,7 +78,10 @@ fn jsonl_manifest_names_line_and_field() {
         "{\"audio\":\"1.wav\",\"image\":\"1.jpg\",\"caption\":\"a\",\"label\":3}\n{\"audio\":\"1.wav\",\"image\":\"1.jpg\"}\n",
     )
     .unwrap();
-    assert_eq!(err_at(Dataset::open(&m).unwrap_err()), (2, "caption".into()));
+    assert_eq!(
+        err_at(Dataset::open(&m).unwrap_err()),
+        (2, "caption".into())
+    );
     std::fs::write(
         &m,
         "{\"audio\":\"1.wav\",\"image\":\"1.jpg\",\"caption\":\"a\",\"label\":3}\n\n{\"audio\":\"2.wav\",\"image\":\"1.jpg\",\"caption\":\"b\"}\n",
@@ -84,7 +93,10 @@ fn jsonl_manifest_names_line_and_field() {
         "{\"audio\":\"1.wav\",\"image\":\"1.jpg\",\"caption\":\"a\",\"label\":3}\n",
     )
     .unwrap();
-    assert_eq!(Dataset::open(&m).unwrap().records[0].label.as_deref(), Some("3"));
+    assert_eq!(
+        Dataset::open(&m).unwrap().records[0].label.as_deref(),
+        Some("3")
+    );
 }
 
 #[test]
@@ -112,7 +124,11 @@ fn labels_csv_import_tolerates_crlf_and_writes_a_manifest() {
     assert_eq!(back.records[1].audio, ds.records[1].audio);
     assert_eq!(back.records[0].label, ds.records[0].label);
     // No header, CRLF, a clip without an image on line 2.
-    std::fs::write(d.join("labels.csv"), "clips/a.wav,thunder\r\nclips/c.wav,x\r\n").unwrap();
+    std::fs::write(
+        d.join("labels.csv"),
+        "clips/a.wav,thunder\r\nclips/c.wav,x\r\n",
+    )
+    .unwrap();
     touch(&d.join("clips/c.wav"));
     let e = Dataset::import_labels_csv(d).unwrap_err();
     assert_eq!(err_at(e), (2, "path".into()));
@@ -137,7 +153,12 @@ fn split_is_seeded_and_deterministic() {
     assert_eq!(v1, v2);
     assert_eq!(t1, t2);
     assert_ne!(v1.records, v3.records);
-    let mut all: Vec<_> = t1.records.iter().chain(&v1.records).map(|r| r.line).collect();
+    let mut all: Vec<_> = t1
+        .records
+        .iter()
+        .chain(&v1.records)
+        .map(|r| r.line)
+        .collect();
     all.sort_unstable();
     assert_eq!(all, (2..22).collect::<Vec<_>>());
     assert!(ds.split(1.0, 0).is_err());

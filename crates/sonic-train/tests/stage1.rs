@@ -110,7 +110,11 @@ fn stage1_nan_stops_and_keeps_the_last_good_checkpoint() {
         panic!("expected NonFinite, got {e}");
     };
     assert_eq!(*what, "loss");
-    assert_eq!(t.step() + 1, *step, "the failing step is the one after the last done");
+    assert_eq!(
+        t.step() + 1,
+        *step,
+        "the failing step is the one after the last done"
+    );
     let latest = latest_checkpoint(dir.path()).unwrap();
     if *step == 1 {
         assert!(latest.is_none());

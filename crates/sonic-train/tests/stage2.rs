@@ -33,10 +33,9 @@ fn models(device: &Device) -> (UNet2DConditionModel, Projector, DdpmSchedule) {
         device,
     )
     .unwrap();
-    let sched = sonic_schedulers::read_python_json(
-        &r.join("sd15-tiny/scheduler/scheduler_config.json"),
-    )
-    .unwrap();
+    let sched =
+        sonic_schedulers::read_python_json(&r.join("sd15-tiny/scheduler/scheduler_config.json"))
+            .unwrap();
     (unet, projector, DdpmSchedule::from_json(&sched).unwrap())
 }
 
@@ -94,14 +93,19 @@ fn stage2_trains_only_the_adapters_and_resumes_exactly() {
     let device = Device::default();
     let (unet, projector, sched) = models(&device);
     let before = params(&unet);
-    let proj_before = sonic_core::fixtures::to_host(
-        &projector.forward(Tensor::ones([1, 43], &device)).unwrap(),
-    )
-    .unwrap();
+    let proj_before =
+        sonic_core::fixtures::to_host(&projector.forward(Tensor::ones([1, 43], &device)).unwrap())
+            .unwrap();
     let d = data(&device, None);
 
-    let mut a = Stage2Trainer::new(config(4), unet.clone(), projector.clone(), sched.clone(), &device)
-        .unwrap();
+    let mut a = Stage2Trainer::new(
+        config(4),
+        unet.clone(),
+        projector.clone(),
+        sched.clone(),
+        &device,
+    )
+    .unwrap();
     let full = run(&mut a, &d, None);
     assert_eq!(full.len(), 4);
     let after = a.model().unwrap();
@@ -115,22 +119,42 @@ fn stage2_trains_only_the_adapters_and_resumes_exactly() {
             }
         }
     }
-    assert!(moved_base.is_empty(), "frozen weights moved: {moved_base:?}");
+    assert!(
+        moved_base.is_empty(),
+        "frozen weights moved: {moved_base:?}"
+    );
     // 7 adapters x (q, k, v, out.w, out.b, norm.w, norm.b, gate) = 56 tensors.
     assert_eq!(moved_adapters, 56, "every adapter tensor should train");
     let proj_after = sonic_core::fixtures::to_host(
-        &after.projector.forward(Tensor::ones([1, 43], &device)).unwrap(),
+        &after
+            .projector
+            .forward(Tensor::ones([1, 43], &device))
+            .unwrap(),
     )
     .unwrap();
-    assert_eq!(proj_before, proj_after, "the projector is frozen by default");
+    assert_eq!(
+        proj_before, proj_after,
+        "the projector is frozen by default"
+    );
 
     // Interrupted after the checkpoint at step 2, resumed by a new trainer.
     let dir = tempfile::tempdir().unwrap();
-    let mut b = Stage2Trainer::new(config(2), unet.clone(), projector.clone(), sched.clone(), &device)
-        .unwrap();
+    let mut b = Stage2Trainer::new(
+        config(2),
+        unet.clone(),
+        projector.clone(),
+        sched.clone(),
+        &device,
+    )
+    .unwrap();
     assert_eq!(run(&mut b, &d, Some(dir.path())), full[..2].to_vec());
     let mut c = Stage2Trainer::new(config(4), unet, projector, sched, &device).unwrap();
-    assert!(c.resume(dir.path()).unwrap().unwrap().ends_with("step-00000002"));
+    assert!(
+        c.resume(dir.path())
+            .unwrap()
+            .unwrap()
+            .ends_with("step-00000002")
+    );
     assert_eq!(run(&mut c, &d, Some(dir.path())), full[2..].to_vec());
     // The adapter file of the last checkpoint loads as official adapters.
     let last = latest_checkpoint(dir.path()).unwrap().unwrap();
@@ -157,8 +181,8 @@ fn stage2_projector_trains_when_asked_and_validation_is_repeatable() {
     run(&mut t, &d, None);
     let x = Tensor::<2>::ones([1, 43], &device);
     let a = sonic_core::fixtures::to_host(&projector.forward(x.clone()).unwrap()).unwrap();
-    let b = sonic_core::fixtures::to_host(&t.model().unwrap().projector.forward(x).unwrap())
-        .unwrap();
+    let b =
+        sonic_core::fixtures::to_host(&t.model().unwrap().projector.forward(x).unwrap()).unwrap();
     assert_ne!(a, b, "the projector should train with train_projector");
     assert_ne!(v0, t.validation_loss(&d).unwrap());
 }
