@@ -7,6 +7,7 @@ mod export;
 mod generate;
 mod parity;
 mod train;
+mod tune;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -75,6 +76,15 @@ enum Command {
         #[command(subcommand)]
         cmd: train::TrainCommand,
     },
+    /// Hyperparameter search (TPE + pruning) over a stage's config; the study is kept on disk
+    /// and resumes; the best parameters are written back as a stage config.
+    Tune {
+        #[command(flatten)]
+        args: tune::TuneArgs,
+        /// The device: flex, ndarray, wgpu, wgpu-cpu, cuda[:N], metal.
+        #[arg(long, default_value = "flex")]
+        device: String,
+    },
 }
 
 fn main() {
@@ -129,5 +139,9 @@ fn run() -> Result<()> {
             generate::run(&args, &device)
         }
         Command::Train { cmd } => train::run(&cmd),
+        Command::Tune { args, device } => {
+            let device = sonic_core::device::parse_device(&device)?;
+            tune::run(&args, &device)
+        }
     }
 }

@@ -10,16 +10,19 @@
 //!   "seed": 42,
 //!   "sampler": {"type": "tpe", "n_startup_trials": 10, "n_ei_candidates": 24, "gamma": 0.1},
 //!   "pruner": {"type": "median", "n_startup_trials": 5, "n_warmup_steps": 1},
-//!   "budget": {...},
+//!   "budget": {"max_steps": 2000, "val_every": 200},
+//!   "manifest": "../data/train.csv",
 //!   "space": {"lr": {"type": "float", "low": 1e-5, "high": 1e-3, "log": true}}
 //! }
 //! ```
 //!
-//! Relative paths (`base_config`, `study_dir`) are resolved against the folder of the tune
-//! config file. Keys starting with `_` are comments. `budget` is read by the stage's objective
-//! (see [`super::objective`]). Every error names the file and the dotted key.
+//! Relative paths (`base_config`, `study_dir`, `manifest`, `cache_dir`) are resolved against the folder of the tune
+//! config file. Keys starting with `_` are comments. `budget` sets each trial's
+//! `training.max_steps` and `training.val_every` (see [`super::objective`]). Every error names
+//! the file and the dotted key.
 
 use super::error::{Result, TuneError};
+use super::objective::Budget;
 use super::pruner::{MedianPruner, SuccessiveHalvingPruner};
 use super::sampler::TpeSettings;
 use super::space::{KeyCtx, SearchSpace, check_keys, get_bool, get_f64, get_i64};
@@ -42,8 +45,12 @@ pub struct TuneConfig {
     pub n_trials: usize,
     /// Space, seed, sampler, pruner, crash policy.
     pub study: StudyConfig,
-    /// The per-trial budget, interpreted by the stage's objective.
-    pub budget: Value,
+    /// The per-trial budget.
+    pub budget: Budget,
+    /// The training manifest (resolved path; `sonic tune --manifest` replaces it).
+    pub manifest: Option<PathBuf>,
+    /// The embedding cache folder (resolved path; default `<study_dir>/cache`).
+    pub cache_dir: Option<PathBuf>,
     /// Whether a trial whose training fails with an error is recorded and the search goes on
     /// (default false: the search stops on the first error).
     pub catch_errors: bool,
@@ -59,6 +66,8 @@ const TOP_KEYS: &[&str] = &[
     "pruner",
     "budget",
     "space",
+    "manifest",
+    "cache_dir",
     "rerun_interrupted",
     "catch_errors",
 ];
@@ -296,10 +305,12 @@ impl TuneConfig {
         };
         let space = SearchSpace::from_json(&space_value, path, "space")?;
         let budget = match obj.get("budget") {
-            None => Value::Object(Map::new()),
-            Some(Value::Object(o)) => Value::Object(uncommented(o)),
+            None => return Err(err("budget", "missing".into())),
+            Some(Value::Object(o)) => Budget::from_json(&Value::Object(uncommented(o)), path)?,
             Some(v) => return Err(err("budget", format!("expected an object, found {v}"))),
         };
+        let manifest = resolve("manifest")?;
+        let cache_dir = resolve("cache_dir")?;
         Ok(Self {
             path: path.to_path_buf(),
             stage,
@@ -314,6 +325,8 @@ impl TuneConfig {
                 rerun_interrupted,
             },
             budget,
+            manifest,
+            cache_dir,
             catch_errors,
         })
     }
@@ -333,7 +346,8 @@ mod tests {
             "seed": 7,
             "sampler": {"type": "tpe", "n_startup_trials": 5},
             "pruner": {"type": "asha", "min_resource": 2, "reduction_factor": 3},
-            "budget": {"steps": 100},
+            "budget": {"max_steps": 100, "val_every": 10},
+            "manifest": "data/train.csv",
             "space": {"lr": {"type": "float", "low": 1e-5, "high": 1e-3, "log": true}}
         })
     }
@@ -348,7 +362,15 @@ mod tests {
         assert!(c.study.rerun_interrupted);
         assert!(matches!(c.study.sampler, SamplerConfig::Tpe(ref s) if s.n_startup_trials == 5 && s.n_ei_candidates == 24));
         assert!(matches!(c.study.pruner, PrunerConfig::SuccessiveHalving(ref p) if p.min_resource == 2 && p.reduction_factor == 3));
-        assert_eq!(c.budget, json!({"steps": 100}));
+        assert_eq!(
+            c.budget,
+            Budget {
+                max_steps: 100,
+                val_every: 10
+            }
+        );
+        assert_eq!(c.manifest, Some(PathBuf::from("/cfg/data/train.csv")));
+        assert_eq!(c.cache_dir, None);
     }
 
     #[test]
@@ -370,6 +392,9 @@ mod tests {
             (Box::new(|v| { v["space"]["lr"]["low"] = json!(-1.0); }), "space.lr.low"),
             (Box::new(|v| { v.as_object_mut().unwrap().remove("space"); }), "space"),
             (Box::new(|v| { v["budget"] = json!(3); }), "budget"),
+            (Box::new(|v| { v["budget"]["val_every"] = json!(0); }), "budget.val_every"),
+            (Box::new(|v| { v.as_object_mut().unwrap().remove("budget"); }), "budget"),
+            (Box::new(|v| { v["manifest"] = json!(1); }), "manifest"),
         ];
         for (edit, key) in cases {
             let mut v = good();

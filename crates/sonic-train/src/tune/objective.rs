@@ -16,7 +16,7 @@
 //! config sets `catch_errors`.
 
 use super::error::{Result, TuneError};
-use super::overrides::apply_overrides;
+use super::overrides::{absolutize_model_paths, apply_overrides};
 use super::space::{KeyCtx, check_keys};
 use super::study::{Decision, Objective, ObjectiveError, Trial, TrialOutcome};
 use crate::checkpoint::TrainEvent;
@@ -213,21 +213,6 @@ impl StageRun for Stage2Run {
         )?;
         let (train, val) = (&self.train, &self.val);
         drive(on_validation, |cb| trainer.run(train, Some(val), None, None, cb))
-    }
-}
-
-/// Makes the string values under `model` absolute against `base_dir` (the trainers resolve
-/// model paths against the config file's folder, and the trial config lives elsewhere).
-fn absolutize_model_paths(config: &mut Value, base_dir: &Path) {
-    if let Some(Value::Object(model)) = config.get_mut("model") {
-        for v in model.values_mut() {
-            if let Value::String(s) = v {
-                let p = PathBuf::from(&*s);
-                if p.is_relative() {
-                    *s = base_dir.join(p).to_string_lossy().into_owned();
-                }
-            }
-        }
     }
 }
 

@@ -46,11 +46,30 @@ pub fn apply_overrides(base: &Value, params: &Params, origin: &Path) -> Result<V
     Ok(out)
 }
 
-/// Reads the base config at `base_path`, applies `params` and writes the result to `out`
-/// atomically (pretty JSON): the "best config" a trainer can use directly.
+/// Makes the relative string paths under `model` absolute against `base_dir` (the trainers
+/// resolve model paths against the config file's folder; a derived config written elsewhere
+/// must keep pointing at the same files).
+pub fn absolutize_model_paths(config: &mut Value, base_dir: &Path) {
+    if let Some(Value::Object(model)) = config.get_mut("model") {
+        for v in model.values_mut() {
+            if let Value::String(s) = v {
+                let p = std::path::PathBuf::from(&*s);
+                if p.is_relative() {
+                    *s = base_dir.join(p).to_string_lossy().into_owned();
+                }
+            }
+        }
+    }
+}
+
+/// Reads the base config at `base_path`, applies `params`, makes relative `model.*` paths
+/// absolute and writes the result to `out` atomically (pretty JSON): the "best config" a
+/// trainer can use directly.
 pub fn write_config_with_overrides(base_path: &Path, params: &Params, out: &Path) -> Result<()> {
     let base: Value = sonic_core::config::read_json(base_path)?;
-    let merged = apply_overrides(&base, params, base_path)?;
+    let mut merged = apply_overrides(&base, params, base_path)?;
+    let base_dir = base_path.parent().unwrap_or(Path::new("."));
+    absolutize_model_paths(&mut merged, base_dir);
     let text = serde_json::to_string_pretty(&merged).map_err(|e| TuneError::Override {
         path: base_path.to_path_buf(),
         key: String::new(),
@@ -90,11 +109,12 @@ mod tests {
     fn writes_the_merged_config() {
         let dir = tempfile::tempdir().unwrap();
         let base = dir.path().join("base.json");
-        std::fs::write(&base, r#"{"lr": 0.0001, "batch_size": 6}"#).unwrap();
+        std::fs::write(&base, r#"{"lr": 0.0001, "batch_size": 6, "model": {"sd": "sd", "clap": null}}"#).unwrap();
         let out = dir.path().join("best.json");
         let params: Params = [("lr".to_string(), json!(0.0005))].into();
         write_config_with_overrides(&base, &params, &out).unwrap();
         let v: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
-        assert_eq!(v, json!({"lr": 0.0005, "batch_size": 6}));
+        let sd = dir.path().join("sd").to_string_lossy().into_owned();
+        assert_eq!(v, json!({"lr": 0.0005, "batch_size": 6, "model": {"sd": sd, "clap": null}}));
     }
 }
