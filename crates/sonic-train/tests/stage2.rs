@@ -211,3 +211,49 @@ fn stage2_nan_stops_and_keeps_the_last_good_checkpoint() {
         assert!(e.to_string().contains(&latest.display().to_string()), "{e}");
     }
 }
+
+/// Records, per top-level block, whether its output is tracked by autodiff.
+struct Tracked(Vec<(String, bool)>);
+
+impl sonic_unet::hooks::UNetHook for Tracked {
+    fn block_output(&mut self, name: &str, h: &Tensor<4>) {
+        self.0.push((name.to_string(), h.is_tracked()));
+    }
+}
+
+#[test]
+fn frozen_unet_records_nothing_before_the_first_adapter() {
+    let device = Device::default();
+    let (unet, projector, _) = models(&device);
+    let (unet, n) =
+        sonic_train::params::select_trainable(unet, &sonic_train::params::is_adapter_path);
+    assert_eq!(n, 56);
+    let mut rng = TrainRng::new(0);
+    let tokens = projector.forward(rng.normal([1, 43], &device)).unwrap();
+    let adapters = unet.prepare_adapters(tokens, sonic_unet::AdapterStrength::Global(1.0));
+    let mut hook = Tracked(Vec::new());
+    let out = unet
+        .forward_with(
+            rng.normal([1, 4, 8, 8], &device),
+            &[500.0],
+            rng.normal([1, 77, 32], &device),
+            Some(&adapters),
+            &mut hook,
+        )
+        .unwrap();
+    assert!(out.is_tracked());
+    let tracked: Vec<&str> = hook
+        .0
+        .iter()
+        .filter(|(_, t)| *t)
+        .map(|(n, _)| n.as_str())
+        .collect();
+    // The adapters sit in the mid and up blocks: nothing before the mid block is recorded.
+    assert_eq!(
+        tracked,
+        vec!["mid_block", "up_blocks.0", "up_blocks.1", "up_blocks.2"],
+        "{:?}",
+        hook.0
+    );
+    assert!(hook.0.iter().any(|(n, t)| n == "down_blocks.0" && !t));
+}
