@@ -101,11 +101,23 @@ fn stage2(cfg: &TuneConfig, manifest: &Path, cache: &Path, device: &Device) -> R
     let m: &ModelPaths = &base.model;
     let sd_dir = need(&m.sd, "Stable Diffusion folder", "sd", bp)?;
     let clap_path = need(&m.clap, "CLAP checkpoint", "clap", bp)?;
-    let projector_path = need(&m.projector, "projector (train stage 1 first)", "projector", bp)?;
+    let projector_path = need(
+        &m.projector,
+        "projector (train stage 1 first)",
+        "projector",
+        bp,
+    )?;
     let sd = StableDiffusion::from_dir(sd_dir, device)?;
     let encoder = ClapAudioEncoder::from_file(clap_path, device)?;
     let mut cache = EmbeddingCache::open(cache)?;
-    let train = stage2_data(&train, &mut cache, &encoder, clap_path, &sd, base.resolution)?;
+    let train = stage2_data(
+        &train,
+        &mut cache,
+        &encoder,
+        clap_path,
+        &sd,
+        base.resolution,
+    )?;
     let val = stage2_data(&val, &mut cache, &encoder, clap_path, &sd, base.resolution)?;
     let projector = match &m.projector_config {
         Some(c) => Projector::from_files(projector_path, c, device)?,
@@ -148,22 +160,32 @@ fn search<S: StageRun>(
     } else {
         let b = ProgressBar::new(n_trials as u64);
         b.set_style(
-            ProgressStyle::with_template("{spinner} trial {pos}/{len} [{bar:30}] {elapsed_precise} eta {eta} {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{spinner} trial {pos}/{len} [{bar:30}] {elapsed_precise} eta {eta} {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
         );
         b.enable_steady_tick(std::time::Duration::from_millis(500));
         b
     };
     bar.set_position(study.n_counted() as u64);
     if let Some(best) = study.best_trial() {
-        bar.set_message(format!("best {:.6} (trial {})", best.value.unwrap_or(f64::NAN), best.number));
+        bar.set_message(format!(
+            "best {:.6} (trial {})",
+            best.value.unwrap_or(f64::NAN),
+            best.number
+        ));
     }
     let result = study.optimize(&mut objective, n_trials, catch_errors, |t, best| {
         bar.inc(1);
         bar.println(describe(t));
         if let Some(b) = best {
-            bar.set_message(format!("best {:.6} (trial {})", b.value.unwrap_or(f64::NAN), b.number));
+            bar.set_message(format!(
+                "best {:.6} (trial {})",
+                b.value.unwrap_or(f64::NAN),
+                b.number
+            ));
         }
     });
     bar.finish_and_clear();
@@ -181,11 +203,18 @@ pub fn run(args: &TuneArgs, device: &Device) -> Result<()> {
         eprintln!(
             "trials {:?} were interrupted by the end of an earlier process: marked failed{}",
             r.interrupted,
-            if r.requeued.is_empty() { String::new() } else { format!(", re-running {:?}", r.requeued) }
+            if r.requeued.is_empty() {
+                String::new()
+            } else {
+                format!(", re-running {:?}", r.requeued)
+            }
         );
     }
     if r.truncated_bytes > 0 {
-        eprintln!("cut off a partially written last journal line ({} bytes)", r.truncated_bytes);
+        eprintln!(
+            "cut off a partially written last journal line ({} bytes)",
+            r.truncated_bytes
+        );
     }
     let done = study.n_counted();
     eprintln!(
@@ -209,32 +238,53 @@ pub fn run(args: &TuneArgs, device: &Device) -> Result<()> {
         match cfg.stage.as_str() {
             "stage1" => {
                 let stage = stage1(&cfg, &manifest, &cache, device)?;
-                let objective = TrainingObjective::new(&cfg.base_config, cfg.budget, &study_dir, stage)?;
-                search(&mut study, objective, n_trials, cfg.catch_errors, args.quiet)?;
+                let objective =
+                    TrainingObjective::new(&cfg.base_config, cfg.budget, &study_dir, stage)?;
+                search(
+                    &mut study,
+                    objective,
+                    n_trials,
+                    cfg.catch_errors,
+                    args.quiet,
+                )?;
             }
             "stage2" => {
                 let stage = stage2(&cfg, &manifest, &cache, device)?;
-                let objective = TrainingObjective::new(&cfg.base_config, cfg.budget, &study_dir, stage)?;
-                search(&mut study, objective, n_trials, cfg.catch_errors, args.quiet)?;
+                let objective =
+                    TrainingObjective::new(&cfg.base_config, cfg.budget, &study_dir, stage)?;
+                search(
+                    &mut study,
+                    objective,
+                    n_trials,
+                    cfg.catch_errors,
+                    args.quiet,
+                )?;
             }
             other => bail!("unknown stage `{other}`"),
         }
     }
-    let (complete, pruned, failed) = study.trials().iter().fold((0, 0, 0), |(c, p, f), t| match t.state {
+    let (complete, pruned, failed) = study.trials().iter().fold((0, 0, 0), |(c, p, f), t| match t
+        .state
+    {
         TrialState::Complete => (c + 1, p, f),
         TrialState::Pruned => (c, p + 1, f),
         TrialState::Failed { .. } => (c, p, f + 1),
         TrialState::Running => (c, p, f),
     });
     println!("trials: {complete} complete, {pruned} pruned, {failed} failed");
-    let best = study
-        .best_trial()
-        .cloned()
-        .with_context(|| format!("no trial of {} completed, so there is no best one", study_dir.display()))?;
+    let best = study.best_trial().cloned().with_context(|| {
+        format!(
+            "no trial of {} completed, so there is no best one",
+            study_dir.display()
+        )
+    })?;
     println!("best {}", describe(&best));
     let params_path = study_dir.join("best_params.json");
     study.write_best_params(&params_path)?;
-    let config_path = args.best_config.clone().unwrap_or_else(|| study_dir.join("best_config.json"));
+    let config_path = args
+        .best_config
+        .clone()
+        .unwrap_or_else(|| study_dir.join("best_config.json"));
     write_config_with_overrides(&cfg.base_config, &best.params, &config_path)?;
     println!("best parameters: {}", params_path.display());
     println!("best config: {}", config_path.display());

@@ -31,11 +31,19 @@ fn dataset(dir: &Path) -> PathBuf {
     ];
     for (i, (clip, label)) in items.iter().enumerate() {
         let name = format!("{clip}{i}");
-        std::fs::copy(refs.join(format!("clip_{clip}.wav")), dir.join(format!("{name}.wav"))).unwrap();
-        let rgb: Vec<u8> = (0..32 * 32 * 3).map(|k| ((k * (i + 3)) % 251) as u8).collect();
+        std::fs::copy(
+            refs.join(format!("clip_{clip}.wav")),
+            dir.join(format!("{name}.wav")),
+        )
+        .unwrap();
+        let rgb: Vec<u8> = (0..32 * 32 * 3)
+            .map(|k| ((k * (i + 3)) % 251) as u8)
+            .collect();
         let png = sonic_pipeline::output::encode_png(32, 32, &rgb, &[]).unwrap();
         std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
-        csv.push_str(&format!("{name}.wav,{name}.png,\"a photo, number {i}\",{label}\n"));
+        csv.push_str(&format!(
+            "{name}.wav,{name}.png,\"a photo, number {i}\",{label}\n"
+        ));
     }
     let m = dir.join("manifest.csv");
     std::fs::write(&m, csv).unwrap();
@@ -53,7 +61,11 @@ fn configs(dir: &Path, n_trials: usize, max_steps: u64, val_every: u64, pruner: 
                   "clap": fixtures().join("sonic-tiny/clap.safetensors"),
                   "projector_config": fixtures().join("sonic-tiny/config.json")}
     });
-    std::fs::write(dir.join("stage1.json"), serde_json::to_vec_pretty(&base).unwrap()).unwrap();
+    std::fs::write(
+        dir.join("stage1.json"),
+        serde_json::to_vec_pretty(&base).unwrap(),
+    )
+    .unwrap();
     let tune = json!({
         "stage": "stage1",
         "base_config": "stage1.json",
@@ -126,24 +138,49 @@ fn tune_runs_resumes_and_writes_the_best_config() {
     let j = journal(&study);
     assert_eq!(events(&j, "start").len(), 3);
     // the best config is the base config with the best parameters
-    let best: Value = serde_json::from_str(&std::fs::read_to_string(study.join("best_params.json")).unwrap()).unwrap();
+    let best: Value =
+        serde_json::from_str(&std::fs::read_to_string(study.join("best_params.json")).unwrap())
+            .unwrap();
     let argmin = events(&j, "complete")
         .iter()
-        .map(|e| (e["value"].as_str().unwrap().parse::<f64>().unwrap(), e["trial"].as_u64().unwrap()))
+        .map(|e| {
+            (
+                e["value"].as_str().unwrap().parse::<f64>().unwrap(),
+                e["trial"].as_u64().unwrap(),
+            )
+        })
         .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)))
         .unwrap();
     assert_eq!(best["trial"].as_u64().unwrap(), argmin.1);
     let bc = sonic_train::config::Stage1Config::from_file(&study.join("best_config.json")).unwrap();
-    assert_eq!(bc.training.optimizer.lr, best["params"]["training.optimizer.lr"].as_f64().unwrap());
-    assert_eq!(bc.loss.temperature, best["params"]["loss.temperature"].as_f64().unwrap());
-    assert_eq!(bc.block_mode, best["params"]["block_mode"].as_str().unwrap());
-    assert_eq!(bc.training.max_steps, None, "the per-trial budget is not part of the best config");
+    assert_eq!(
+        bc.training.optimizer.lr,
+        best["params"]["training.optimizer.lr"].as_f64().unwrap()
+    );
+    assert_eq!(
+        bc.loss.temperature,
+        best["params"]["loss.temperature"].as_f64().unwrap()
+    );
+    assert_eq!(
+        bc.block_mode,
+        best["params"]["block_mode"].as_str().unwrap()
+    );
+    assert_eq!(
+        bc.training.max_steps, None,
+        "the per-trial budget is not part of the best config"
+    );
     assert_eq!(bc.loss.negatives, 2);
-    assert!(out.contains(&format!("best trial {}", best["trial"])), "{out}");
+    assert!(
+        out.contains(&format!("best trial {}", best["trial"])),
+        "{out}"
+    );
     // nothing left to do: no trial runs, the best is reported again
     let (out2, _) = run_ok(&["tune", "--config", c, "--quiet"]);
     assert_eq!(journal(&study).len(), j.len());
-    assert!(out2.contains(&format!("best trial {}", best["trial"])), "{out2}");
+    assert!(
+        out2.contains(&format!("best trial {}", best["trial"])),
+        "{out2}"
+    );
 }
 
 #[test]
@@ -171,8 +208,14 @@ fn tune_survives_sigkill_mid_trial() {
         if started && reported {
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(300), "trial 1 never reported");
-        assert!(child.try_wait().unwrap().is_none(), "sonic tune ended before the kill");
+        assert!(
+            t0.elapsed() < Duration::from_secs(300),
+            "trial 1 never reported"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "sonic tune ended before the kill"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     child.kill().unwrap(); // SIGKILL
@@ -180,18 +223,32 @@ fn tune_survives_sigkill_mid_trial() {
     let j = journal(&study);
     let finished = |n: u64| {
         j.iter().any(|e| {
-            e["trial"] == n && ["complete", "pruned", "failed"].contains(&e["event"].as_str().unwrap())
+            e["trial"] == n
+                && ["complete", "pruned", "failed"].contains(&e["event"].as_str().unwrap())
         })
     };
-    assert!(!finished(1), "trial 1 finished before the kill; make the trials longer");
+    assert!(
+        !finished(1),
+        "trial 1 finished before the kill; make the trials longer"
+    );
     let params1 = events(&j, "start")[1]["params"].clone();
     let (_, err) = run_ok(&["tune", "--config", c, "--quiet"]);
-    assert!(err.contains("trials [1] were interrupted") && err.contains("re-running [1]"), "{err}");
+    assert!(
+        err.contains("trials [1] were interrupted") && err.contains("re-running [1]"),
+        "{err}"
+    );
     let j = journal(&study);
     let failed: Vec<&Value> = events(&j, "failed");
-    assert!(failed.iter().any(|e| e["trial"] == 1 && e["interrupted"] == true));
+    assert!(
+        failed
+            .iter()
+            .any(|e| e["trial"] == 1 && e["interrupted"] == true)
+    );
     let starts = events(&j, "start");
-    assert_eq!(starts[2]["params"], params1, "the interrupted parameters run again next");
+    assert_eq!(
+        starts[2]["params"], params1,
+        "the interrupted parameters run again next"
+    );
     assert_eq!(starts[2]["requeued_from"], 1);
     // 4 counted trials: 0, 2, 3, 4 (trial 1 does not count)
     assert_eq!(starts.len(), 5);

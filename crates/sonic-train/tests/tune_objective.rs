@@ -97,31 +97,52 @@ fn the_objective_is_the_validation_loss_of_the_overridden_config() {
     let mut values = Vec::new();
     for t in study.trials() {
         assert_eq!(t.state, TrialState::Complete, "{:?}", t.state);
-        assert_eq!(t.intermediate.keys().copied().collect::<Vec<_>>(), vec![2, 4]);
+        assert_eq!(
+            t.intermediate.keys().copied().collect::<Vec<_>>(),
+            vec![2, 4]
+        );
         let value = t.value.unwrap();
         assert_eq!(value, t.intermediate[&4]);
         // the trial config holds the overrides and the budget
         let path = objective.trial_config_path(t.number);
         let cfg = Stage1Config::from_file(&path).unwrap();
-        assert_eq!(cfg.training.optimizer.lr, t.params["training.optimizer.lr"].as_f64().unwrap());
-        assert_eq!(cfg.loss.temperature, t.params["loss.temperature"].as_f64().unwrap());
+        assert_eq!(
+            cfg.training.optimizer.lr,
+            t.params["training.optimizer.lr"].as_f64().unwrap()
+        );
+        assert_eq!(
+            cfg.loss.temperature,
+            t.params["loss.temperature"].as_f64().unwrap()
+        );
         assert_eq!(cfg.training.max_steps, Some(4));
         assert_eq!(cfg.training.val_every, 2);
         assert_eq!(cfg.loss.negatives, 4, "base keys are kept");
         // an independent run of that config gives the same validation loss
         let mode: sonic_projector::BlockMode = cfg.block_mode.parse().unwrap();
-        let mut trainer = Stage1Trainer::new(cfg, projector.clone().with_mode(mode), &device).unwrap();
+        let mut trainer =
+            Stage1Trainer::new(cfg, projector.clone().with_mode(mode), &device).unwrap();
         let mut val = Vec::new();
         let summary = trainer
-            .run(&objective.stage.train, Some(&objective.stage.val), None, &mut |e| {
-                if let TrainEvent::Validation { step, loss } = e {
-                    val.push((*step, *loss));
-                }
-                true
-            })
+            .run(
+                &objective.stage.train,
+                Some(&objective.stage.val),
+                None,
+                &mut |e| {
+                    if let TrainEvent::Validation { step, loss } = e {
+                        val.push((*step, *loss));
+                    }
+                    true
+                },
+            )
             .unwrap();
         assert_eq!(summary.val_loss, Some(value));
-        assert_eq!(val, t.intermediate.iter().map(|(s, v)| (*s, *v)).collect::<Vec<_>>());
+        assert_eq!(
+            val,
+            t.intermediate
+                .iter()
+                .map(|(s, v)| (*s, *v))
+                .collect::<Vec<_>>()
+        );
         values.push(value);
     }
     assert!(
@@ -133,8 +154,14 @@ fn the_objective_is_the_validation_loss_of_the_overridden_config() {
     let out = dir.path().join("best.json");
     sonic_train::tune::overrides::write_config_with_overrides(&base, &best.params, &out).unwrap();
     let cfg = Stage1Config::from_file(&out).unwrap();
-    assert_eq!(cfg.training.optimizer.lr, best.params["training.optimizer.lr"].as_f64().unwrap());
-    assert_eq!(cfg.training.max_steps, None, "the budget is not part of the best config");
+    assert_eq!(
+        cfg.training.optimizer.lr,
+        best.params["training.optimizer.lr"].as_f64().unwrap()
+    );
+    assert_eq!(
+        cfg.training.max_steps, None,
+        "the budget is not part of the best config"
+    );
 }
 
 #[test]
@@ -178,9 +205,15 @@ fn a_worse_trial_is_pruned_at_its_first_rung() {
     );
     assert!(t[1].intermediate[&2] > t[0].intermediate[&2]);
     assert_eq!(t[0].state, TrialState::Complete);
-    assert_eq!(t[0].intermediate.keys().copied().collect::<Vec<_>>(), vec![2, 4]);
+    assert_eq!(
+        t[0].intermediate.keys().copied().collect::<Vec<_>>(),
+        vec![2, 4]
+    );
     assert_eq!(t[1].state, TrialState::Pruned);
-    assert_eq!(t[1].intermediate.keys().copied().collect::<Vec<_>>(), vec![2]);
+    assert_eq!(
+        t[1].intermediate.keys().copied().collect::<Vec<_>>(),
+        vec![2]
+    );
 }
 
 #[test]
@@ -237,7 +270,9 @@ fn diverged_and_misconfigured_trials() {
         },
     )
     .unwrap();
-    let e = study.optimize(&mut objective, 3, false, |_, _| {}).unwrap_err();
+    let e = study
+        .optimize(&mut objective, 3, false, |_, _| {})
+        .unwrap_err();
     match &e {
         TuneError::Objective { trial: 0, message } => {
             assert!(message.contains("loss.temprature"), "{message}")

@@ -33,7 +33,12 @@ fn branin(x1: f64, x2: f64) -> f64 {
 
 const BRANIN_MIN: f64 = 0.397_887_357_729_738;
 
-fn config(space: SearchSpace, seed: u64, sampler: SamplerConfig, pruner: PrunerConfig) -> StudyConfig {
+fn config(
+    space: SearchSpace,
+    seed: u64,
+    sampler: SamplerConfig,
+    pruner: PrunerConfig,
+) -> StudyConfig {
     StudyConfig {
         space,
         seed,
@@ -59,7 +64,11 @@ fn best_of(
     fun: &dyn Fn(&Params) -> f64,
 ) -> f64 {
     let dir = tempfile::tempdir().unwrap();
-    let mut study = Study::open(dir.path(), &config(sp.clone(), seed, sampler, PrunerConfig::None)).unwrap();
+    let mut study = Study::open(
+        dir.path(),
+        &config(sp.clone(), seed, sampler, PrunerConfig::None),
+    )
+    .unwrap();
     let mut obj = |t: &mut Trial<'_>| -> Out { Ok(TrialOutcome::Complete(fun(t.params()))) };
     study.optimize(&mut obj, n, false, |_, _| {}).unwrap();
     assert_eq!(study.trials().len(), n);
@@ -88,8 +97,15 @@ fn tpe_beats_random_search_on_branin() {
     eprintln!("branin, {n} trials, 10 seeds: mean regret TPE {mt:.4}, random {mr:.4}");
     eprintln!("  TPE    {regret_tpe:.3?}\n  random {regret_rand:.3?}");
     assert!(regret_tpe.iter().chain(&regret_rand).all(|r| *r >= -1e-9));
-    assert!(mt < 0.5 * mr, "TPE {mt} is not clearly better than random {mr}");
-    let wins = regret_tpe.iter().zip(&regret_rand).filter(|(t, r)| t < r).count();
+    assert!(
+        mt < 0.5 * mr,
+        "TPE {mt} is not clearly better than random {mr}"
+    );
+    let wins = regret_tpe
+        .iter()
+        .zip(&regret_rand)
+        .filter(|(t, r)| t < r)
+        .count();
     assert!(wins >= 7, "TPE better on only {wins} of 10 seeds");
 }
 
@@ -156,9 +172,9 @@ fn median_pruner_stops_clearly_worse_curves() {
     // the first four (start-up) complete; 0.9 is pruned at the end of the warm-up (step 3);
     // 0.1 is better than the median and completes; 0.3 equals the median of the five
     // completed trials (0.1..0.5) and completes; 0.36 is worse and is pruned at step 3
-    for i in 0..4 {
-        assert_eq!(t[i].state, TrialState::Complete, "trial {i}");
-        assert_eq!(t[i].intermediate.len(), 10);
+    for (i, trial) in t.iter().take(4).enumerate() {
+        assert_eq!(trial.state, TrialState::Complete, "trial {i}");
+        assert_eq!(trial.intermediate.len(), 10);
     }
     assert_eq!(t[4].state, TrialState::Pruned);
     assert_eq!(t[4].last_report().unwrap().0, 3);
@@ -192,7 +208,12 @@ fn successive_halving_prunes_in_a_study() {
     // trial 3 (0.05): best at every rung -> completes.
     assert_eq!(
         states,
-        vec![TrialState::Complete, TrialState::Complete, TrialState::Pruned, TrialState::Complete]
+        vec![
+            TrialState::Complete,
+            TrialState::Complete,
+            TrialState::Pruned,
+            TrialState::Complete
+        ]
     );
     assert_eq!(study.trials()[2].last_report().unwrap().0, 1);
 }
@@ -240,7 +261,9 @@ fn quad_objective(panic_on: Option<u64>) -> impl FnMut(&mut Trial<'_>) -> Out {
     }
 }
 
-fn summary(study: &Study) -> Vec<(Params, TrialState, Option<f64>, Vec<(u64, f64)>)> {
+type TrialSummary = (Params, TrialState, Option<f64>, Vec<(u64, f64)>);
+
+fn summary(study: &Study) -> Vec<TrialSummary> {
     study
         .trials()
         .iter()
@@ -259,16 +282,21 @@ fn summary(study: &Study) -> Vec<(Params, TrialState, Option<f64>, Vec<(u64, f64
 fn study_resumes_from_disk_with_the_same_history() {
     let full = tempfile::tempdir().unwrap();
     let mut a = Study::open(full.path(), &quad_config(11)).unwrap();
-    a.optimize(&mut quad_objective(None), 14, false, |_, _| {}).unwrap();
+    a.optimize(&mut quad_objective(None), 14, false, |_, _| {})
+        .unwrap();
     let expected = summary(&a);
-    assert!(expected.iter().any(|t| t.1 == TrialState::Pruned), "the pruner never fired");
+    assert!(
+        expected.iter().any(|t| t.1 == TrialState::Pruned),
+        "the pruner never fired"
+    );
     let best_a = a.best_trial().unwrap().clone();
     drop(a);
 
     // stop after 6 trials, re-open, continue to 14
     let part = tempfile::tempdir().unwrap();
     let mut b = Study::open(part.path(), &quad_config(11)).unwrap();
-    b.optimize(&mut quad_objective(None), 6, false, |_, _| {}).unwrap();
+    b.optimize(&mut quad_objective(None), 6, false, |_, _| {})
+        .unwrap();
     let best_6 = b.best_trial().unwrap().value.unwrap();
     drop(b);
     let mut b = Study::open(part.path(), &quad_config(11)).unwrap();
@@ -276,8 +304,13 @@ fn study_resumes_from_disk_with_the_same_history() {
     assert_eq!(b.n_counted(), 6);
     assert_eq!(b.best_trial().unwrap().value.unwrap(), best_6);
     assert_eq!(b.recovery().interrupted, Vec::<u64>::new());
-    b.optimize(&mut quad_objective(None), 14, false, |_, _| {}).unwrap();
-    assert_eq!(summary(&b), expected, "the resumed study diverged from the uninterrupted one");
+    b.optimize(&mut quad_objective(None), 14, false, |_, _| {})
+        .unwrap();
+    assert_eq!(
+        summary(&b),
+        expected,
+        "the resumed study diverged from the uninterrupted one"
+    );
     assert_eq!(b.best_trial().unwrap(), &best_a);
     assert!(b.best_trial().unwrap().value.unwrap() <= best_6);
     drop(b);
@@ -298,7 +331,10 @@ fn study_resumes_from_disk_with_the_same_history() {
     assert_eq!(strip(full.path()), strip(part.path()));
     // a fresh process reading the finished study sees 14 trials and asks for no more
     let mut c = Study::open(part.path(), &quad_config(11)).unwrap();
-    c.optimize(&mut quad_objective(None), 14, false, |_, _| panic!("no trial should run")).unwrap();
+    c.optimize(&mut quad_objective(None), 14, false, |_, _| {
+        panic!("no trial should run")
+    })
+    .unwrap();
     assert_eq!(c.trials().len(), 14);
 }
 
@@ -315,10 +351,21 @@ fn a_crashed_trial_is_marked_failed_and_rerun() {
     assert_eq!(s.recovery().interrupted, vec![7]);
     assert_eq!(s.recovery().requeued, vec![7]);
     let t7 = s.trials()[7].clone();
-    assert_eq!(t7.intermediate.len(), 1, "reports before the crash are kept");
-    assert!(matches!(t7.state, TrialState::Failed { interrupted: true, .. }));
+    assert_eq!(
+        t7.intermediate.len(),
+        1,
+        "reports before the crash are kept"
+    );
+    assert!(matches!(
+        t7.state,
+        TrialState::Failed {
+            interrupted: true,
+            ..
+        }
+    ));
     assert_eq!(s.n_counted(), 7);
-    s.optimize(&mut quad_objective(None), 12, false, |_, _| {}).unwrap();
+    s.optimize(&mut quad_objective(None), 12, false, |_, _| {})
+        .unwrap();
     let t8 = &s.trials()[8];
     assert_eq!(t8.params, t7.params, "the interrupted parameters run again");
     assert_eq!(t8.requeued_from, Some(7));
@@ -340,7 +387,8 @@ fn journal_recovery_locking_and_mismatch() {
         Study::open(dir.path(), &quad_config(3)),
         Err(TuneError::Locked { .. })
     ));
-    s.optimize(&mut quad_objective(None), 3, false, |_, _| {}).unwrap();
+    s.optimize(&mut quad_objective(None), 3, false, |_, _| {})
+        .unwrap();
     drop(s);
     let journal = dir.path().join("study.jsonl");
     let good = std::fs::read(&journal).unwrap();
@@ -370,20 +418,33 @@ fn journal_recovery_locking_and_mismatch() {
     // another space or seed is refused
     let mut other = quad_config(3);
     other.space = space(json!({"lr": {"type": "float", "low": 1e-5, "high": 1e-3, "log": true}}));
-    assert!(matches!(Study::open(dir.path(), &other), Err(TuneError::StudyMismatch { .. })));
+    assert!(matches!(
+        Study::open(dir.path(), &other),
+        Err(TuneError::StudyMismatch { .. })
+    ));
     assert!(matches!(
         Study::open(dir.path(), &quad_config(4)),
         Err(TuneError::StudyMismatch { .. })
     ));
     // the untouched study still opens
-    assert_eq!(Study::open(dir.path(), &quad_config(3)).unwrap().trials().len(), 3);
+    assert_eq!(
+        Study::open(dir.path(), &quad_config(3))
+            .unwrap()
+            .trials()
+            .len(),
+        3
+    );
 }
 
 #[test]
 fn diverging_and_failing_trials() {
     let dir = tempfile::tempdir().unwrap();
     let sp = space(json!({"q": {"type": "float", "low": 0.0, "high": 1.0}}));
-    let mut s = Study::open(dir.path(), &config(sp, 2, SamplerConfig::Random, PrunerConfig::None)).unwrap();
+    let mut s = Study::open(
+        dir.path(),
+        &config(sp, 2, SamplerConfig::Random, PrunerConfig::None),
+    )
+    .unwrap();
     s.enqueue([("q".to_string(), json!(0.5))].into()).unwrap();
     s.enqueue([("q".to_string(), json!(0.6))].into()).unwrap();
     s.enqueue([("q".to_string(), json!(0.7))].into()).unwrap();
@@ -402,7 +463,9 @@ fn diverging_and_failing_trials() {
     };
     s.optimize(&mut obj, 3, true, |_, _| {}).unwrap();
     let t = s.trials();
-    assert!(matches!(&t[0].state, TrialState::Failed { reason, interrupted: false } if reason.contains("non-finite")));
+    assert!(
+        matches!(&t[0].state, TrialState::Failed { reason, interrupted: false } if reason.contains("non-finite"))
+    );
     assert!(matches!(&t[1].state, TrialState::Failed { reason, .. } if reason == "out of memory"));
     assert_eq!(t[2].state, TrialState::Complete);
     // without catch_errors the search stops on an error, after recording it
@@ -415,7 +478,10 @@ fn diverging_and_failing_trials() {
     s.report(n, 5, 1.0).unwrap();
     assert!(matches!(s.report(n, 5, 0.5), Err(TuneError::Report { .. })));
     s.tell(n, Ok(TrialOutcome::Complete(0.1))).unwrap();
-    assert!(matches!(s.tell(n, Ok(TrialOutcome::Complete(0.1))), Err(TuneError::Report { .. })));
+    assert!(matches!(
+        s.tell(n, Ok(TrialOutcome::Complete(0.1))),
+        Err(TuneError::Report { .. })
+    ));
     assert_eq!(s.best_trial().unwrap().number, n);
     let out = dir.path().join("best_params.json");
     s.write_best_params(&out).unwrap();
@@ -438,7 +504,10 @@ fn tune_config_errors_name_file_and_key() {
     .unwrap();
     let e = TuneConfig::from_file(&p).unwrap_err();
     let msg = e.to_string();
-    assert!(msg.contains("tune.json") && msg.contains("space.temperature.high"), "{msg}");
+    assert!(
+        msg.contains("tune.json") && msg.contains("space.temperature.high"),
+        "{msg}"
+    );
     std::fs::write(&p, "{\"stage\": ").unwrap();
     let msg = TuneConfig::from_file(&p).unwrap_err().to_string();
     assert!(msg.contains("tune.json"), "{msg}");
@@ -457,11 +526,18 @@ fn shipped_tune_configs_name_real_keys() {
         assert_eq!(cfg.stage, stage);
         assert!(cfg.base_config.exists(), "{}", cfg.base_config.display());
         assert!(cfg.budget.val_every <= cfg.budget.max_steps);
-        let base: Value = serde_json::from_str(&std::fs::read_to_string(&cfg.base_config).unwrap()).unwrap();
+        let base: Value =
+            serde_json::from_str(&std::fs::read_to_string(&cfg.base_config).unwrap()).unwrap();
         let dir = tempfile::tempdir().unwrap();
         for n in 0..5 {
             let params = RandomSampler { seed: 1 }.sample(&cfg.study.space, &[], n);
-            let trial = sonic_train::tune::objective::trial_config(&base, &cfg.base_config, &params, &cfg.budget).unwrap();
+            let trial = sonic_train::tune::objective::trial_config(
+                &base,
+                &cfg.base_config,
+                &params,
+                &cfg.budget,
+            )
+            .unwrap();
             let p = dir.path().join(format!("{n}.json"));
             std::fs::write(&p, serde_json::to_string(&trial).unwrap()).unwrap();
             let max_steps = if stage == "stage1" {

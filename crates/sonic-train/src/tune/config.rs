@@ -79,7 +79,12 @@ fn uncommented(obj: &Map<String, Value>) -> Map<String, Value> {
         .collect()
 }
 
-fn get_usize(obj: &Map<String, Value>, key: &str, default: usize, ctx: &KeyCtx<'_>) -> Result<usize> {
+fn get_usize(
+    obj: &Map<String, Value>,
+    key: &str,
+    default: usize,
+    ctx: &KeyCtx<'_>,
+) -> Result<usize> {
     if !obj.contains_key(key) {
         return Ok(default);
     }
@@ -99,7 +104,11 @@ fn get_string(obj: &Map<String, Value>, key: &str, ctx: &KeyCtx<'_>) -> Result<S
     }
 }
 
-fn sub_object<'v>(obj: &'v Map<String, Value>, key: &str, ctx: &KeyCtx<'_>) -> Result<Option<Map<String, Value>>> {
+fn sub_object(
+    obj: &Map<String, Value>,
+    key: &str,
+    ctx: &KeyCtx<'_>,
+) -> Result<Option<Map<String, Value>>> {
     match obj.get(key) {
         None => Ok(None),
         Some(Value::Object(o)) => Ok(Some(uncommented(o))),
@@ -120,7 +129,14 @@ fn parse_sampler(obj: Option<Map<String, Value>>, ctx: &KeyCtx<'_>) -> Result<Sa
         "tpe" => {
             check_keys(
                 &obj,
-                &["type", "n_startup_trials", "n_ei_candidates", "gamma", "gamma_max", "prior_weight"],
+                &[
+                    "type",
+                    "n_startup_trials",
+                    "n_ei_candidates",
+                    "gamma",
+                    "gamma_max",
+                    "prior_weight",
+                ],
                 ctx,
             )?;
             let d = TpeSettings::default();
@@ -129,7 +145,7 @@ fn parse_sampler(obj: Option<Map<String, Value>>, ctx: &KeyCtx<'_>) -> Result<Sa
             } else {
                 d.gamma
             };
-            if !(gamma > 0.0 && gamma < 1.0) {
+            if gamma <= 0.0 || gamma >= 1.0 {
                 return Err(ctx.err("gamma", format!("must lie in (0, 1), found {gamma}")));
             }
             let prior_weight = if obj.contains_key("prior_weight") {
@@ -137,7 +153,7 @@ fn parse_sampler(obj: Option<Map<String, Value>>, ctx: &KeyCtx<'_>) -> Result<Sa
             } else {
                 d.prior_weight
             };
-            if !(prior_weight > 0.0) {
+            if prior_weight <= 0.0 {
                 return Err(ctx.err("prior_weight", format!("must be > 0, found {prior_weight}")));
             }
             let n_ei_candidates = get_usize(&obj, "n_ei_candidates", d.n_ei_candidates, ctx)?;
@@ -174,7 +190,13 @@ fn parse_pruner(obj: Option<Map<String, Value>>, ctx: &KeyCtx<'_>) -> Result<Pru
         "median" => {
             check_keys(
                 &obj,
-                &["type", "n_startup_trials", "n_warmup_steps", "interval_steps", "n_min_trials"],
+                &[
+                    "type",
+                    "n_startup_trials",
+                    "n_warmup_steps",
+                    "interval_steps",
+                    "n_min_trials",
+                ],
                 ctx,
             )?;
             let d = MedianPruner::default();
@@ -192,7 +214,13 @@ fn parse_pruner(obj: Option<Map<String, Value>>, ctx: &KeyCtx<'_>) -> Result<Pru
         "successive_halving" | "asha" => {
             check_keys(
                 &obj,
-                &["type", "min_resource", "reduction_factor", "min_early_stopping_rate", "bootstrap_count"],
+                &[
+                    "type",
+                    "min_resource",
+                    "reduction_factor",
+                    "min_early_stopping_rate",
+                    "bootstrap_count",
+                ],
                 ctx,
             )?;
             let d = SuccessiveHalvingPruner::default();
@@ -226,6 +254,25 @@ fn parse_pruner(obj: Option<Map<String, Value>>, ctx: &KeyCtx<'_>) -> Result<Pru
     }
 }
 
+/// Why a stage-config key cannot be searched over, if it cannot: the budget sets the run
+/// length and validation interval, and the data (split, cached latents) and models are
+/// prepared once from the base config before the trials.
+fn fixed_key_reason(stage: &str, key: &str) -> Option<&'static str> {
+    match key {
+        "training.max_steps" | "training.val_every" | "training.epochs" => {
+            Some("set by `budget` for every trial, cannot be searched")
+        }
+        "training.val_fraction" => Some("the validation split is fixed by the base config"),
+        "resolution" if stage == "stage2" => {
+            Some("the latents are prepared once at the base config's resolution")
+        }
+        k if k == "model" || k.starts_with("model.") => {
+            Some("the models are loaded once from the base config")
+        }
+        _ => None,
+    }
+}
+
 impl TuneConfig {
     /// Reads and checks a tune config file.
     pub fn from_file(path: &Path) -> Result<Self> {
@@ -247,7 +294,10 @@ impl TuneConfig {
         };
         for k in obj.keys() {
             if !TOP_KEYS.contains(&k.as_str()) {
-                return Err(err(k, format!("unknown key (allowed: {})", TOP_KEYS.join(", "))));
+                return Err(err(
+                    k,
+                    format!("unknown key (allowed: {})", TOP_KEYS.join(", ")),
+                ));
             }
         }
         // top-level keys have no prefix: build errors by hand through `err`
@@ -257,7 +307,12 @@ impl TuneConfig {
         };
         let stage = match obj.get("stage") {
             Some(Value::String(s)) if s == "stage1" || s == "stage2" => s.clone(),
-            Some(v) => return Err(err("stage", format!("expected \"stage1\" or \"stage2\", found {v}"))),
+            Some(v) => {
+                return Err(err(
+                    "stage",
+                    format!("expected \"stage1\" or \"stage2\", found {v}"),
+                ));
+            }
             None => return Err(err("stage", "missing".into())),
         };
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -271,13 +326,19 @@ impl TuneConfig {
                 Some(v) => Err(err(key, format!("expected a path string, found {v}"))),
             }
         };
-        let base_config = resolve("base_config")?.ok_or_else(|| err("base_config", "missing".into()))?;
+        let base_config =
+            resolve("base_config")?.ok_or_else(|| err("base_config", "missing".into()))?;
         let study_dir = resolve("study_dir")?.unwrap_or_else(|| dir.join("tune-study"));
         let n_trials = match obj.get("n_trials") {
             None => return Err(err("n_trials", "missing".into())),
             Some(v) => match v.as_u64() {
                 Some(n) if n >= 1 => n as usize,
-                _ => return Err(err("n_trials", format!("expected an integer >= 1, found {v}"))),
+                _ => {
+                    return Err(err(
+                        "n_trials",
+                        format!("expected an integer >= 1, found {v}"),
+                    ));
+                }
             },
         };
         let seed = match obj.get("seed") {
@@ -288,8 +349,15 @@ impl TuneConfig {
         };
         let flag = |key: &str, default: bool| -> Result<bool> {
             if obj.contains_key(key) {
-                get_bool(&obj, key, &KeyCtx { origin: path, prefix: String::new() })
-                    .map_err(|_| err(key, format!("expected true or false, found {}", obj[key])))
+                get_bool(
+                    &obj,
+                    key,
+                    &KeyCtx {
+                        origin: path,
+                        prefix: String::new(),
+                    },
+                )
+                .map_err(|_| err(key, format!("expected true or false, found {}", obj[key])))
             } else {
                 Ok(default)
             }
@@ -304,6 +372,11 @@ impl TuneConfig {
             None => return Err(err("space", "missing".into())),
         };
         let space = SearchSpace::from_json(&space_value, path, "space")?;
+        for name in space.params().keys() {
+            if let Some(reason) = fixed_key_reason(&stage, name) {
+                return Err(err(&format!("space.{name}"), reason.into()));
+            }
+        }
         let budget = match obj.get("budget") {
             None => return Err(err("budget", "missing".into())),
             Some(Value::Object(o)) => Budget::from_json(&Value::Object(uncommented(o)), path)?,
@@ -360,8 +433,12 @@ mod tests {
         assert_eq!(c.n_trials, 20);
         assert_eq!(c.study.seed, 7);
         assert!(c.study.rerun_interrupted);
-        assert!(matches!(c.study.sampler, SamplerConfig::Tpe(ref s) if s.n_startup_trials == 5 && s.n_ei_candidates == 24));
-        assert!(matches!(c.study.pruner, PrunerConfig::SuccessiveHalving(ref p) if p.min_resource == 2 && p.reduction_factor == 3));
+        assert!(
+            matches!(c.study.sampler, SamplerConfig::Tpe(ref s) if s.n_startup_trials == 5 && s.n_ei_candidates == 24)
+        );
+        assert!(
+            matches!(c.study.pruner, PrunerConfig::SuccessiveHalving(ref p) if p.min_resource == 2 && p.reduction_factor == 3)
+        );
         assert_eq!(
             c.budget,
             Budget {
@@ -375,32 +452,152 @@ mod tests {
 
     #[test]
     fn errors_name_the_key() {
-        let cases: Vec<(Box<dyn Fn(&mut Value)>, &str)> = vec![
-            (Box::new(|v| { v["stage"] = json!("stage3"); }), "stage"),
-            (Box::new(|v| { v.as_object_mut().unwrap().remove("base_config"); }), "base_config"),
-            (Box::new(|v| { v["n_trials"] = json!(0); }), "n_trials"),
-            (Box::new(|v| { v["seed"] = json!(-1); }), "seed"),
-            (Box::new(|v| { v["trials"] = json!(3); }), "trials"),
-            (Box::new(|v| { v["catch_errors"] = json!("no"); }), "catch_errors"),
-            (Box::new(|v| { v["sampler"]["type"] = json!("cmaes"); }), "sampler.type"),
-            (Box::new(|v| { v["sampler"]["gamma"] = json!(1.5); }), "sampler.gamma"),
-            (Box::new(|v| { v["sampler"]["n_startup"] = json!(3); }), "sampler.n_startup"),
-            (Box::new(|v| { v["sampler"] = json!("tpe"); }), "sampler"),
-            (Box::new(|v| { v["pruner"]["reduction_factor"] = json!(1); }), "pruner.reduction_factor"),
-            (Box::new(|v| { v["pruner"] = json!({"type": "median", "interval_steps": 0}); }), "pruner.interval_steps"),
-            (Box::new(|v| { v["pruner"] = json!({"type": "median", "n_warmup_steps": -2}); }), "pruner.n_warmup_steps"),
-            (Box::new(|v| { v["space"]["lr"]["low"] = json!(-1.0); }), "space.lr.low"),
-            (Box::new(|v| { v.as_object_mut().unwrap().remove("space"); }), "space"),
-            (Box::new(|v| { v["budget"] = json!(3); }), "budget"),
-            (Box::new(|v| { v["budget"]["val_every"] = json!(0); }), "budget.val_every"),
-            (Box::new(|v| { v.as_object_mut().unwrap().remove("budget"); }), "budget"),
-            (Box::new(|v| { v["manifest"] = json!(1); }), "manifest"),
+        type Edit = Box<dyn Fn(&mut Value)>;
+        let cases: Vec<(Edit, &str)> = vec![
+            (
+                Box::new(|v| {
+                    v["stage"] = json!("stage3");
+                }),
+                "stage",
+            ),
+            (
+                Box::new(|v| {
+                    v.as_object_mut().unwrap().remove("base_config");
+                }),
+                "base_config",
+            ),
+            (
+                Box::new(|v| {
+                    v["n_trials"] = json!(0);
+                }),
+                "n_trials",
+            ),
+            (
+                Box::new(|v| {
+                    v["seed"] = json!(-1);
+                }),
+                "seed",
+            ),
+            (
+                Box::new(|v| {
+                    v["trials"] = json!(3);
+                }),
+                "trials",
+            ),
+            (
+                Box::new(|v| {
+                    v["catch_errors"] = json!("no");
+                }),
+                "catch_errors",
+            ),
+            (
+                Box::new(|v| {
+                    v["sampler"]["type"] = json!("cmaes");
+                }),
+                "sampler.type",
+            ),
+            (
+                Box::new(|v| {
+                    v["sampler"]["gamma"] = json!(1.5);
+                }),
+                "sampler.gamma",
+            ),
+            (
+                Box::new(|v| {
+                    v["sampler"]["n_startup"] = json!(3);
+                }),
+                "sampler.n_startup",
+            ),
+            (
+                Box::new(|v| {
+                    v["sampler"] = json!("tpe");
+                }),
+                "sampler",
+            ),
+            (
+                Box::new(|v| {
+                    v["pruner"]["reduction_factor"] = json!(1);
+                }),
+                "pruner.reduction_factor",
+            ),
+            (
+                Box::new(|v| {
+                    v["pruner"] = json!({"type": "median", "interval_steps": 0});
+                }),
+                "pruner.interval_steps",
+            ),
+            (
+                Box::new(|v| {
+                    v["pruner"] = json!({"type": "median", "n_warmup_steps": -2});
+                }),
+                "pruner.n_warmup_steps",
+            ),
+            (
+                Box::new(|v| {
+                    v["space"]["lr"]["low"] = json!(-1.0);
+                }),
+                "space.lr.low",
+            ),
+            (
+                Box::new(|v| {
+                    v.as_object_mut().unwrap().remove("space");
+                }),
+                "space",
+            ),
+            (
+                Box::new(|v| {
+                    v["budget"] = json!(3);
+                }),
+                "budget",
+            ),
+            (
+                Box::new(|v| {
+                    v["budget"]["val_every"] = json!(0);
+                }),
+                "budget.val_every",
+            ),
+            (
+                Box::new(|v| {
+                    v.as_object_mut().unwrap().remove("budget");
+                }),
+                "budget",
+            ),
+            (
+                Box::new(|v| {
+                    v["manifest"] = json!(1);
+                }),
+                "manifest",
+            ),
+            (
+                Box::new(|v| {
+                    v["space"]["training.max_steps"] = json!({"type": "int", "low": 1, "high": 9});
+                }),
+                "space.training.max_steps",
+            ),
+            (
+                Box::new(|v| {
+                    v["space"]["model.projector"] =
+                        json!({"type": "categorical", "choices": ["a", "b"]});
+                }),
+                "space.model.projector",
+            ),
+            (
+                Box::new(|v| {
+                    v["space"]["training.val_fraction"] =
+                        json!({"type": "float", "low": 0.1, "high": 0.2});
+                }),
+                "space.training.val_fraction",
+            ),
         ];
         for (edit, key) in cases {
             let mut v = good();
             edit(&mut v);
             match TuneConfig::from_json(&v, Path::new("tune.json")) {
-                Err(TuneError::Config { key: k, path, reason }) => {
+                Err(TuneError::Config {
+                    key: k,
+                    path,
+                    reason,
+                }) => {
                     assert_eq!(k, key, "{reason}");
                     assert_eq!(path, PathBuf::from("tune.json"));
                 }

@@ -152,9 +152,12 @@ impl StageRun for Stage1Run {
         on_validation: &mut dyn FnMut(u64, f64) -> bool,
     ) -> std::result::Result<StageResult, ObjectiveError> {
         let cfg = Stage1Config::from_file(config_path)?;
-        let mode: BlockMode = cfg.block_mode.parse().map_err(|e: String| -> ObjectiveError {
-            format!("{}: block_mode: {e}", config_path.display()).into()
-        })?;
+        let mode: BlockMode = cfg
+            .block_mode
+            .parse()
+            .map_err(|e: String| -> ObjectiveError {
+                format!("{}: block_mode: {e}", config_path.display()).into()
+            })?;
         let projector = self.projector.clone().with_mode(mode);
         let mut trainer = Stage1Trainer::new(cfg, projector, &self.device)?;
         let (train, val) = (&self.train, &self.val);
@@ -162,8 +165,9 @@ impl StageRun for Stage1Run {
     }
 }
 
-/// Stage 2 on prepared data: each trial trains new adapters (gates at the trial config's
-/// `gate_init`) on a copy of `unet`, or the adapters of the trial config's `model.adapters`.
+/// Stage 2 on prepared data: each trial trains new adapters on a copy of `unet` (weights drawn
+/// from the trial config's `training.seed`, so every trial starts from the same adapters;
+/// gates at its `gate_init`), or the adapters of the trial config's `model.adapters`.
 pub struct Stage2Run {
     /// Training split.
     pub train: Stage2Data,
@@ -194,14 +198,15 @@ impl StageRun for Stage2Run {
                     .0
             }
             None => {
-                let mut u = self.unet.clone();
-                u.add_adapters(
+                crate::stage2::add_new_adapters(
+                    self.unet.clone(),
                     AdapterPlacement::OFFICIAL,
                     self.projector.config().context_dim(),
                     cfg.gate_init,
+                    cfg.training.seed,
                     &self.device,
-                );
-                u
+                )
+                .0
             }
         };
         let mut trainer = Stage2Trainer::new(
@@ -212,7 +217,9 @@ impl StageRun for Stage2Run {
             &self.device,
         )?;
         let (train, val) = (&self.train, &self.val);
-        drive(on_validation, |cb| trainer.run(train, Some(val), None, None, cb))
+        drive(on_validation, |cb| {
+            trainer.run(train, Some(val), None, None, cb)
+        })
     }
 }
 
@@ -227,8 +234,14 @@ pub fn trial_config(
     let base_dir = base_path.parent().unwrap_or(Path::new("."));
     absolutize_model_paths(&mut cfg, base_dir);
     let budget_params: super::Params = [
-        ("training.max_steps".to_string(), Value::from(budget.max_steps)),
-        ("training.val_every".to_string(), Value::from(budget.val_every)),
+        (
+            "training.max_steps".to_string(),
+            Value::from(budget.max_steps),
+        ),
+        (
+            "training.val_every".to_string(),
+            Value::from(budget.val_every),
+        ),
     ]
     .into();
     apply_overrides(&cfg, &budget_params, base_path)
@@ -279,14 +292,16 @@ impl<S: StageRun> Objective for TrainingObjective<S> {
         let text = serde_json::to_string_pretty(&cfg)?;
         sonic_core::config::write_atomic(&path, format!("{text}\n").as_bytes())?;
         let mut report_error: Option<TuneError> = None;
-        let result = self.stage.train(&path, &mut |step, loss| match trial.report(step, loss) {
-            Ok(Decision::Continue) => true,
-            Ok(Decision::Prune) => false,
-            Err(e) => {
-                report_error.get_or_insert(e);
-                false
-            }
-        })?;
+        let result = self
+            .stage
+            .train(&path, &mut |step, loss| match trial.report(step, loss) {
+                Ok(Decision::Continue) => true,
+                Ok(Decision::Prune) => false,
+                Err(e) => {
+                    report_error.get_or_insert(e);
+                    false
+                }
+            })?;
         if let Some(e) = report_error {
             return Err(Box::new(e));
         }
@@ -316,8 +331,14 @@ mod tests {
         for (v, key) in [
             (json!({"val_every": 5}), "budget.max_steps"),
             (json!({"max_steps": 0, "val_every": 5}), "budget.max_steps"),
-            (json!({"max_steps": 10, "val_every": 20}), "budget.val_every"),
-            (json!({"max_steps": 10, "val_every": 2, "epochs": 1}), "budget.epochs"),
+            (
+                json!({"max_steps": 10, "val_every": 20}),
+                "budget.val_every",
+            ),
+            (
+                json!({"max_steps": 10, "val_every": 2, "epochs": 1}),
+                "budget.epochs",
+            ),
             (json!(3), "budget"),
         ] {
             match Budget::from_json(&v, o) {
@@ -333,7 +354,8 @@ mod tests {
             "training": {"max_steps": null, "val_every": 500, "optimizer": {"lr": 1e-4}},
             "model": {"sd": "models/sd", "clap": "/abs/clap.pth", "projector": null}
         });
-        let params: super::super::Params = [("training.optimizer.lr".to_string(), json!(3e-4))].into();
+        let params: super::super::Params =
+            [("training.optimizer.lr".to_string(), json!(3e-4))].into();
         let c = trial_config(
             &base,
             Path::new("/cfg/stage1.json"),

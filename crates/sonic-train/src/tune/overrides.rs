@@ -86,7 +86,8 @@ mod tests {
 
     #[test]
     fn overrides_nested_keys_and_keeps_the_rest() {
-        let base = json!({"lr": 1e-4, "loss": {"mse_weight": 1.0, "temperature": 0.1}, "epochs": 3});
+        let base =
+            json!({"lr": 1e-4, "loss": {"mse_weight": 1.0, "temperature": 0.1}, "epochs": 3});
         let params: Params = [
             ("lr".to_string(), json!(3e-4)),
             ("loss.temperature".to_string(), json!(0.05)),
@@ -102,19 +103,29 @@ mod tests {
         let bad: Params = [("epochs.x".to_string(), json!(1))].into();
         let e = apply_overrides(&base, &bad, Path::new("stage1.json")).unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("epochs.x") && msg.contains("stage1.json"), "{msg}");
+        assert!(
+            msg.contains("epochs.x") && msg.contains("stage1.json"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn writes_the_merged_config() {
         let dir = tempfile::tempdir().unwrap();
         let base = dir.path().join("base.json");
-        std::fs::write(&base, r#"{"lr": 0.0001, "batch_size": 6, "model": {"sd": "sd", "clap": null}}"#).unwrap();
+        std::fs::write(
+            &base,
+            r#"{"lr": 0.0001, "batch_size": 6, "model": {"sd": "sd", "clap": null}}"#,
+        )
+        .unwrap();
         let out = dir.path().join("best.json");
         let params: Params = [("lr".to_string(), json!(0.0005))].into();
         write_config_with_overrides(&base, &params, &out).unwrap();
         let v: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
         let sd = dir.path().join("sd").to_string_lossy().into_owned();
-        assert_eq!(v, json!({"lr": 0.0005, "batch_size": 6, "model": {"sd": sd, "clap": null}}));
+        assert_eq!(
+            v,
+            json!({"lr": 0.0005, "batch_size": 6, "model": {"sd": sd, "clap": null}})
+        );
     }
 }

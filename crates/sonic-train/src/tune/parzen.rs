@@ -184,7 +184,10 @@ impl NumericParzen {
         match self.domain.discrete {
             None => log_sum_exp((0..self.mus.len()).map(|i| {
                 let z = (x - self.mus[i]) / self.sigmas[i];
-                self.log_weights[i] - 0.5 * z * z - LN_SQRT_2PI - self.sigmas[i].ln()
+                self.log_weights[i]
+                    - 0.5 * z * z
+                    - LN_SQRT_2PI
+                    - self.sigmas[i].ln()
                     - self.log_norms[i]
             })),
             Some((step, log)) => {

@@ -72,7 +72,7 @@ impl Pruner for MedianPruner {
         if completed.len() < self.n_startup_trials || step < self.n_warmup_steps {
             return false;
         }
-        if (step - self.n_warmup_steps) % self.interval_steps.max(1) != 0 {
+        if !(step - self.n_warmup_steps).is_multiple_of(self.interval_steps.max(1)) {
             return false;
         }
         let at_step: Vec<f64> = completed

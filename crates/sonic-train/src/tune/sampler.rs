@@ -125,7 +125,10 @@ impl TpeSampler {
     }
 
     /// Splits the observed trials into (good, bad), each in trial order.
-    pub fn split<'a>(&self, history: &'a [TrialRecord]) -> (Vec<&'a TrialRecord>, Vec<&'a TrialRecord>) {
+    pub fn split<'a>(
+        &self,
+        history: &'a [TrialRecord],
+    ) -> (Vec<&'a TrialRecord>, Vec<&'a TrialRecord>) {
         let mut observed: Vec<(&TrialRecord, (u8, f64, f64))> = history
             .iter()
             .filter_map(|t| rank_key(t).map(|k| (t, k)))
@@ -248,7 +251,8 @@ mod tests {
                 ..Default::default()
             },
         };
-        let mut hist: Vec<TrialRecord> = (0..6).map(|i| done(i, i as f64, 10.0 - i as f64)).collect();
+        let mut hist: Vec<TrialRecord> =
+            (0..6).map(|i| done(i, i as f64, 10.0 - i as f64)).collect();
         let mut p = TrialRecord::new(6, [("x".to_string(), json!(0.0))].into());
         p.state = TrialState::Pruned;
         p.intermediate.insert(3, -100.0);
@@ -261,8 +265,14 @@ mod tests {
         hist.push(f);
         let (good, bad) = s.split(&hist);
         // 7 observed (failed ignored), ceil(0.25 * 7) = 2 good: the two lowest complete values
-        assert_eq!(good.iter().map(|t| t.number).collect::<Vec<_>>(), vec![4, 5]);
-        assert_eq!(bad.iter().map(|t| t.number).collect::<Vec<_>>(), vec![0, 1, 2, 3, 6]);
+        assert_eq!(
+            good.iter().map(|t| t.number).collect::<Vec<_>>(),
+            vec![4, 5]
+        );
+        assert_eq!(
+            bad.iter().map(|t| t.number).collect::<Vec<_>>(),
+            vec![0, 1, 2, 3, 6]
+        );
     }
 
     #[test]
@@ -302,6 +312,9 @@ mod tests {
                 ..Default::default()
             },
         };
-        assert_ne!(tpe.sample(&space, &hist, 12), other.sample(&space, &hist, 12));
+        assert_ne!(
+            tpe.sample(&space, &hist, 12),
+            other.sample(&space, &hist, 12)
+        );
     }
 }

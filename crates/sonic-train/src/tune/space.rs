@@ -102,7 +102,11 @@ impl ParamSpec {
     fn snap_int(&self, v: f64, low: i64, high: i64, step: i64) -> i64 {
         let n_max = (high - low) / step;
         let k = ((v - low as f64) / step as f64).round();
-        let k = if k.is_finite() { k.clamp(0.0, n_max as f64) as i64 } else { 0 };
+        let k = if k.is_finite() {
+            k.clamp(0.0, n_max as f64) as i64
+        } else {
+            0
+        };
         low + k * step
     }
 
@@ -260,7 +264,11 @@ pub(crate) fn get_bool(obj: &Map<String, Value>, key: &str, ctx: &KeyCtx<'_>) ->
     }
 }
 
-pub(crate) fn check_keys(obj: &Map<String, Value>, allowed: &[&str], ctx: &KeyCtx<'_>) -> Result<()> {
+pub(crate) fn check_keys(
+    obj: &Map<String, Value>,
+    allowed: &[&str],
+    ctx: &KeyCtx<'_>,
+) -> Result<()> {
     for k in obj.keys() {
         if !allowed.contains(&k.as_str()) {
             return Err(ctx.err(
@@ -281,9 +289,12 @@ impl SearchSpace {
             origin,
             prefix: prefix.to_string(),
         };
-        let obj = value
-            .as_object()
-            .ok_or_else(|| root.err("", format!("expected an object of parameters, found {value}")))?;
+        let obj = value.as_object().ok_or_else(|| {
+            root.err(
+                "",
+                format!("expected an object of parameters, found {value}"),
+            )
+        })?;
         if obj.is_empty() {
             return Err(root.err("", "the search space has no parameters"));
         }
@@ -302,9 +313,12 @@ impl SearchSpace {
     }
 
     fn parse_param(entry: &Value, ctx: &KeyCtx<'_>) -> Result<ParamSpec> {
-        let obj = entry
-            .as_object()
-            .ok_or_else(|| ctx.err("", format!("expected an object with a \"type\", found {entry}")))?;
+        let obj = entry.as_object().ok_or_else(|| {
+            ctx.err(
+                "",
+                format!("expected an object with a \"type\", found {entry}"),
+            )
+        })?;
         let ty = match obj.get("type") {
             Some(Value::String(s)) => s.as_str(),
             Some(v) => return Err(ctx.err("type", format!("expected a string, found {v}"))),
@@ -316,11 +330,13 @@ impl SearchSpace {
                 let low = get_f64(obj, "low", ctx)?;
                 let high = get_f64(obj, "high", ctx)?;
                 let log = get_bool(obj, "log", ctx)?;
-                if !(high > low) {
+                if high <= low {
                     return Err(ctx.err("high", format!("must exceed low = {low}, found {high}")));
                 }
                 if log && low <= 0.0 {
-                    return Err(ctx.err("low", format!("must be > 0 when log is true, found {low}")));
+                    return Err(
+                        ctx.err("low", format!("must be > 0 when log is true, found {low}"))
+                    );
                 }
                 Ok(ParamSpec::Float { low, high, log })
             }
@@ -347,7 +363,9 @@ impl SearchSpace {
                     ));
                 }
                 if log && low < 1 {
-                    return Err(ctx.err("low", format!("must be >= 1 when log is true, found {low}")));
+                    return Err(
+                        ctx.err("low", format!("must be >= 1 when log is true, found {low}"))
+                    );
                 }
                 if log && step != 1 {
                     return Err(ctx.err("step", "must be 1 when log is true"));
@@ -476,7 +494,14 @@ mod tests {
         assert_eq!(n.to_internal(&json!(5)), None);
         assert_eq!(n.to_internal(&json!(6)), Some(6.0));
         let lr = &s.params()["lr"];
-        assert!((lr.from_internal(lr.to_internal(&json!(1e-4)).unwrap()).as_f64().unwrap() - 1e-4).abs() < 1e-12);
+        assert!(
+            (lr.from_internal(lr.to_internal(&json!(1e-4)).unwrap())
+                .as_f64()
+                .unwrap()
+                - 1e-4)
+                .abs()
+                < 1e-12
+        );
         assert_eq!(s.params()["m"].from_internal(2.2), json!(3));
         let d = n.numeric_domain().unwrap();
         assert_eq!((d.low, d.high), (1.0, 9.0));
@@ -485,19 +510,52 @@ mod tests {
     #[test]
     fn errors_name_the_key() {
         let cases = [
-            (json!({"lr": {"type": "float", "high": 1.0}}), "space.lr.low"),
-            (json!({"lr": {"type": "float", "low": 1.0, "high": 0.5}}), "space.lr.high"),
-            (json!({"lr": {"type": "float", "low": 0.0, "high": 1.0, "log": true}}), "space.lr.low"),
-            (json!({"lr": {"type": "float", "low": "a", "high": 1.0}}), "space.lr.low"),
-            (json!({"lr": {"type": "float", "low": 0.1, "high": 1.0, "hgih": 2}}), "space.lr.hgih"),
-            (json!({"lr": {"type": "float", "low": 0.1, "high": 1.0, "log": "yes"}}), "space.lr.log"),
+            (
+                json!({"lr": {"type": "float", "high": 1.0}}),
+                "space.lr.low",
+            ),
+            (
+                json!({"lr": {"type": "float", "low": 1.0, "high": 0.5}}),
+                "space.lr.high",
+            ),
+            (
+                json!({"lr": {"type": "float", "low": 0.0, "high": 1.0, "log": true}}),
+                "space.lr.low",
+            ),
+            (
+                json!({"lr": {"type": "float", "low": "a", "high": 1.0}}),
+                "space.lr.low",
+            ),
+            (
+                json!({"lr": {"type": "float", "low": 0.1, "high": 1.0, "hgih": 2}}),
+                "space.lr.hgih",
+            ),
+            (
+                json!({"lr": {"type": "float", "low": 0.1, "high": 1.0, "log": "yes"}}),
+                "space.lr.log",
+            ),
             (json!({"lr": {"low": 0.1, "high": 1.0}}), "space.lr.type"),
             (json!({"lr": {"type": "gauss"}}), "space.lr.type"),
-            (json!({"n": {"type": "int", "low": 1.5, "high": 4}}), "space.n.low"),
-            (json!({"n": {"type": "int", "low": 1, "high": 4, "step": 0}}), "space.n.step"),
-            (json!({"n": {"type": "int", "low": 0, "high": 4, "log": true}}), "space.n.low"),
-            (json!({"c": {"type": "categorical", "choices": ["x"]}}), "space.c.choices"),
-            (json!({"c": {"type": "categorical", "choices": ["x", "x"]}}), "space.c.choices"),
+            (
+                json!({"n": {"type": "int", "low": 1.5, "high": 4}}),
+                "space.n.low",
+            ),
+            (
+                json!({"n": {"type": "int", "low": 1, "high": 4, "step": 0}}),
+                "space.n.step",
+            ),
+            (
+                json!({"n": {"type": "int", "low": 0, "high": 4, "log": true}}),
+                "space.n.low",
+            ),
+            (
+                json!({"c": {"type": "categorical", "choices": ["x"]}}),
+                "space.c.choices",
+            ),
+            (
+                json!({"c": {"type": "categorical", "choices": ["x", "x"]}}),
+                "space.c.choices",
+            ),
             (json!({"c": {"type": "categorical"}}), "space.c.choices"),
             (json!({"c": 3}), "space.c"),
             (json!({}), "space"),

@@ -323,10 +323,7 @@ impl Study {
                         journal.display(),
                         line.len()
                     );
-                    study
-                        .file
-                        .set_len(offset as u64)
-                        .map_err(io(&journal))?;
+                    study.file.set_len(offset as u64).map_err(io(&journal))?;
                     study.file.sync_all().map_err(io(&journal))?;
                     study.recovery.truncated_bytes = line.len() as u64;
                     break;
@@ -348,13 +345,11 @@ impl Study {
                 study.check_header(&event, config, line_no)?;
                 saw_header = true;
             } else {
-                study
-                    .apply(event)
-                    .map_err(|reason| TuneError::Journal {
-                        path: journal.clone(),
-                        line: line_no,
-                        reason,
-                    })?;
+                study.apply(event).map_err(|reason| TuneError::Journal {
+                    path: journal.clone(),
+                    line: line_no,
+                    reason,
+                })?;
             }
             offset = next;
         }
@@ -404,9 +399,8 @@ impl Study {
                 config.seed
             )));
         }
-        let stored = SearchSpace::from_json(space, &self.journal, "space").map_err(|e| {
-            mismatch(format!("the stored search space does not parse: {e}"))
-        })?;
+        let stored = SearchSpace::from_json(space, &self.journal, "space")
+            .map_err(|e| mismatch(format!("the stored search space does not parse: {e}")))?;
         if stored != config.space {
             return Err(mismatch(format!(
                 "the search space differs: the study has {}, the config {} (use a new study folder)",
@@ -419,14 +413,15 @@ impl Study {
 
     /// Applies a replayed or freshly written event to the in-memory state.
     fn apply(&mut self, event: Event) -> std::result::Result<(), String> {
-        let running = |trials: &mut Vec<TrialRecord>, n: u64| -> std::result::Result<usize, String> {
-            let idx = n as usize;
-            match trials.get(idx) {
-                None => Err(format!("trial {n} was never started")),
-                Some(t) if t.is_finished() => Err(format!("trial {n} is already finished")),
-                Some(_) => Ok(idx),
-            }
-        };
+        let running =
+            |trials: &mut Vec<TrialRecord>, n: u64| -> std::result::Result<usize, String> {
+                let idx = n as usize;
+                match trials.get(idx) {
+                    None => Err(format!("trial {n} was never started")),
+                    Some(t) if t.is_finished() => Err(format!("trial {n} is already finished")),
+                    Some(_) => Ok(idx),
+                }
+            };
         match event {
             Event::Study { .. } => return Err("a second study header".into()),
             Event::Start {
@@ -664,7 +659,11 @@ impl Study {
     }
 
     /// Finishes a running trial with the objective's result (`Err` holds its error message).
-    pub fn tell(&mut self, trial: u64, outcome: std::result::Result<TrialOutcome, String>) -> Result<()> {
+    pub fn tell(
+        &mut self,
+        trial: u64,
+        outcome: std::result::Result<TrialOutcome, String>,
+    ) -> Result<()> {
         self.check_running(trial)?;
         let event = match (self.diverged.remove(&trial), outcome) {
             (_, Err(reason)) => Event::Failed {
@@ -737,9 +736,11 @@ impl Study {
 
     /// Writes `{"trial": n, "value": v, "params": {...}}` for the best trial, atomically.
     pub fn write_best_params(&self, path: &Path) -> Result<()> {
-        let best = self.best_trial().ok_or_else(|| TuneError::NoCompletedTrial {
-            path: self.journal.clone(),
-        })?;
+        let best = self
+            .best_trial()
+            .ok_or_else(|| TuneError::NoCompletedTrial {
+                path: self.journal.clone(),
+            })?;
         let v = serde_json::json!({
             "trial": best.number,
             "value": best.value,

@@ -73,6 +73,8 @@ impl TrialRecord {
         self.intermediate
             .range(..=step)
             .map(|(_, v)| *v)
-            .fold(None, |acc: Option<f64>, v| Some(acc.map_or(v, |a| a.min(v))))
+            .fold(None, |acc: Option<f64>, v| {
+                Some(acc.map_or(v, |a| a.min(v)))
+            })
     }
 }
