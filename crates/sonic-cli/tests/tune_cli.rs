@@ -254,3 +254,60 @@ fn tune_survives_sigkill_mid_trial() {
     assert_eq!(starts.len(), 5);
     assert!(study.join("best_config.json").exists());
 }
+
+#[test]
+fn tune_stage2_runs_on_the_tiny_models() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    dataset(d);
+    let base = json!({
+        "training": {"seed": 1, "batch_size": 2, "val_fraction": 0.25},
+        "model": {"sd": fixtures().join("sd15-tiny"),
+                  "clap": fixtures().join("sonic-tiny/clap.safetensors"),
+                  "projector": fixtures().join("sonic-tiny/projector.safetensors"),
+                  "projector_config": fixtures().join("sonic-tiny/config.json")},
+        "resolution": 64
+    });
+    std::fs::write(
+        d.join("stage2.json"),
+        serde_json::to_vec_pretty(&base).unwrap(),
+    )
+    .unwrap();
+    let tune = json!({
+        "stage": "stage2",
+        "base_config": "stage2.json",
+        "study_dir": "study",
+        "manifest": "manifest.csv",
+        "n_trials": 2,
+        "sampler": {"type": "random"},
+        "pruner": {"type": "none"},
+        "budget": {"max_steps": 2, "val_every": 1},
+        "space": {
+            "training.optimizer.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": true},
+            "gate_init": {"type": "float", "low": 0.0, "high": 0.5},
+            "train_projector": {"type": "categorical", "choices": [false, true]}
+        }
+    });
+    let cfg = d.join("tune2.json");
+    std::fs::write(&cfg, serde_json::to_vec_pretty(&tune).unwrap()).unwrap();
+    let (out, _) = run_ok(&["tune", "--config", cfg.to_str().unwrap(), "--quiet"]);
+    assert!(
+        out.contains("trials: 2 complete, 0 pruned, 0 failed"),
+        "{out}"
+    );
+    let j = journal(&d.join("study"));
+    assert_eq!(events(&j, "report").len(), 4);
+    let best: Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("study/best_params.json")).unwrap())
+            .unwrap();
+    let bc =
+        sonic_train::config::Stage2Config::from_file(&d.join("study/best_config.json")).unwrap();
+    assert_eq!(
+        bc.train_projector,
+        best["params"]["train_projector"].as_bool().unwrap()
+    );
+    assert_eq!(
+        bc.gate_init as f64,
+        best["params"]["gate_init"].as_f64().unwrap() as f32 as f64
+    );
+}
