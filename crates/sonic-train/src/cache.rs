@@ -19,8 +19,8 @@
 //!   canonical path, size and modification time: a weight file is re-hashed only when one of
 //!   those changes.
 //!
-//! Each entry holds one float32 tensor named `value` and is written atomically (temporary file
-//! + rename), so concurrent runs and crashes never leave a torn entry; a corrupt entry (e.g. a
+//! Each entry holds one float32 tensor named `value` and is written atomically (a temporary
+//! file renamed into place), so concurrent runs and crashes never leave a torn entry; a corrupt entry (e.g. a
 //! truncated copy) is an error naming the file.
 
 use crate::error::{Result, TrainError};

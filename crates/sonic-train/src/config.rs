@@ -399,6 +399,11 @@ fn parse<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<T> {
     r.map_err(|e| config_err(path, if key.is_empty() { "." } else { &key }, e.to_string()))
 }
 
+/// A finite number above 0 (false for NaN).
+fn positive(v: f64) -> bool {
+    v.is_finite() && v > 0.0
+}
+
 fn probability(path: &Path, key: &str, v: f64) -> Result<()> {
     if (0.0..=1.0).contains(&v) {
         Ok(())
@@ -428,7 +433,7 @@ impl TrainingConfig {
                 "0 must be at least 1",
             ));
         }
-        if !(self.optimizer.lr > 0.0 && self.optimizer.lr.is_finite()) {
+        if !positive(self.optimizer.lr) {
             return Err(config_err(
                 path,
                 "training.optimizer.lr",
@@ -443,7 +448,7 @@ impl TrainingConfig {
             ));
         }
         if let Some(c) = self.clip_grad_norm
-            && !(c > 0.0)
+            && !positive(c)
         {
             return Err(config_err(
                 path,
@@ -479,7 +484,7 @@ impl Stage1Config {
     pub fn validate(&self, path: &Path) -> Result<()> {
         self.training.validate(path)?;
         probability(path, "loss.text_drop", self.loss.text_drop)?;
-        if !(self.loss.temperature > 0.0) {
+        if !positive(self.loss.temperature) {
             return Err(config_err(
                 path,
                 "loss.temperature",
@@ -489,7 +494,7 @@ impl Stage1Config {
         if self.loss.negatives == 0 {
             return Err(config_err(path, "loss.negatives", "0 must be at least 1"));
         }
-        if !(self.loss.token_weight_width > 0.0) {
+        if !positive(self.loss.token_weight_width) {
             return Err(config_err(
                 path,
                 "loss.token_weight_width",
@@ -522,7 +527,7 @@ impl Stage2Config {
         self.training.validate(path)?;
         probability(path, "text_drop", self.text_drop)?;
         probability(path, "audio_drop", self.audio_drop)?;
-        if self.resolution == 0 || self.resolution % 8 != 0 {
+        if self.resolution == 0 || !self.resolution.is_multiple_of(8) {
             return Err(config_err(
                 path,
                 "resolution",
@@ -591,8 +596,10 @@ mod shipped {
         assert_eq!(s1.training.optimizer.weight_decay, 0.0);
         assert_eq!(s1.loss.negatives, 128);
         assert_eq!(s1.loss.text_drop, 0.5);
-        let mut d1 = Stage1Config::default();
-        d1.model = s1.model.clone();
+        let d1 = Stage1Config {
+            model: s1.model.clone(),
+            ..Stage1Config::default()
+        };
         assert_eq!(s1, d1, "stage1.json differs from the defaults");
         let s2 = Stage2Config::from_file(&root.join("stage2.json")).unwrap();
         assert_eq!(s2.training.batch_size, 6);
@@ -600,8 +607,10 @@ mod shipped {
         assert_eq!(s2.text_drop, 0.5);
         assert_eq!(s2.audio_drop, 0.1);
         assert_eq!(s2.resolution, 512);
-        let mut d2 = Stage2Config::default();
-        d2.model = s2.model.clone();
+        let d2 = Stage2Config {
+            model: s2.model.clone(),
+            ..Stage2Config::default()
+        };
         assert_eq!(s2, d2, "stage2.json differs from the defaults");
     }
 }

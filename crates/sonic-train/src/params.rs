@@ -181,3 +181,21 @@ pub fn count_values<M: Module>(module: &M, select: &dyn Fn(&str) -> bool) -> usi
     module.visit(&mut c);
     c.n
 }
+
+/// Serialises seeded initialisations in this process (the backend's generator is global).
+static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs `build` with `device`'s generator seeded by `seed` and materialises every (lazily
+/// initialised) parameter at once, in module order, so the same seed gives the same weights.
+/// Calls are serialised by a process-wide lock; random draws made elsewhere in the process at
+/// the same time (e.g. `Tensor::random` on another thread) can still interleave, because the
+/// backend's generator is global.
+pub fn seeded_init<M: Module, E>(
+    device: &burn::tensor::Device,
+    seed: u64,
+    build: impl FnOnce() -> std::result::Result<M, E>,
+) -> std::result::Result<M, E> {
+    let _guard = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    device.seed(seed);
+    Ok(untracked(build()?))
+}

@@ -119,15 +119,15 @@ fn rows3(x: &Tensor<3>, idx: &[usize]) -> Tensor<3> {
 }
 
 /// A new projector of `config` with weights drawn from `seed` (reproducible: the device's
-/// generator is seeded and every parameter materialised at once, in module order; the backend's
-/// generator may be global, so do not build models on other threads meanwhile).
+/// generator is seeded and every parameter materialised at once, in module order; see
+/// [`crate::params::seeded_init`] for the limits).
 pub fn new_projector(
     config: &sonic_projector::ProjectorConfig,
     seed: u64,
     device: &Device,
 ) -> Result<Projector> {
-    device.seed(seed);
-    Ok(untracked(Projector::new(config, device)?))
+    crate::params::seeded_init(device, seed, || Projector::new(config, device))
+        .map_err(TrainError::from)
 }
 
 /// How a run ended.
@@ -336,7 +336,7 @@ impl Stage1Trainer {
     /// no text drop), with a fixed random stream so that successive values are comparable.
     pub fn validation_loss(&self, val: &Stage1Data, reference: &Stage1Data) -> Result<f64> {
         let model = self.model()?.valid();
-        let mut rng = TrainRng::new(self.config.training.seed ^ 0x5eed_0f_7a11d);
+        let mut rng = TrainRng::new(self.config.training.seed ^ 0x5eed_0f7a_11d0);
         let bs = self.config.training.batch_size;
         let idx: Vec<usize> = (0..val.len()).collect();
         let (mut sum, mut count) = (0.0, 0usize);

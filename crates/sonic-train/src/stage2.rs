@@ -140,10 +140,16 @@ pub fn add_new_adapters(
     seed: u64,
     device: &Device,
 ) -> (UNet2DConditionModel, usize) {
-    let mut unet = unet;
-    device.seed(seed);
-    let n = unet.add_adapters(placement, context_dim, gate_init, device);
-    (untracked(unet), n)
+    let mut n = 0;
+    let unet = crate::params::seeded_init(device, seed, || {
+        let mut unet = unet;
+        n = unet.add_adapters(placement, context_dim, gate_init, device);
+        Ok::<_, std::convert::Infallible>(unet)
+    });
+    match unet {
+        Ok(u) => (u, n),
+        Err(never) => match never {},
+    }
 }
 
 /// Periodic sample images during stage 2.
@@ -391,7 +397,7 @@ impl Stage2Trainer {
     /// every time; no drops), without autodiff.
     pub fn validation_loss(&self, val: &Stage2Data) -> Result<f64> {
         let model = self.model_ref()?.valid();
-        let mut rng = TrainRng::new(self.config.training.seed ^ 0x5eed_0f_7a11d);
+        let mut rng = TrainRng::new(self.config.training.seed ^ 0x5eed_0f7a_11d0);
         let bs = self.config.training.batch_size;
         let idx: Vec<usize> = (0..val.len()).collect();
         let (mut sum, mut count) = (0.0, 0usize);

@@ -3,7 +3,7 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 use sonic_core::fixtures::fixtures_root;
-use sonic_projector::{Projector, ProjectorConfig};
+use sonic_projector::ProjectorConfig;
 use sonic_train::TrainError;
 use sonic_train::checkpoint::{TrainEvent, TrainRng, latest_checkpoint, read_state};
 use sonic_train::config::Stage1Config;
@@ -59,7 +59,7 @@ fn losses(trainer: &mut Stage1Trainer, data: &Stage1Data, out: Option<&Path>) ->
 fn stage1_learns_and_resumes_exactly() {
     let device = Device::default();
     let d = data(&device, None);
-    let projector = Projector::new(&projector_config(), &device).unwrap();
+    let projector = sonic_train::stage1::new_projector(&projector_config(), 11, &device).unwrap();
 
     // Uninterrupted: 6 steps.
     let mut a = Stage1Trainer::new(config(6), projector.clone(), &device).unwrap();
@@ -71,7 +71,7 @@ fn stage1_learns_and_resumes_exactly() {
     let mut b = Stage1Trainer::new(config(3), projector.clone(), &device).unwrap();
     let first = losses(&mut b, &d, Some(dir.path()));
     assert_eq!(first, full[..3].to_vec());
-    let other_init = Projector::new(&projector_config(), &device).unwrap();
+    let other_init = sonic_train::stage1::new_projector(&projector_config(), 12, &device).unwrap();
     let mut c = Stage1Trainer::new(config(6), other_init, &device).unwrap();
     let resumed_from = c.resume(dir.path()).unwrap().unwrap();
     assert!(resumed_from.ends_with("step-00000003"));
@@ -91,7 +91,7 @@ fn stage1_learns_and_resumes_exactly() {
 fn stage1_nan_stops_and_keeps_the_last_good_checkpoint() {
     let device = Device::default();
     let d = data(&device, Some(5));
-    let projector = Projector::new(&projector_config(), &device).unwrap();
+    let projector = sonic_train::stage1::new_projector(&projector_config(), 11, &device).unwrap();
     let mut cfg = config(30);
     cfg.training.checkpoint_every = 1;
     cfg.training.keep_checkpoints = 3;
