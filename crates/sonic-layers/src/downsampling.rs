@@ -34,6 +34,6 @@ impl Downsample2D {
         } else {
             x
         };
-        self.conv.forward(x)
+        crate::conv2d_forward(&self.conv, x)
     }
 }

@@ -49,7 +49,7 @@ impl ResnetBlock2D {
     /// The residual branch alone (the output of `conv2`, before the skip addition); this is
     /// the feature Plug-and-Play editing captures and injects.
     pub fn residual(&self, x: Tensor<4>, temb: Option<Tensor<2>>) -> Tensor<4> {
-        let h = self.conv1.forward(silu(self.norm1.forward(x)));
+        let h = crate::conv2d_forward(&self.conv1, silu(self.norm1.forward(x)));
         let h = match (&self.time_emb_proj, temb) {
             (Some(proj), Some(t)) => {
                 let t = proj.forward(silu(t));
@@ -58,7 +58,7 @@ impl ResnetBlock2D {
             }
             _ => h,
         };
-        self.conv2.forward(silu(self.norm2.forward(h)))
+        crate::conv2d_forward(&self.conv2, silu(self.norm2.forward(h)))
     }
 
     /// Adds the (projected) input to a residual branch computed by [`Self::residual`].

@@ -396,7 +396,7 @@ impl UNet2DConditionModel {
         let factor = 1usize << self.num_upsamplers();
         let forward_upsample_size = h % factor != 0 || w % factor != 0;
 
-        let mut x = self.conv_in.forward(sample);
+        let mut x = sonic_layers::conv2d_forward(&self.conv_in, sample);
         if hook.active() {
             hook.block_output("conv_in", &x);
         }
@@ -441,6 +441,6 @@ impl UNet2DConditionModel {
                 hook.block_output(&name, &x);
             }
         }
-        Ok(self.conv_out.forward(silu(self.conv_norm_out.forward(x))))
+        Ok(sonic_layers::conv2d_forward(&self.conv_out, silu(self.conv_norm_out.forward(x))))
     }
 }

@@ -310,7 +310,7 @@ impl AutoencoderKL {
             });
         }
         let e = &self.encoder;
-        let mut h = e.conv_in.forward(image);
+        let mut h = sonic_layers::conv2d_forward(&e.conv_in, image);
         for block in &e.down_blocks {
             for r in &block.resnets {
                 h = r.forward(h, None);
@@ -320,7 +320,7 @@ impl AutoencoderKL {
             }
         }
         h = e.mid_block.forward(h);
-        h = e.conv_out.forward(silu(e.conv_norm_out.forward(h)));
+        h = sonic_layers::conv2d_forward(&e.conv_out, silu(e.conv_norm_out.forward(h)));
         if let Some(q) = &self.quant_conv {
             h = q.forward(h);
         }
@@ -343,7 +343,7 @@ impl AutoencoderKL {
             z = p.forward(z);
         }
         let d = &self.decoder;
-        let mut h = d.conv_in.forward(z);
+        let mut h = sonic_layers::conv2d_forward(&d.conv_in, z);
         h = d.mid_block.forward(h);
         for block in &d.up_blocks {
             for r in &block.resnets {
@@ -353,6 +353,6 @@ impl AutoencoderKL {
                 h = u.forward(h, None);
             }
         }
-        Ok(d.conv_out.forward(silu(d.conv_norm_out.forward(h))))
+        Ok(sonic_layers::conv2d_forward(&d.conv_out, silu(d.conv_norm_out.forward(h))))
     }
 }

@@ -1,0 +1,94 @@
+//! Criterion benchmarks of the hot kernels of the UNet / VAE at Stable Diffusion 1.x sizes
+//! (guidance batch 2, on the default device, float32): scaled-dot-product attention (self and
+//! text cross, and the whole attention module), 3x3 convolutions and GroupNorm at the three
+//! UNet widths, and a resnet block.
+//!
+//! `cargo bench -p sonic-diffusion --bench kernels` (`-- attention` to pick a group).
+
+use burn::tensor::{Device, Distribution, Tensor};
+use criterion::{Criterion, criterion_group, criterion_main};
+use sonic_diffusion::attn::attention_processor::{Attention, AttentionConfig, scaled_dot_product};
+use sonic_diffusion::layers::resnet::ResnetBlock2D;
+use std::hint::black_box;
+
+fn device() -> Device {
+    sonic_diffusion::core::device::default_device().unwrap_or_default()
+}
+
+fn randn<const D: usize>(shape: [usize; D], device: &Device) -> Tensor<D> {
+    Tensor::random(shape, Distribution::Normal(0.0, 1.0), device)
+}
+
+/// Forces the computation (the backend may be lazy) without copying much: reads one value.
+fn sync<const D: usize>(t: Tensor<D>) {
+    let _ = black_box(t.sum().into_scalar::<f32>());
+}
+
+fn attention(c: &mut Criterion) {
+    let d = device();
+    let mut g = c.benchmark_group("attention");
+    g.sample_size(10);
+    // Level 1 of SD1.x at 512 pixels (64x64 latents): 4096 tokens, 8 heads x 40.
+    for (name, n, m) in [
+        ("self-4096", 4096, 4096),
+        ("self-1024", 1024, 1024),
+        ("cross-4096x77", 4096, 77),
+    ] {
+        let q = randn([2, 8, n, 40], &d);
+        let k = randn([2, 8, m, 40], &d);
+        let v = randn([2, 8, m, 40], &d);
+        g.bench_function(name, |b| {
+            b.iter(|| sync(scaled_dot_product(q.clone(), k.clone(), v.clone())))
+        });
+    }
+    // The whole module (projections, head split / merge, output projection).
+    let attn = Attention::new(&AttentionConfig::new(320, 8, 40).with_cross(768), &d);
+    let x = randn([2, 4096, 320], &d);
+    let text = randn([2, 77, 768], &d);
+    g.bench_function("module-cross-4096x77", |b| {
+        b.iter(|| sync(attn.forward(x.clone(), Some(text.clone()))))
+    });
+    g.finish();
+}
+
+fn conv_norm(c: &mut Criterion) {
+    let d = device();
+    let mut g = c.benchmark_group("conv_norm");
+    g.sample_size(10);
+    for (name, ch, s) in [
+        ("320x64x64", 320, 64),
+        ("640x32x32", 640, 32),
+        ("1280x16x16", 1280, 16),
+        ("1280x8x8", 1280, 8),
+    ] {
+        let conv = sonic_diffusion::layers::conv2d(ch, ch, 3, 1, 1, &d);
+        let x = randn([2, ch, s, s], &d);
+        g.bench_function(format!("conv3x3-burn-{name}"), |b| {
+            b.iter(|| sync(conv.forward(x.clone())))
+        });
+        g.bench_function(format!("conv3x3-im2col-{name}"), |b| {
+            b.iter(|| sync(sonic_diffusion::layers::conv2d_im2col(&conv, x.clone())))
+        });
+        let gn = sonic_diffusion::layers::group_norm(32, ch, 1e-5, &d);
+        g.bench_function(format!("groupnorm-{name}"), |b| {
+            b.iter(|| sync(gn.forward(x.clone())))
+        });
+    }
+    g.finish();
+}
+
+fn resnet(c: &mut Criterion) {
+    let d = device();
+    let mut g = c.benchmark_group("resnet");
+    g.sample_size(10);
+    let block = ResnetBlock2D::new(320, 320, Some(1280), 32, 1e-5, &d);
+    let x = randn([2, 320, 64, 64], &d);
+    let temb = randn([2, 1280], &d);
+    g.bench_function("resnet-320x64x64", |b| {
+        b.iter(|| sync(block.forward(x.clone(), Some(temb.clone()))))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, attention, conv_norm, resnet);
+criterion_main!(benches);
