@@ -136,6 +136,7 @@ fn parse_sampler(obj: Option<Map<String, Value>>, ctx: &KeyCtx<'_>) -> Result<Sa
                     "gamma",
                     "gamma_max",
                     "prior_weight",
+                    "multivariate",
                 ],
                 ctx,
             )?;
@@ -171,6 +172,7 @@ fn parse_sampler(obj: Option<Map<String, Value>>, ctx: &KeyCtx<'_>) -> Result<Sa
                 gamma,
                 gamma_max,
                 prior_weight,
+                multivariate: get_bool(&obj, "multivariate", ctx)?,
             }))
         }
         other => Err(ctx.err("type", format!("unknown sampler `{other}` (tpe or random)"))),

@@ -94,6 +94,32 @@ pub(crate) fn default_weights(n: usize) -> Vec<f64> {
     w
 }
 
+/// Picks a component index from log weights with one uniform draw.
+pub(crate) fn choose_component<R: Rng + ?Sized>(log_weights: &[f64], rng: &mut R) -> usize {
+    let u: f64 = rng.random::<f64>();
+    let mut acc = 0.0;
+    for (i, lw) in log_weights.iter().enumerate() {
+        acc += lw.exp();
+        if u < acc {
+            return i;
+        }
+    }
+    log_weights.len().saturating_sub(1)
+}
+
+/// Normalised log weights: the observations' weights then the prior's.
+fn log_weights(obs_weights: &[f64], prior_weight: f64) -> Vec<f64> {
+    let mut weights: Vec<f64> = obs_weights.to_vec();
+    weights.push(prior_weight);
+    let total: f64 = weights.iter().sum();
+    weights.iter().map(|w| (w / total).ln()).collect()
+}
+
+/// The smallest bandwidth for `n` components over `range` (Bergstra et al.'s "magic clip").
+pub(crate) fn min_sigma(range: f64, n: usize) -> f64 {
+    range / (100.0f64).min(1.0 + n as f64)
+}
+
 /// A mixture of truncated Gaussians over one numeric parameter's internal coordinate.
 #[derive(Debug, Clone)]
 pub(crate) struct NumericParzen {
@@ -116,14 +142,13 @@ impl NumericParzen {
     pub fn new(obs: &[f64], obs_weights: &[f64], prior_weight: f64, domain: NumericDomain) -> Self {
         let (low, high) = (domain.low, domain.high);
         let range = high - low;
-        let prior_mu = 0.5 * (low + high);
         let mut mus: Vec<f64> = obs.iter().map(|x| x.clamp(low, high)).collect();
-        mus.push(prior_mu);
+        mus.push(0.5 * (low + high));
         let n = mus.len();
         let mut order: Vec<usize> = (0..n).collect();
         order.sort_by(|&a, &b| mus[a].total_cmp(&mus[b]));
         let sorted: Vec<f64> = order.iter().map(|&i| mus[i]).collect();
-        let min_sigma = range / (100.0f64).min(1.0 + n as f64);
+        let lo_sigma = min_sigma(range, n);
         let mut sigmas = vec![0.0; n];
         for (rank, &i) in order.iter().enumerate() {
             let left = if rank == 0 {
@@ -136,13 +161,26 @@ impl NumericParzen {
             } else {
                 sorted[rank + 1] - sorted[rank]
             };
-            sigmas[i] = left.max(right).clamp(min_sigma, range);
+            sigmas[i] = left.max(right).clamp(lo_sigma, range);
         }
-        sigmas[n - 1] = range; // the prior
-        let mut weights: Vec<f64> = obs_weights.to_vec();
-        weights.push(prior_weight);
-        let total: f64 = weights.iter().sum();
-        let log_weights = weights.iter().map(|w| (w / total).ln()).collect();
+        sigmas.pop();
+        Self::with_sigmas(obs, &sigmas, obs_weights, prior_weight, domain)
+    }
+
+    /// Builds the estimator with given bandwidths for the observations (the prior component
+    /// N((low + high) / 2, high - low) is appended).
+    pub fn with_sigmas(
+        obs: &[f64],
+        sigmas: &[f64],
+        obs_weights: &[f64],
+        prior_weight: f64,
+        domain: NumericDomain,
+    ) -> Self {
+        let (low, high) = (domain.low, domain.high);
+        let mut mus: Vec<f64> = obs.iter().map(|x| x.clamp(low, high)).collect();
+        mus.push(0.5 * (low + high));
+        let mut sigmas = sigmas.to_vec();
+        sigmas.push(high - low);
         let log_norms = mus
             .iter()
             .zip(&sigmas)
@@ -151,24 +189,25 @@ impl NumericParzen {
         Self {
             mus,
             sigmas,
-            log_weights,
+            log_weights: log_weights(obs_weights, prior_weight),
             log_norms,
             domain,
         }
     }
 
+    /// The normalised log weights of the components (observations, then the prior).
+    pub fn log_weights(&self) -> &[f64] {
+        &self.log_weights
+    }
+
     /// Draws an internal coordinate from the mixture.
     pub fn sample<R: Rng + ?Sized>(&self, rng: &mut R) -> f64 {
-        let u: f64 = rng.random::<f64>();
-        let mut acc = 0.0;
-        let mut k = self.mus.len() - 1;
-        for (i, lw) in self.log_weights.iter().enumerate() {
-            acc += lw.exp();
-            if u < acc {
-                k = i;
-                break;
-            }
-        }
+        let k = choose_component(&self.log_weights, rng);
+        self.sample_component(k, rng)
+    }
+
+    /// Draws an internal coordinate from component `k`.
+    pub fn sample_component<R: Rng + ?Sized>(&self, k: usize, rng: &mut R) -> f64 {
         truncated_normal(
             rng,
             self.mus[k],
@@ -178,38 +217,38 @@ impl NumericParzen {
         )
     }
 
-    /// The log density at internal coordinate `x` (continuous parameters), or the log
-    /// probability of the grid cell around `x` (integers: `x` in value units or their log).
-    pub fn log_pdf(&self, x: f64) -> f64 {
+    /// Component `k`'s log density at `x` (continuous parameters) or log probability of the
+    /// grid cell around `x` (integers: `x` in value units or their log), without its weight.
+    pub fn component_log_pdf(&self, k: usize, x: f64) -> f64 {
+        let (mu, s) = (self.mus[k], self.sigmas[k]);
         match self.domain.discrete {
-            None => log_sum_exp((0..self.mus.len()).map(|i| {
-                let z = (x - self.mus[i]) / self.sigmas[i];
-                self.log_weights[i]
-                    - 0.5 * z * z
-                    - LN_SQRT_2PI
-                    - self.sigmas[i].ln()
-                    - self.log_norms[i]
-            })),
+            None => {
+                let z = (x - mu) / s;
+                -0.5 * z * z - LN_SQRT_2PI - s.ln() - self.log_norms[k]
+            }
             Some((step, log)) => {
                 let v = if log { x.exp() } else { x };
                 let (a, b) = (v - step / 2.0, v + step / 2.0);
                 let (a, b) = if log { (a.ln(), b.ln()) } else { (a, b) };
                 let (a, b) = (a.max(self.domain.low), b.min(self.domain.high));
-                log_sum_exp((0..self.mus.len()).map(|i| {
-                    let s = self.sigmas[i];
-                    self.log_weights[i]
-                        + normal_mass((a - self.mus[i]) / s, (b - self.mus[i]) / s).ln()
-                        - self.log_norms[i]
-                }))
+                normal_mass((a - mu) / s, (b - mu) / s).ln() - self.log_norms[k]
             }
         }
+    }
+
+    /// The mixture's log density (or grid-cell log probability) at `x`.
+    pub fn log_pdf(&self, x: f64) -> f64 {
+        log_sum_exp((0..self.mus.len()).map(|k| self.log_weights[k] + self.component_log_pdf(k, x)))
     }
 }
 
 /// A mixture of smoothed one-hot distributions over a categorical parameter's choices.
 #[derive(Debug, Clone)]
 pub(crate) struct CategoricalParzen {
-    /// the mixture's probabilities of each choice
+    /// each component's probabilities of the choices (observations, then the uniform prior)
+    kernels: Vec<Vec<f64>>,
+    log_weights: Vec<f64>,
+    /// the mixture's probabilities of the choices
     probs: Vec<f64>,
 }
 
@@ -219,38 +258,75 @@ impl CategoricalParzen {
     /// with the observation weights and `prior_weight`.
     pub fn new(obs: &[usize], obs_weights: &[f64], prior_weight: f64, n_choices: usize) -> Self {
         let k = n_choices as f64;
-        let mut probs = vec![prior_weight / k; n_choices];
-        for (&c, &w) in obs.iter().zip(obs_weights) {
-            let norm = prior_weight + 1.0;
-            for (j, p) in probs.iter_mut().enumerate() {
-                let kernel = (prior_weight / k + if j == c { 1.0 } else { 0.0 }) / norm;
-                *p += w * kernel;
-            }
+        let mut kernels: Vec<Vec<f64>> = obs
+            .iter()
+            .map(|&c| {
+                (0..n_choices)
+                    .map(|j| {
+                        (prior_weight / k + if j == c { 1.0 } else { 0.0 }) / (prior_weight + 1.0)
+                    })
+                    .collect()
+            })
+            .collect();
+        kernels.push(vec![1.0 / k; n_choices]);
+        let log_weights = log_weights(obs_weights, prior_weight);
+        let probs = (0..n_choices)
+            .map(|j| {
+                kernels
+                    .iter()
+                    .zip(&log_weights)
+                    .map(|(ker, lw)| lw.exp() * ker[j])
+                    .sum()
+            })
+            .collect();
+        Self {
+            kernels,
+            log_weights,
+            probs,
         }
-        let total: f64 = probs.iter().sum();
-        for p in &mut probs {
-            *p /= total;
-        }
-        Self { probs }
     }
 
     /// Draws a choice index.
     pub fn sample<R: Rng + ?Sized>(&self, rng: &mut R) -> usize {
-        let u: f64 = rng.random::<f64>();
-        let mut acc = 0.0;
-        for (i, p) in self.probs.iter().enumerate() {
-            acc += p;
-            if u < acc {
-                return i;
-            }
-        }
-        self.probs.len() - 1
+        sample_probs(&self.probs, rng)
+    }
+
+    /// Draws a choice index from component `k`.
+    pub fn sample_component<R: Rng + ?Sized>(&self, k: usize, rng: &mut R) -> usize {
+        sample_probs(&self.kernels[k], rng)
     }
 
     /// The log probability of choice `i`.
     pub fn log_pmf(&self, i: usize) -> f64 {
         self.probs.get(i).map_or(f64::NEG_INFINITY, |p| p.ln())
     }
+
+    /// Component `k`'s log probability of choice `i`, without its weight.
+    pub fn component_log_pmf(&self, k: usize, i: usize) -> f64 {
+        self.kernels[k].get(i).map_or(f64::NEG_INFINITY, |p| p.ln())
+    }
+
+    /// The normalised log weights of the components (observations, then the prior).
+    pub fn log_weights(&self) -> &[f64] {
+        &self.log_weights
+    }
+}
+
+fn sample_probs<R: Rng + ?Sized>(probs: &[f64], rng: &mut R) -> usize {
+    let u: f64 = rng.random::<f64>();
+    let mut acc = 0.0;
+    for (i, p) in probs.iter().enumerate() {
+        acc += p;
+        if u < acc {
+            return i;
+        }
+    }
+    probs.len() - 1
+}
+
+/// `log sum_k exp(log_weights[k] + terms(k))`, for joint (multivariate) mixtures.
+pub(crate) fn mixture_log(log_weights: &[f64], terms: impl Fn(usize) -> f64) -> f64 {
+    log_sum_exp((0..log_weights.len()).map(|k| log_weights[k] + terms(k)))
 }
 
 #[cfg(test)]
