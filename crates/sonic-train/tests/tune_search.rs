@@ -159,9 +159,20 @@ fn tpe_beats_random_on_a_mixed_space() {
         bt.push(best_of(&sp, tpe(10), seed, 50, &fun));
         br.push(best_of(&sp, SamplerConfig::Random, seed, 50, &fun));
     }
-    let (mt, mr) = (mean(&bt), mean(&br));
-    eprintln!("mixed space, 50 trials, 8 seeds: mean best TPE {mt:.4}, random {mr:.4}");
+    let mv = SamplerConfig::Tpe(TpeSettings {
+        n_startup_trials: 10,
+        multivariate: true,
+        ..Default::default()
+    });
+    let bm: Vec<f64> = (0..8u64)
+        .map(|seed| best_of(&sp, mv.clone(), seed, 50, &fun))
+        .collect();
+    let (mt, mm, mr) = (mean(&bt), mean(&bm), mean(&br));
+    eprintln!(
+        "mixed space, 50 trials, 8 seeds: mean best TPE {mt:.4}, multivariate TPE {mm:.4}, random {mr:.4}"
+    );
     assert!(mt < 0.6 * mr, "TPE {mt} vs random {mr}");
+    assert!(mm < 0.6 * mr, "multivariate TPE {mm} vs random {mr}");
 }
 
 /// Learning curve of a trial with quality `q`: `q + 1 / step`.

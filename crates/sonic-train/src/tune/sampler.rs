@@ -397,6 +397,12 @@ mod tests {
 
     #[test]
     fn same_seed_same_proposals_and_in_bounds() {
+        for multivariate in [false, true] {
+            proposals_are_reproducible_and_valid(multivariate);
+        }
+    }
+
+    fn proposals_are_reproducible_and_valid(multivariate: bool) {
         let space = SearchSpace::from_json(
             &json!({
                 "x": {"type": "float", "low": -1.0, "high": 1.0},
@@ -412,6 +418,7 @@ mod tests {
             settings: TpeSettings {
                 seed: 3,
                 n_startup_trials: 3,
+                multivariate,
                 ..Default::default()
             },
         };
@@ -429,6 +436,7 @@ mod tests {
             settings: TpeSettings {
                 seed: 4,
                 n_startup_trials: 3,
+                multivariate,
                 ..Default::default()
             },
         };
