@@ -47,15 +47,22 @@ def peak_rss_bytes():
     raise RuntimeError("/proc/self/status has no VmHWM line")
 
 
+CPU_TIMES = []
+
+
 def time_runs(runs, warmup, fn):
+    """Wall seconds per timed run; the CPU seconds (all threads) go to CPU_TIMES."""
     with torch.inference_mode():
         for _ in range(warmup):
             fn()
         times = []
+        CPU_TIMES.clear()
         for _ in range(runs):
+            c0 = time.process_time()
             t0 = time.perf_counter()
             fn()
             times.append(time.perf_counter() - t0)
+            CPU_TIMES.append(time.process_time() - c0)
     return times
 
 
@@ -278,7 +285,7 @@ def run_case(case, runs, warmup, dtype, fixtures):
                dtype="bf16" if dtype == torch.bfloat16 else "f32",
                threads=torch.get_num_threads(), runs=len(times),
                median_s=statistics.median(times), min_s=min(times), times_s=times,
-               peak_rss_bytes=peak_rss_bytes())
+               cpu_median_s=statistics.median(CPU_TIMES), peak_rss_bytes=peak_rss_bytes())
     out.update(extra)
     return out
 

@@ -144,18 +144,43 @@ fn threads() -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
-/// Times `f` (`warmup` untimed calls, then `runs` timed ones); returns the seconds per run.
-fn time_runs(runs: usize, warmup: usize, mut f: impl FnMut() -> Result<()>) -> Result<Vec<f64>> {
+/// CPU seconds (user + system, all threads) this process has used so far, from
+/// `/proc/self/stat` (clock ticks of 1/100 s); `None` where that file is missing.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+/// Wall and CPU seconds of each timed run.
+struct Timings {
+    wall: Vec<f64>,
+    cpu: Vec<f64>,
+}
+
+/// Times `f` (`warmup` untimed calls, then `runs` timed ones).
+fn time_runs(runs: usize, warmup: usize, mut f: impl FnMut() -> Result<()>) -> Result<Timings> {
     for _ in 0..warmup {
         f()?;
     }
-    let mut times = Vec::with_capacity(runs);
+    let mut t = Timings {
+        wall: Vec::with_capacity(runs),
+        cpu: Vec::with_capacity(runs),
+    };
     for _ in 0..runs {
+        let c0 = cpu_seconds();
         let t0 = Instant::now();
         f()?;
-        times.push(t0.elapsed().as_secs_f64());
+        t.wall.push(t0.elapsed().as_secs_f64());
+        if let (Some(a), Some(b)) = (c0, cpu_seconds()) {
+            t.cpu.push(b - a);
+        }
     }
-    Ok(times)
+    Ok(t)
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -220,7 +245,7 @@ fn sd14_vae(device: &Device) -> Result<sonic_vae::AutoencoderKL> {
     Ok(sonic_vae::AutoencoderKL::new(&config, device))
 }
 
-fn unet_case(latent: usize, args: &BenchArgs, device: &Device) -> Result<Vec<f64>> {
+fn unet_case(latent: usize, args: &BenchArgs, device: &Device) -> Result<Timings> {
     let unet = sd14_unet(device)?;
     let sample = random([2, 4, latent, latent], device);
     let text = random([2, 77, 768], device);
@@ -354,11 +379,11 @@ fn run_case(case: &str, args: &BenchArgs, dtype: FloatDType) -> Result<String> {
             })?;
             extra.insert("adapters".into(), n.into());
             extra.insert("latent".into(), 32.into());
-            extra.insert("without_median_s".into(), median(&without).into());
-            extra.insert("without_min_s".into(), min(&without).into());
+            extra.insert("without_median_s".into(), median(&without.wall).into());
+            extra.insert("without_min_s".into(), min(&without.wall).into());
             extra.insert(
                 "overhead".into(),
-                (median(&with) / median(&without) - 1.0).into(),
+                (median(&with.wall) / median(&without.wall) - 1.0).into(),
             );
             with
         }
@@ -371,10 +396,13 @@ fn run_case(case: &str, args: &BenchArgs, dtype: FloatDType) -> Result<String> {
     obj.insert("device".into(), args.device.clone().into());
     obj.insert("dtype".into(), args.dtype.clone().into());
     obj.insert("threads".into(), threads().into());
-    obj.insert("runs".into(), times.len().into());
-    obj.insert("median_s".into(), median(&times).into());
-    obj.insert("min_s".into(), min(&times).into());
-    obj.insert("times_s".into(), times.clone().into());
+    obj.insert("runs".into(), times.wall.len().into());
+    obj.insert("median_s".into(), median(&times.wall).into());
+    obj.insert("min_s".into(), min(&times.wall).into());
+    obj.insert("times_s".into(), times.wall.clone().into());
+    if !times.cpu.is_empty() {
+        obj.insert("cpu_median_s".into(), median(&times.cpu).into());
+    }
     obj.insert("peak_rss_bytes".into(), peak_rss_bytes()?.into());
     obj.extend(extra);
     Ok(serde_json::Value::Object(obj).to_string())
@@ -382,7 +410,7 @@ fn run_case(case: &str, args: &BenchArgs, dtype: FloatDType) -> Result<String> {
 
 /// The sd15-tiny text-to-image run: prompt encoding and 20 DDIM steps with guidance 7.5, at
 /// the model's native size, latents out (no VAE decode).
-fn tiny_pipeline(args: &BenchArgs, device: &Device) -> Result<Vec<f64>> {
+fn tiny_pipeline(args: &BenchArgs, device: &Device) -> Result<Timings> {
     use sonic_pipeline::sampling::{Conditioning, Guidance, ProgressOnly, denoise};
     let root = match &args.fixtures {
         Some(p) => p.clone(),
