@@ -14,7 +14,7 @@ use sonic_train::cache::EmbeddingCache;
 use sonic_train::checkpoint::{TrainEvent, latest_checkpoint};
 use sonic_train::config::{ModelPaths, Stage1Config, Stage2Config};
 use sonic_train::dataset::Dataset;
-use sonic_train::prepare::{TextEncoder, stage1_data, stage2_data};
+use sonic_train::prepare::{TextEncoder, stage1_data, stage2_data_with_flips};
 use sonic_train::stage1::{RunSummary, Stage1Trainer};
 use sonic_train::stage2::{Sampler, Stage2Trainer};
 use sonic_unet::unet_2d_condition::AdapterPlacement;
@@ -329,17 +329,26 @@ fn stage2(a: &StageArgs) -> Result<()> {
     let sd = StableDiffusion::from_dir(sd_dir, &device)?;
     let encoder = ClapAudioEncoder::from_file(clap_path, &device)?;
     let mut cache = EmbeddingCache::open(&a.cache.clone().unwrap_or_else(|| a.out.join("cache")))?;
-    let train_data = stage2_data(&train, &mut cache, &encoder, clap_path, &sd, cfg.resolution)?;
+    let train_data = stage2_data_with_flips(
+        &train,
+        &mut cache,
+        &encoder,
+        clap_path,
+        &sd,
+        cfg.resolution,
+        cfg.hflip,
+    )?;
     let val_data = if val.is_empty() {
         None
     } else {
-        Some(stage2_data(
+        Some(stage2_data_with_flips(
             &val,
             &mut cache,
             &encoder,
             clap_path,
             &sd,
             cfg.resolution,
+            false,
         )?)
     };
     let projector = match &cfg.model.projector_config {

@@ -208,7 +208,8 @@ fn stage2_trains_adapters_and_writes_samples() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let lines = log(&out);
-    assert_eq!(lines[0]["cache"]["latents"]["computed"], 5, "{}", lines[0]);
+    // 4 training images, plain and flipped, and 1 validation image.
+    assert_eq!(lines[0]["cache"]["latents"]["computed"], 9, "{}", lines[0]);
     assert!(lines.iter().any(|v| v.get("val_loss").is_some()));
     let samples: Vec<String> = lines
         .iter()

@@ -339,6 +339,10 @@ pub struct Stage2Config {
     /// The audio strength `f` during training.
     #[serde(default = "d_w32")]
     pub audio_strength: f32,
+    /// Use the horizontally flipped image with probability 0.5 (official; needs the flipped
+    /// latents, which the CLI caches too).
+    #[serde(default = "d_true")]
+    pub hflip: bool,
     /// Image side after resize + centre crop, before the VAE (official: 512).
     #[serde(default = "d_resolution")]
     pub resolution: usize,
@@ -350,6 +354,9 @@ pub struct Stage2Config {
     pub sample_steps: usize,
 }
 
+fn d_true() -> bool {
+    true
+}
 fn d_audio_drop() -> f64 {
     0.1
 }
@@ -373,6 +380,7 @@ impl Default for Stage2Config {
             train_projector: false,
             gate_init: 0.0,
             audio_strength: 1.0,
+            hflip: true,
             resolution: d_resolution(),
             sample_every: 0,
             sample_steps: d_sample_steps(),

@@ -119,24 +119,32 @@ pub fn text_embeddings(
     })
 }
 
-/// The cache identity of SD's VAE at `resolution` (posterior mean x scaling factor).
-pub fn vae_id(cache: &EmbeddingCache, sd: &StableDiffusion, resolution: usize) -> Result<ModelId> {
+/// The cache identity of SD's VAE at `resolution` (posterior mean x scaling factor), of the
+/// images as they are or flipped horizontally.
+pub fn vae_id(
+    cache: &EmbeddingCache,
+    sd: &StableDiffusion,
+    resolution: usize,
+    flip: bool,
+) -> Result<ModelId> {
     let files = component_files(&sd.dir.join("vae"))?;
     id_of(
         cache,
         &files,
-        &format!("vae|res={resolution}|centre-crop+catmull-rom|posterior-mean*scaling"),
+        &format!("vae|res={resolution}|centre-crop+catmull-rom|flip={flip}|posterior-mean*scaling"),
     )
 }
 
-/// VAE latents `[N, C, r/8, r/8]` of `images` (resize + centre crop to `resolution`, posterior
-/// mean times the VAE's scaling factor; cached).
+/// VAE latents `[N, C, r/8, r/8]` of `images` (resize + centre crop to `resolution`, then a
+/// horizontal flip when `flip`; posterior mean times the VAE's scaling factor; cached under
+/// the id of [`vae_id`], whose params must include the flip).
 pub fn latents(
     cache: &mut EmbeddingCache,
     sd: &StableDiffusion,
     id: &ModelId,
     images: &[PathBuf],
     resolution: usize,
+    flip: bool,
 ) -> Result<Tensor<4>> {
     let keys = EmbeddingCache::file_keys(images)?;
     let device = sd.device.clone();
@@ -148,7 +156,10 @@ pub fn latents(
     cache.get_or_compute("latents", id, &keys, &device, &mut |idx| {
         let mut out = Vec::with_capacity(idx.len());
         for &i in idx {
-            let img = load_image(&images[i], &opts, &device)?;
+            let mut img = load_image(&images[i], &opts, &device)?;
+            if flip {
+                img = img.flip([3]);
+            }
             let post = sd.vae.encode(img)?;
             out.push(post.mean.mul_scalar(sd.vae.scaling_factor()));
         }
@@ -175,7 +186,7 @@ pub fn stage1_data(
 }
 
 /// Stage-2 data for `dataset`: latents, caption embeddings, CLAP embeddings and the empty
-/// caption's embedding.
+/// caption's embedding (no flipped latents; see [`stage2_data_with_flips`]).
 pub fn stage2_data(
     dataset: &Dataset,
     cache: &mut EmbeddingCache,
@@ -183,6 +194,19 @@ pub fn stage2_data(
     clap_weights: &Path,
     sd: &StableDiffusion,
     resolution: usize,
+) -> Result<Stage2Data> {
+    stage2_data_with_flips(dataset, cache, encoder, clap_weights, sd, resolution, false)
+}
+
+/// [`stage2_data`], plus the latents of the horizontally flipped images when `hflip`.
+pub fn stage2_data_with_flips(
+    dataset: &Dataset,
+    cache: &mut EmbeddingCache,
+    encoder: &ClapAudioEncoder,
+    clap_weights: &Path,
+    sd: &StableDiffusion,
+    resolution: usize,
+    hflip: bool,
 ) -> Result<Stage2Data> {
     let audio: Vec<PathBuf> = dataset.records.iter().map(|r| r.audio.clone()).collect();
     let images: Vec<PathBuf> = dataset.records.iter().map(|r| r.image.clone()).collect();
@@ -193,7 +217,13 @@ pub fn stage2_data(
     let encode = |p: &[String]| -> Result<Tensor<3>> { Ok(sd.encode_prompts(p)?) };
     let text = text_embeddings(cache, &encode, &tid, &captions, &sd.device)?;
     let empty = text_embeddings(cache, &encode, &tid, &[String::new()], &sd.device)?;
-    let vid = vae_id(cache, sd, resolution)?;
-    let lat = latents(cache, sd, &vid, &images, resolution)?;
-    Stage2Data::new(lat, text, clap, empty)
+    let vid = vae_id(cache, sd, resolution, false)?;
+    let lat = latents(cache, sd, &vid, &images, resolution, false)?;
+    let data = Stage2Data::new(lat, text, clap, empty)?;
+    if !hflip {
+        return Ok(data);
+    }
+    let fid = vae_id(cache, sd, resolution, true)?;
+    let flipped = latents(cache, sd, &fid, &images, resolution, true)?;
+    data.with_flipped(flipped)
 }

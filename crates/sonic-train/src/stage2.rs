@@ -10,7 +10,8 @@
 //! Per sample: `t ~ U{0..T-1}` (T = the scheduler's `num_train_timesteps`, 1000 for SD),
 //! `ε ~ N(0, I)`, the caption replaced by "" with probability `text_drop`, the audio replaced by
 //! the projector's null tokens (`projector(0)`: the CLAP row is zeroed, which is the same since
-//! the projector works row by row) with probability `audio_drop`; the loss is
+//! the projector works row by row) with probability `audio_drop`, and (with `hflip` and
+//! flipped latents in the data) the horizontally flipped image with probability 0.5; the loss is
 //! [`crate::losses::ddpm_loss`] for the scheduler's prediction type.
 
 use crate::checkpoint::{
@@ -59,6 +60,9 @@ pub struct Stage2Data {
     pub clap: Tensor<2>,
     /// The embedding of the empty caption `[1, 77, width]` (the text drop's replacement).
     pub empty_text: Tensor<3>,
+    /// Latents of the horizontally flipped images, same shape as `latents` (optional; with
+    /// them and `hflip`, each sample uses the flipped image with probability 0.5).
+    pub latents_flipped: Option<Tensor<4>>,
 }
 
 impl Stage2Data {
@@ -84,7 +88,21 @@ impl Stage2Data {
             text,
             clap,
             empty_text,
+            latents_flipped: None,
         })
+    }
+
+    /// Adds the latents of the horizontally flipped images (`[N, C, h, w]` like `latents`).
+    pub fn with_flipped(mut self, flipped: Tensor<4>) -> Result<Self> {
+        if flipped.dims() != self.latents.dims() {
+            return Err(TrainError::bad_input(
+                "flipped latents",
+                format!("{:?} like the latents", self.latents.dims()),
+                flipped.dims(),
+            ));
+        }
+        self.latents_flipped = Some(flipped);
+        Ok(self)
     }
 
     /// The number of examples.
@@ -304,6 +322,7 @@ impl Stage2Trainer {
         } else {
             (0.0, 0.0)
         };
+        let flip = drops && self.config.hflip;
         sample_batch(
             &mut self.rng,
             &self.schedule,
@@ -311,6 +330,7 @@ impl Stage2Trainer {
             idx,
             text_drop,
             audio_drop,
+            flip,
         )
     }
 
@@ -402,7 +422,7 @@ impl Stage2Trainer {
         let idx: Vec<usize> = (0..val.len()).collect();
         let (mut sum, mut count) = (0.0, 0usize);
         for chunk in idx.chunks(bs) {
-            let batch = sample_batch(&mut rng, &self.schedule, val, chunk, 0.0, 0.0)?;
+            let batch = sample_batch(&mut rng, &self.schedule, val, chunk, 0.0, 0.0, false)?;
             let l = self.loss_with(&model, &batch)?;
             sum += l.into_scalar::<f32>() as f64 * chunk.len() as f64;
             count += chunk.len();
@@ -587,6 +607,7 @@ fn sample_batch(
     idx: &[usize],
     text_drop: f64,
     audio_drop: f64,
+    flip: bool,
 ) -> Result<Stage2Batch> {
     if idx.is_empty() || idx.iter().any(|&i| i >= data.len()) {
         return Err(TrainError::bad_input(
@@ -605,6 +626,14 @@ fn sample_batch(
     let noise = rng.normal([b, c, h, w], &device);
     let text_keep: Vec<bool> = (0..b).map(|_| rng.uniform() >= text_drop).collect();
     let audio_keep: Vec<bool> = (0..b).map(|_| rng.uniform() >= audio_drop).collect();
+    let latents = match (&data.latents_flipped, flip) {
+        (Some(flipped), true) => {
+            let use_flipped: Vec<bool> = (0..b).map(|_| rng.uniform() < 0.5).collect();
+            let m = mask::<4>(&use_flipped, &device);
+            select(flipped, idx) * m.clone() + latents * m.neg().add_scalar(1.0)
+        }
+        _ => latents,
+    };
     let text = select(&data.text, idx);
     let tk = mask::<3>(&text_keep, &device);
     let empty = data.empty_text.clone().repeat_dim(0, b);

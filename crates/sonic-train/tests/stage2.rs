@@ -257,3 +257,39 @@ fn frozen_unet_records_nothing_before_the_first_adapter() {
     );
     assert!(hook.0.iter().any(|(n, t)| n == "down_blocks.0" && !t));
 }
+
+#[test]
+fn horizontal_flips_pick_the_flipped_latents_half_the_time() {
+    let device = Device::default();
+    let (unet, projector, sched) = models(&device);
+    let d = data(&device, None);
+    let flipped = d.latents.clone().add_scalar(100.0);
+    assert!(
+        d.clone()
+            .with_flipped(flipped.clone().narrow(0, 0, 2))
+            .is_err()
+    );
+    let d = d.with_flipped(flipped).unwrap();
+    let mut cfg = config(1);
+    cfg.training.batch_size = 6;
+    let mut t = Stage2Trainer::new(cfg, unet, projector, sched, &device).unwrap();
+    let orig = sonic_core::fixtures::to_host(&d.latents).unwrap();
+    let (mut plain, mut flip) = (0, 0);
+    for _ in 0..10 {
+        let b = t.sample_batch(&d, &[0, 1, 2, 3, 4, 5], true).unwrap();
+        let got = sonic_core::fixtures::to_host(&b.latents).unwrap();
+        for (row, chunk) in got.chunks(256).enumerate() {
+            let o = &orig[row * 256..(row + 1) * 256];
+            if chunk == o {
+                plain += 1;
+            } else {
+                assert!(chunk.iter().zip(o).all(|(a, b)| *a == b + 100.0));
+                flip += 1;
+            }
+        }
+        // Without drops (validation), never flipped.
+        let v = t.sample_batch(&d, &[0, 1, 2, 3, 4, 5], false).unwrap();
+        assert_eq!(sonic_core::fixtures::to_host(&v.latents).unwrap(), orig);
+    }
+    assert!(plain > 10 && flip > 10, "{plain} plain, {flip} flipped");
+}
