@@ -450,6 +450,24 @@ impl Dataset {
         Ok((pick(&train), pick(&val)))
     }
 
+    /// The class of every record as a stable id of its label text (FNV-1a, 53 bits): the same
+    /// label gets the same id in every dataset, so a training split and a validation split
+    /// agree on classes. Errors naming the line of the first record without a label.
+    pub fn class_ids(&self) -> Result<Vec<usize>> {
+        self.records
+            .iter()
+            .map(|r| match &r.label {
+                Some(l) => Ok(crate::params::path_id(l).val() as usize),
+                None => Err(manifest_err(
+                    &self.source,
+                    r.line,
+                    "label",
+                    "missing (stage 1 needs class labels for InfoNCE)",
+                )),
+            })
+            .collect()
+    }
+
     /// The class label of every record as an index into the sorted list of distinct labels
     /// (returned too). Errors naming the line of the first record without a label.
     pub fn class_indices(&self) -> Result<(Vec<usize>, Vec<String>)> {

@@ -167,7 +167,8 @@ pub fn latents(
     })
 }
 
-/// Stage-1 data for `dataset`: CLAP embeddings, class indices, caption embeddings.
+/// Stage-1 data for `dataset`: CLAP embeddings, class ids ([`Dataset::class_ids`]), caption
+/// embeddings.
 pub fn stage1_data(
     dataset: &Dataset,
     cache: &mut EmbeddingCache,
@@ -175,7 +176,9 @@ pub fn stage1_data(
     clap_weights: &Path,
     text: &TextEncoder,
 ) -> Result<Stage1Data> {
-    let (labels, _) = dataset.class_indices()?;
+    // Label ids that do not depend on which records the split holds (train and validation
+    // must agree on classes: validation draws its positives from the training data).
+    let labels = dataset.class_ids()?;
     let audio: Vec<PathBuf> = dataset.records.iter().map(|r| r.audio.clone()).collect();
     let captions: Vec<String> = dataset.records.iter().map(|r| r.caption.clone()).collect();
     let cid = clap_id(cache, clap_weights, encoder)?;

@@ -163,3 +163,41 @@ fn split_is_seeded_and_deterministic() {
     assert_eq!(all, (2..22).collect::<Vec<_>>());
     assert!(ds.split(1.0, 0).is_err());
 }
+
+#[test]
+fn class_ids_agree_across_splits() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut text = String::from("audio,image,caption,label\n");
+    for i in 0..12 {
+        touch(&d.join(format!("{i}.wav")));
+        touch(&d.join(format!("{i}.png")));
+        text.push_str(&format!(
+            "{i}.wav,{i}.png,c,{}\n",
+            ["rain", "fire", "wind"][i % 3]
+        ));
+    }
+    std::fs::write(d.join("m.csv"), text).unwrap();
+    let ds = Dataset::open(&d.join("m.csv")).unwrap();
+    let (train, val) = ds.split(0.25, 1).unwrap();
+    let id_of = |set: &Dataset, label: &str| -> Vec<usize> {
+        let ids = set.class_ids().unwrap();
+        set.records
+            .iter()
+            .zip(ids)
+            .filter(|(r, _)| r.label.as_deref() == Some(label))
+            .map(|(_, i)| i)
+            .collect()
+    };
+    for label in ["rain", "fire", "wind"] {
+        let mut all = id_of(&train, label);
+        all.extend(id_of(&val, label));
+        all.dedup();
+        assert_eq!(all.len(), 1, "{label}: {all:?}");
+    }
+    assert_ne!(id_of(&ds, "rain")[0], id_of(&ds, "fire")[0]);
+    let unlabeled = d.join("u.csv");
+    std::fs::write(&unlabeled, "audio,image,caption\n0.wav,0.png,c\n").unwrap();
+    let e = Dataset::open(&unlabeled).unwrap().class_ids().unwrap_err();
+    assert_eq!(err_at(e), (2, "label".into()));
+}

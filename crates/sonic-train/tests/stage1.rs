@@ -142,3 +142,28 @@ fn new_projectors_are_reproducible_from_the_seed() {
     assert_eq!(out(4), out(4));
     assert_ne!(out(4), out(5));
 }
+
+#[test]
+fn stage1_validation_is_repeatable_and_reported() {
+    let device = Device::default();
+    let d = data(&device, None);
+    let projector = sonic_train::stage1::new_projector(&projector_config(), 11, &device).unwrap();
+    let mut cfg = config(4);
+    cfg.training.val_every = 2;
+    let mut t = Stage1Trainer::new(cfg, projector, &device).unwrap();
+    let v0 = t.validation_loss(&d, &d).unwrap();
+    assert!(v0.is_finite());
+    assert_eq!(v0, t.validation_loss(&d, &d).unwrap());
+    let mut vals = Vec::new();
+    let summary = t
+        .run(&d, Some(&d), None, &mut |e| {
+            if let TrainEvent::Validation { step, loss } = e {
+                vals.push((*step, *loss));
+            }
+            true
+        })
+        .unwrap();
+    assert_eq!(vals.iter().map(|v| v.0).collect::<Vec<_>>(), vec![2, 4]);
+    assert_eq!(summary.val_loss, Some(vals[1].1));
+    assert_ne!(vals[1].1, v0);
+}
