@@ -291,6 +291,10 @@ fn stage1(a: &StageArgs) -> Result<()> {
     }
     .with_mode(mode);
     let mut trainer = Stage1Trainer::new(cfg.clone(), projector, &device)?;
+    if let Some(v) = &val_data {
+        // Fail now, not at the first validation, if no validation clip can be scored.
+        trainer.validation_loss(v, &train_data)?;
+    }
     if a.resume
         && let Some(dir) = trainer.resume(&a.out)?
     {

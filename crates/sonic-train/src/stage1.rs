@@ -334,11 +334,29 @@ impl Stage1Trainer {
 
     /// The mean loss over `val` (anchors from `val`, positives and negatives from `reference`,
     /// no text drop), with a fixed random stream so that successive values are comparable.
+    /// Validation clips of a class absent from `reference` are left out (no positive); none
+    /// left is an error.
     pub fn validation_loss(&self, val: &Stage1Data, reference: &Stage1Data) -> Result<f64> {
         let model = self.model()?.valid();
         let mut rng = TrainRng::new(self.config.training.seed ^ 0x5eed_0f7a_11d0);
         let bs = self.config.training.batch_size;
-        let idx: Vec<usize> = (0..val.len()).collect();
+        // Anchors whose class has a clip in `reference` to serve as the positive.
+        let same = std::ptr::eq(val, reference);
+        let idx: Vec<usize> = (0..val.len())
+            .filter(|&i| {
+                reference
+                    .by_class
+                    .get(&val.labels[i])
+                    .is_some_and(|v| v.iter().any(|&j| !(same && j == i)))
+            })
+            .collect();
+        if idx.is_empty() {
+            return Err(TrainError::bad_input(
+                "stage-1 validation clips",
+                "at least one clip whose class has a clip in the training data",
+                format!("{} clips, none usable", val.len()),
+            ));
+        }
         let (mut sum, mut count) = (0.0, 0usize);
         for chunk in idx.chunks(bs) {
             let batch = sample_batch(
