@@ -12,7 +12,7 @@ use sonic_schedulers::ddpm::DdpmSchedule;
 use sonic_train::cache::EmbeddingCache;
 use sonic_train::config::{ModelPaths, Stage1Config, Stage2Config};
 use sonic_train::dataset::Dataset;
-use sonic_train::prepare::{TextEncoder, stage1_data, stage2_data};
+use sonic_train::prepare::{TextEncoder, stage1_data, stage2_data_with_flips};
 use sonic_train::tune::objective::{Stage1Run, Stage2Run, StageRun, TrainingObjective};
 use sonic_train::tune::overrides::write_config_with_overrides;
 use sonic_train::tune::{Study, TrialRecord, TrialState, TuneConfig};
@@ -110,15 +110,25 @@ fn stage2(cfg: &TuneConfig, manifest: &Path, cache: &Path, device: &Device) -> R
     let sd = StableDiffusion::from_dir(sd_dir, device)?;
     let encoder = ClapAudioEncoder::from_file(clap_path, device)?;
     let mut cache = EmbeddingCache::open(cache)?;
-    let train = stage2_data(
+    // as `sonic train stage2`: flipped copies for training when hflip, none for validation
+    let train = stage2_data_with_flips(
         &train,
         &mut cache,
         &encoder,
         clap_path,
         &sd,
         base.resolution,
+        base.hflip,
     )?;
-    let val = stage2_data(&val, &mut cache, &encoder, clap_path, &sd, base.resolution)?;
+    let val = stage2_data_with_flips(
+        &val,
+        &mut cache,
+        &encoder,
+        clap_path,
+        &sd,
+        base.resolution,
+        false,
+    )?;
     let projector = match &m.projector_config {
         Some(c) => Projector::from_files(projector_path, c, device)?,
         None => Projector::from_file(projector_path, device)?,

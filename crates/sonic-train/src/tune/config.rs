@@ -265,8 +265,8 @@ fn fixed_key_reason(stage: &str, key: &str) -> Option<&'static str> {
             Some("set by `budget` for every trial, cannot be searched")
         }
         "training.val_fraction" => Some("the validation split is fixed by the base config"),
-        "resolution" if stage == "stage2" => {
-            Some("the latents are prepared once at the base config's resolution")
+        "resolution" | "hflip" if stage == "stage2" => {
+            Some("the latents are prepared once from the base config")
         }
         k if k == "model" || k.starts_with("model.") => {
             Some("the models are loaded once from the base config")
