@@ -13,6 +13,7 @@ pub mod params;
 pub mod prepare;
 pub mod stage1;
 pub mod stage2;
+pub mod toy_world;
 pub mod tune;
 
 pub use dataset::{Dataset, Record};
