@@ -77,6 +77,27 @@ fn conv_norm(c: &mut Criterion) {
     g.finish();
 }
 
+/// The VAE decoder's 3x3 convolutions (batch 1, 512 -> 128 channels, 64 -> 512 pixels).
+fn vae_conv(c: &mut Criterion) {
+    let d = device();
+    let mut g = c.benchmark_group("vae_conv");
+    g.sample_size(10);
+    for (name, ch, s) in [
+        ("512x64x64", 512, 64),
+        ("512x128x128", 512, 128),
+        ("256x256x256", 256, 256),
+        ("128x512x512", 128, 512),
+    ] {
+        let conv = sonic_diffusion::layers::conv2d(ch, ch, 3, 1, 1, &d);
+        let x = randn([1, ch, s, s], &d);
+        g.bench_function(format!("conv3x3-burn-{name}"), |b| b.iter(|| sync(conv.forward(x.clone()))));
+        g.bench_function(format!("conv3x3-im2col-{name}"), |b| {
+            b.iter(|| sync(sonic_diffusion::layers::conv2d_im2col(&conv, x.clone())))
+        });
+    }
+    g.finish();
+}
+
 fn resnet(c: &mut Criterion) {
     let d = device();
     let mut g = c.benchmark_group("resnet");
@@ -90,5 +111,5 @@ fn resnet(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, attention, conv_norm, resnet);
+criterion_group!(benches, attention, conv_norm, vae_conv, resnet);
 criterion_main!(benches);
