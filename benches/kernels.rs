@@ -40,6 +40,20 @@ fn attention(c: &mut Criterion) {
         g.bench_function(name, |b| {
             b.iter(|| sync(scaled_dot_product(q.clone(), k.clone(), v.clone())))
         });
+        // The same with explicit products and a softmax, 512 queries at a time.
+        g.bench_function(format!("{name}-matmul-softmax"), |b| {
+            b.iter(|| {
+                let kt = k.clone().swap_dims(2, 3).mul_scalar(1.0 / 40f64.sqrt());
+                let parts: Vec<Tensor<4>> = (0..n)
+                    .step_by(512)
+                    .map(|s| {
+                        let scores = q.clone().narrow(2, s, 512.min(n - s)).matmul(kt.clone());
+                        burn::tensor::activation::softmax(scores, 3).matmul(v.clone())
+                    })
+                    .collect();
+                sync(Tensor::cat(parts, 2))
+            })
+        });
     }
     // The whole module (projections, head split / merge, output projection).
     let attn = Attention::new(&AttentionConfig::new(320, 8, 40).with_cross(768), &d);
@@ -90,7 +104,9 @@ fn vae_conv(c: &mut Criterion) {
     ] {
         let conv = sonic_diffusion::layers::conv2d(ch, ch, 3, 1, 1, &d);
         let x = randn([1, ch, s, s], &d);
-        g.bench_function(format!("conv3x3-burn-{name}"), |b| b.iter(|| sync(conv.forward(x.clone()))));
+        g.bench_function(format!("conv3x3-burn-{name}"), |b| {
+            b.iter(|| sync(conv.forward(x.clone())))
+        });
         g.bench_function(format!("conv3x3-im2col-{name}"), |b| {
             b.iter(|| sync(sonic_diffusion::layers::conv2d_im2col(&conv, x.clone())))
         });
