@@ -245,14 +245,14 @@ impl ToyWorldOptions {
                 reason: reason.into(),
             })
         };
-        if self.image_size < 8 || self.image_size % 4 != 0 {
+        if self.image_size < 8 || !self.image_size.is_multiple_of(4) {
             return bad(
                 "image_size",
                 self.image_size.to_string(),
                 "must be a multiple of 4, at least 8",
             );
         }
-        if self.base_widths.iter().any(|&w| w == 0 || w % 8 != 0) {
+        if self.base_widths.iter().any(|&w| w == 0 || !w.is_multiple_of(8)) {
             return bad(
                 "base_widths",
                 format!("{:?}", self.base_widths),
