@@ -236,3 +236,54 @@ fn stage2_trains_adapters_and_writes_samples() {
         .unwrap();
     assert_eq!(unet.adapter_count(), 7);
 }
+
+/// `sonic train import-labels`: the official layout (CRLF `labels.csv`, images beside the clips
+/// with the same stem) becomes a manifest; a clip without an image is refused naming the line,
+/// and no manifest is written.
+#[test]
+fn import_labels_writes_a_manifest_and_names_the_bad_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let refs = fixtures().join("sonic-tiny/reference");
+    for (clip, ext) in [("a", "png"), ("b", "jpg")] {
+        std::fs::copy(refs.join(format!("clip_{clip}.wav")), data.join(format!("{clip}.wav")))
+            .unwrap();
+        std::fs::write(data.join(format!("{clip}.{ext}")), b"image bytes").unwrap();
+    }
+    std::fs::write(data.join("labels.csv"), "path,label\r\na.wav,rain\r\nb.wav,thunder\r\n")
+        .unwrap();
+    let import = |out: &Path| {
+        sonic()
+            .args(["train", "import-labels"])
+            .arg(&data)
+            .arg("--out")
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    let manifest = tmp.path().join("manifest.csv");
+    let out = import(&manifest);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "audio,image,caption,label", "{text}");
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(lines[1].ends_with("a.png,,rain"), "{text}");
+    assert!(lines[2].ends_with("b.jpg,,thunder"), "{text}");
+    assert!(!text.contains('\r'), "{text}");
+
+    // A third clip whose image is missing: an error naming labels.csv line 4, nothing written.
+    std::fs::copy(refs.join("clip_c.wav"), data.join("c.wav")).unwrap();
+    std::fs::write(
+        data.join("labels.csv"),
+        "path,label\r\na.wav,rain\r\nb.wav,thunder\r\nc.wav,rain\r\n",
+    )
+    .unwrap();
+    let second = tmp.path().join("second.csv");
+    let out = import(&second);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("labels.csv:4"), "{err}");
+    assert!(!second.exists());
+}
