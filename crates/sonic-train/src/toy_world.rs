@@ -690,7 +690,10 @@ fn train_base(
     let device = &o.device;
     let s = o.image_size;
     let config = base_unet_config(3, o.base_widths, w.text_dim)?;
-    let unet = tr!(UNet2DConditionModel::new(&config, device))?;
+    // Seeded so that a run is reproducible (the backend's generator is global).
+    let unet = tr!(crate::params::seeded_init(device, o.seed ^ 0xba5e_1417, || {
+        UNet2DConditionModel::new(&config, device)
+    }))?;
     let (mut unet, _) = select_trainable(unet, &|_| true);
     let mut optimizer = adamw(&OptimizerConfig {
         lr: o.base_lr,
@@ -804,7 +807,7 @@ fn train_stage1(
             ),
         });
     }
-    let projector = tr!(Projector::new(&config, device))?;
+    let projector = tr!(crate::stage1::new_projector(&config, o.seed ^ 0x1417, device))?;
     let n = w.train_labels.len();
     let (t, d) = (w.text_tokens, w.text_dim);
     let text: Vec<f32> = w
@@ -851,8 +854,14 @@ fn train_stage2(
 ) -> Result<(UNet2DConditionModel, f64)> {
     let device = &o.device;
     let s = o.image_size;
-    let mut unet = base;
-    unet.add_adapters(AdapterPlacement::OFFICIAL, w.text_dim, 0.0, device);
+    let (unet, _) = crate::stage2::add_new_adapters(
+        base,
+        AdapterPlacement::OFFICIAL,
+        w.text_dim,
+        0.0,
+        o.seed ^ 0xada9,
+        device,
+    );
     // One row per (training clip, picture of its class) pair, every clip paired with
     // `pairs` pictures.
     let pairs = 4;
