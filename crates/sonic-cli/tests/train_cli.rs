@@ -247,12 +247,18 @@ fn import_labels_writes_a_manifest_and_names_the_bad_line() {
     std::fs::create_dir(&data).unwrap();
     let refs = fixtures().join("sonic-tiny/reference");
     for (clip, ext) in [("a", "png"), ("b", "jpg")] {
-        std::fs::copy(refs.join(format!("clip_{clip}.wav")), data.join(format!("{clip}.wav")))
-            .unwrap();
+        std::fs::copy(
+            refs.join(format!("clip_{clip}.wav")),
+            data.join(format!("{clip}.wav")),
+        )
+        .unwrap();
         std::fs::write(data.join(format!("{clip}.{ext}")), b"image bytes").unwrap();
     }
-    std::fs::write(data.join("labels.csv"), "path,label\r\na.wav,rain\r\nb.wav,thunder\r\n")
-        .unwrap();
+    std::fs::write(
+        data.join("labels.csv"),
+        "path,label\r\na.wav,rain\r\nb.wav,thunder\r\n",
+    )
+    .unwrap();
     let import = |out: &Path| {
         sonic()
             .args(["train", "import-labels"])
@@ -264,7 +270,11 @@ fn import_labels_writes_a_manifest_and_names_the_bad_line() {
     };
     let manifest = tmp.path().join("manifest.csv");
     let out = import(&manifest);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = std::fs::read_to_string(&manifest).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], "audio,image,caption,label", "{text}");

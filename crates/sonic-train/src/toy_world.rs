@@ -252,7 +252,11 @@ impl ToyWorldOptions {
                 "must be a multiple of 4, at least 8",
             );
         }
-        if self.base_widths.iter().any(|&w| w == 0 || !w.is_multiple_of(8)) {
+        if self
+            .base_widths
+            .iter()
+            .any(|&w| w == 0 || !w.is_multiple_of(8))
+        {
             return bad(
                 "base_widths",
                 format!("{:?}", self.base_widths),
@@ -691,9 +695,11 @@ fn train_base(
     let s = o.image_size;
     let config = base_unet_config(3, o.base_widths, w.text_dim)?;
     // Seeded so that a run is reproducible (the backend's generator is global).
-    let unet = tr!(crate::params::seeded_init(device, o.seed ^ 0xba5e_1417, || {
-        UNet2DConditionModel::new(&config, device)
-    }))?;
+    let unet = tr!(crate::params::seeded_init(
+        device,
+        o.seed ^ 0xba5e_1417,
+        || { UNet2DConditionModel::new(&config, device) }
+    ))?;
     let (mut unet, _) = select_trainable(unet, &|_| true);
     let mut optimizer = adamw(&OptimizerConfig {
         lr: o.base_lr,
@@ -807,7 +813,11 @@ fn train_stage1(
             ),
         });
     }
-    let projector = tr!(crate::stage1::new_projector(&config, o.seed ^ 0x1417, device))?;
+    let projector = tr!(crate::stage1::new_projector(
+        &config,
+        o.seed ^ 0x1417,
+        device
+    ))?;
     let n = w.train_labels.len();
     let (t, d) = (w.text_tokens, w.text_dim);
     let text: Vec<f32> = w

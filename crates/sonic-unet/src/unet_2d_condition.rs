@@ -441,6 +441,9 @@ impl UNet2DConditionModel {
                 hook.block_output(&name, &x);
             }
         }
-        Ok(sonic_layers::conv2d_forward(&self.conv_out, silu(self.conv_norm_out.forward(x))))
+        Ok(sonic_layers::conv2d_forward(
+            &self.conv_out,
+            silu(self.conv_norm_out.forward(x)),
+        ))
     }
 }

@@ -353,6 +353,9 @@ impl AutoencoderKL {
                 h = u.forward(h, None);
             }
         }
-        Ok(sonic_layers::conv2d_forward(&d.conv_out, silu(d.conv_norm_out.forward(h))))
+        Ok(sonic_layers::conv2d_forward(
+            &d.conv_out,
+            silu(d.conv_norm_out.forward(h)),
+        ))
     }
 }
