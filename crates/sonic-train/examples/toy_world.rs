@@ -48,7 +48,7 @@ fn real_main() -> Result<(), Box<dyn std::error::Error>> {
                 println!(
                     "toy_world [--quick] [--out DIR] [--seed N] [--fixtures DIR] [--quiet] [--set KEY=VALUE]...\n\
                      KEY: base_steps, base_batch, base_lr, base_widths (A,B), caption_drop, stage1_steps,\n\
-                     stage2_steps, stage2_batch, stage2_lr, audio_drop, sample_steps, guidance,\n\
+                     stage2_steps, stage2_batch, stage2_lr, audio_drop, stage2_train_projector, sample_steps, guidance,\n\
                      train_per_class, test_per_class"
                 );
                 return Ok(());
@@ -150,6 +150,7 @@ fn apply(
         "stage2_batch" => o.stage2_batch = value.parse()?,
         "stage2_lr" => o.stage2_lr = value.parse()?,
         "audio_drop" => o.audio_drop = value.parse()?,
+        "stage2_train_projector" => o.stage2_train_projector = value.parse()?,
         "sample_steps" => o.sample_steps = value.parse()?,
         "guidance" => o.guidance = value.parse()?,
         "train_per_class" => o.train_per_class = value.parse()?,

@@ -175,6 +175,8 @@ pub struct ToyWorldOptions {
     pub stage2_lr: f64,
     /// Probability of replacing the audio by the null tokens in stage 2 (trains guidance).
     pub audio_drop: f64,
+    /// Whether stage 2 also fine-tunes the projector (with the adapters).
+    pub stage2_train_projector: bool,
     /// DDIM steps per sample.
     pub sample_steps: usize,
     /// Audio guidance scale.
@@ -211,6 +213,7 @@ impl ToyWorldOptions {
             stage2_batch: 32,
             stage2_lr: 2e-3,
             audio_drop: 0.1,
+            stage2_train_projector: false,
             sample_steps: 20,
             guidance: 4.0,
             eval_batch: 32,
@@ -861,7 +864,7 @@ fn train_stage2(
     projector: Projector,
     schedule: DdpmSchedule,
     progress: &mut dyn FnMut(&ToyProgress),
-) -> Result<(UNet2DConditionModel, f64)> {
+) -> Result<(UNet2DConditionModel, Projector, f64)> {
     let device = &o.device;
     let s = o.image_size;
     let (unet, _) = crate::stage2::add_new_adapters(
@@ -910,7 +913,7 @@ fn train_stage2(
         // The caption is "" in every row already.
         text_drop: 0.0,
         audio_drop: o.audio_drop,
-        train_projector: false,
+        train_projector: o.stage2_train_projector,
         gate_init: 0.0,
         audio_strength: 1.0,
         resolution: s.div_ceil(8) * 8,
@@ -933,7 +936,8 @@ fn train_stage2(
             loss: report.loss,
         });
     }
-    Ok((trainer.model()?.unet, mean_tail(&losses)))
+    let model = trainer.model()?;
+    Ok((model.unet, model.projector, mean_tail(&losses)))
 }
 
 /// Samples one picture per row of `tokens` (`[n, T, D]` audio tokens) from the audio alone:
@@ -1142,7 +1146,9 @@ pub fn run(
     end_phase("stage1", &mut phases, progress);
 
     progress(&ToyProgress::Phase("stage2"));
-    let (unet, stage2_loss) = train_stage2(o, &world, base, projector.clone(), schedule, progress)?;
+    // With `stage2_train_projector` the projector comes back fine-tuned; otherwise unchanged.
+    let (unet, projector, stage2_loss) =
+        train_stage2(o, &world, base, projector, schedule, progress)?;
     end_phase("stage2", &mut phases, progress);
 
     progress(&ToyProgress::Phase("eval"));
