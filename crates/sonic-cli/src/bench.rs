@@ -53,10 +53,26 @@ pub struct BenchArgs {
     /// Runs one case in this process (used by the parent process).
     #[arg(long, hide = true)]
     pub child: bool,
+    /// A benchmark other than the timing cases.
+    #[command(subcommand)]
+    pub task: Option<BenchTask>,
+}
+
+/// Benchmarks that are not timings of one model call.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum BenchTask {
+    /// The toy-world learnability benchmark of the training recipe: four synthesised sound
+    /// classes paired with coloured shapes, a tiny base model trained from scratch, stage 1 and
+    /// stage 2 on top; prints `toy-world: accuracy=<a> accuracy_f0=<b> seconds=<s>` and writes
+    /// a PNG grid of samples (see docs/TRAINING.md, "Toy world").
+    ToyWorld(crate::toy_world::ToyWorldArgs),
 }
 
 /// Runs the benchmark: each case in a child process, or one case here with `--child`.
 pub fn run(args: &BenchArgs) -> Result<()> {
+    if let Some(BenchTask::ToyWorld(t)) = &args.task {
+        return crate::toy_world::run(t);
+    }
     let cases: Vec<String> = if args.cases.is_empty() {
         CASES.iter().map(|s| s.to_string()).collect()
     } else {
@@ -107,6 +123,22 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         bail!("bench cases failed: {}", failed.join(", "));
     }
     Ok(())
+}
+
+/// The fixtures folder: `given`, else `$SONIC_FIXTURES` or `../shared/fixtures` found from the
+/// current folder or from this crate's source folder.
+pub fn fixtures_dir(given: Option<&Path>) -> Result<PathBuf> {
+    match given {
+        Some(p) => Ok(p.to_path_buf()),
+        None => {
+            let cwd = std::env::current_dir().context("reading the current folder")?;
+            sonic_core::fixtures::fixtures_root(&cwd)
+                .or_else(|| {
+                    sonic_core::fixtures::fixtures_root(Path::new(env!("CARGO_MANIFEST_DIR")))
+                })
+                .ok_or_else(|| anyhow!("no fixtures folder found; pass --fixtures"))
+        }
+    }
 }
 
 fn parse_dtype(s: &str) -> Result<FloatDType> {
@@ -412,17 +444,7 @@ fn run_case(case: &str, args: &BenchArgs, dtype: FloatDType) -> Result<String> {
 /// the model's native size, latents out (no VAE decode).
 fn tiny_pipeline(args: &BenchArgs, device: &Device) -> Result<Timings> {
     use sonic_pipeline::sampling::{Conditioning, Guidance, ProgressOnly, denoise};
-    let root = match &args.fixtures {
-        Some(p) => p.clone(),
-        None => {
-            let cwd = std::env::current_dir().context("reading the current folder")?;
-            sonic_core::fixtures::fixtures_root(&cwd)
-                .or_else(|| {
-                    sonic_core::fixtures::fixtures_root(Path::new(env!("CARGO_MANIFEST_DIR")))
-                })
-                .ok_or_else(|| anyhow!("no fixtures folder found; pass --fixtures"))?
-        }
-    };
+    let root = fixtures_dir(args.fixtures.as_deref())?;
     let dir = root.join("sd15-tiny");
     let sd = sonic_pipeline::StableDiffusion::from_dir(&dir, device)
         .with_context(|| format!("loading {}", dir.display()))?;

@@ -6,6 +6,7 @@ mod edit;
 mod export;
 mod generate;
 mod parity;
+mod toy_world;
 mod train;
 mod tune;
 
@@ -23,7 +24,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Time the models at real SD 1.x sizes with random weights (one JSON line per case).
+    /// Time the models at real SD 1.x sizes with random weights (one JSON line per case), or
+    /// run the toy-world training benchmark (`sonic bench toy-world`).
     Bench {
         #[command(flatten)]
         args: bench::BenchArgs,

@@ -80,3 +80,71 @@ fn bench_refuses_unknown_cases_and_dtypes() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown --dtype `f16`"), "{err}");
 }
+
+/// The toy world from the CLI at two steps per phase: the summary line on stdout, the grid
+/// written, and (the run cannot learn at that size) a clear failure naming the bar.
+#[test]
+fn bench_toy_world_runs_and_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("toy");
+    let mut cmd = sonic();
+    cmd.args(["bench", "toy-world", "--quick", "--quiet"])
+        .arg("--out")
+        .arg(&out)
+        .arg("--fixtures")
+        .arg(fixtures());
+    for kv in [
+        "train_per_class=2",
+        "test_per_class=2",
+        "base_steps=2",
+        "base_batch=4",
+        "stage1_steps=2",
+        "stage1_batch=4",
+        "stage2_steps=2",
+        "stage2_batch=4",
+        "sample_steps=2",
+    ] {
+        cmd.args(["--set", kv]);
+    }
+    let res = cmd
+        .env("RAYON_NUM_THREADS", "2")
+        .output()
+        .expect("run sonic");
+    let stdout = String::from_utf8_lossy(&res.stdout);
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("toy-world: "))
+        .unwrap_or_else(|| panic!("no summary line; stdout {stdout}, stderr {stderr}"));
+    let field = |name: &str| -> f64 {
+        let v = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("{name} missing in `{line}`"));
+        v.parse().unwrap()
+    };
+    let (acc, acc0, secs) = (field("accuracy"), field("accuracy_f0"), field("seconds"));
+    assert!((0.0..=1.0).contains(&acc) && (0.0..=1.0).contains(&acc0) && secs > 0.0);
+    assert!(out.join("toy_world_samples.png").is_file());
+    if !res.status.success() {
+        assert!(stderr.contains("below the bar"), "stderr: {stderr}");
+    }
+}
+
+#[test]
+fn bench_toy_world_refuses_unknown_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("toy");
+    let res = sonic()
+        .args(["bench", "toy-world", "--quiet", "--set", "stage3_steps=5"])
+        .arg("--out")
+        .arg(&out)
+        .arg("--fixtures")
+        .arg(fixtures())
+        .output()
+        .expect("run sonic");
+    assert!(!res.status.success());
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert!(stderr.contains("stage3_steps"), "stderr: {stderr}");
+    assert!(!out.exists(), "nothing may be written for a refused run");
+}

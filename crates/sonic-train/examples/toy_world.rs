@@ -47,9 +47,8 @@ fn real_main() -> Result<(), Box<dyn std::error::Error>> {
             "-h" | "--help" => {
                 println!(
                     "toy_world [--quick] [--out DIR] [--seed N] [--fixtures DIR] [--quiet] [--set KEY=VALUE]...\n\
-                     KEY: base_steps, base_batch, base_lr, base_widths (A,B), caption_drop, stage1_steps,\n\
-                     stage2_steps, stage2_batch, stage2_lr, audio_drop, stage2_train_projector, sample_steps, guidance,\n\
-                     train_per_class, test_per_class"
+                     KEY: {}",
+                    ToyWorldOptions::KEYS.join(", ")
                 );
                 return Ok(());
             }
@@ -73,7 +72,7 @@ fn real_main() -> Result<(), Box<dyn std::error::Error>> {
         options.seed = s;
     }
     for (k, v) in &sets {
-        apply(&mut options, k, v)?;
+        options.set(k, v)?;
     }
     options.out_dir = Some(out);
     let mut progress = |p: &ToyProgress| {
@@ -106,9 +105,15 @@ fn real_main() -> Result<(), Box<dyn std::error::Error>> {
             report.stage1_loss,
             report.stage2_loss
         );
-        eprintln!("confusion (rows: true class, cols: predicted) with audio / at strength 0:");
+        eprintln!(
+            "confusion (rows: true class, cols: predicted) with audio / at strength 0 / base model with captions (accuracy {:.3}):",
+            report.text_accuracy
+        );
         for c in 0..toy_world::CLASSES {
-            eprintln!("  {:?}   {:?}", report.confusion[c], report.confusion_f0[c]);
+            eprintln!(
+                "  {:?}   {:?}   {:?}",
+                report.confusion[c], report.confusion_f0[c], report.confusion_text[c]
+            );
         }
         if let Some(g) = &report.grid {
             eprintln!("samples: {}", g.display());
@@ -121,41 +126,6 @@ fn real_main() -> Result<(), Box<dyn std::error::Error>> {
             options.min_accuracy, options.max_accuracy_f0
         );
         std::process::exit(1);
-    }
-    Ok(())
-}
-
-/// Overrides one option (for experiments; the defaults are the benchmark).
-fn apply(
-    o: &mut ToyWorldOptions,
-    key: &str,
-    value: &str,
-) -> Result<(), Box<dyn std::error::Error>> {
-    match key {
-        "base_steps" => o.base_steps = value.parse()?,
-        "base_batch" => o.base_batch = value.parse()?,
-        "base_lr" => o.base_lr = value.parse()?,
-        "base_widths" => {
-            let v: Vec<usize> = value
-                .split(',')
-                .map(|x| x.trim().parse())
-                .collect::<Result<_, _>>()?;
-            o.base_widths = v
-                .try_into()
-                .map_err(|_| "base_widths needs two numbers, e.g. 16,32")?;
-        }
-        "caption_drop" => o.caption_drop = value.parse()?,
-        "stage1_steps" => o.stage1_steps = value.parse()?,
-        "stage2_steps" => o.stage2_steps = value.parse()?,
-        "stage2_batch" => o.stage2_batch = value.parse()?,
-        "stage2_lr" => o.stage2_lr = value.parse()?,
-        "audio_drop" => o.audio_drop = value.parse()?,
-        "stage2_train_projector" => o.stage2_train_projector = value.parse()?,
-        "sample_steps" => o.sample_steps = value.parse()?,
-        "guidance" => o.guidance = value.parse()?,
-        "train_per_class" => o.train_per_class = value.parse()?,
-        "test_per_class" => o.test_per_class = value.parse()?,
-        other => return Err(format!("unknown option `{other}`").into()),
     }
     Ok(())
 }

@@ -29,14 +29,18 @@
 //! 4. **Stage 1**: the audio projector (43 -> 77 x 32) with [`crate::stage1::Stage1Trainer`]
 //!    (InfoNCE between clips of the same class plus the weighted token MSE onto the caption
 //!    embedding).
-//! 5. **Stage 2**: gated adapters at the official places (mid and up blocks) with
-//!    [`crate::stage2::Stage2Trainer`]; the base UNet and the projector are frozen and the
-//!    caption is always "" (the picture must come from the audio).
+//! 5. **Stage 2**: gated adapters with [`crate::stage2::Stage2Trainer`], in every transformer
+//!    block of this UNet (the official mid and up blocks, plus the one down block: with the
+//!    official placement alone the adapters of this small UNet were too weak, see
+//!    `docs/TRAINING.md`); the base UNet and the projector are frozen and the caption is always
+//!    "" (the picture must come from the audio).
 //! 6. **Evaluation**: for every held-out clip, one sample by DDIM from the audio alone (empty
 //!    caption, audio guidance `eps_null + s (eps_audio - eps_null)`), classified by the
 //!    nearest class prototype (the mean of the class's training pictures, L2). The same
 //!    noise is sampled again with the adapters at strength 0: the model is then the
 //!    unconditional base model, so that accuracy should be near chance (1/4).
+//!    The base model is also sampled with the captions instead of the audio (adapters off):
+//!    its accuracy is the ceiling for the adapters.
 //!
 //! [`ToyWorldOptions::full`] is the benchmark (acceptance: accuracy >= 0.95, accuracy at
 //! strength 0 <= 0.35, at most 15 minutes on the project's 2-core machine);
@@ -187,6 +191,16 @@ pub struct ToyWorldOptions {
     pub min_accuracy: f64,
     /// The accuracy at strength 0 this variant must not exceed.
     pub max_accuracy_f0: f64,
+    /// A file for the trained base UNet (diffusers-layout safetensors): loaded instead of
+    /// training when it exists (it must have been trained with the same seed and base options),
+    /// written after training when it does not. Lets stage-1/2 experiments reuse one base model.
+    pub base_weights: Option<PathBuf>,
+    /// Stage 1's token-weight centre and width (the reverse sigmoid over token positions;
+    /// default `(80, 2)`: all 77 positions weighted, see `docs/TRAINING.md`).
+    pub stage1_token_weights: (f64, f64),
+    /// Where stage 2 places adapters (default: down, mid and up; the official placement is
+    /// [`AdapterPlacement::OFFICIAL`], mid and up only).
+    pub adapter_placement: AdapterPlacement,
     /// The device (a plain device; trainers enable autodiff themselves).
     pub device: Device,
 }
@@ -206,7 +220,7 @@ impl ToyWorldOptions {
             base_batch: 32,
             base_lr: 2e-3,
             caption_drop: 0.2,
-            stage1_steps: 300,
+            stage1_steps: 900,
             stage1_batch: 16,
             stage1_lr: 1e-3,
             stage2_steps: 400,
@@ -215,10 +229,17 @@ impl ToyWorldOptions {
             audio_drop: 0.1,
             stage2_train_projector: false,
             sample_steps: 20,
-            guidance: 4.0,
+            guidance: 3.0,
             eval_batch: 32,
             min_accuracy: 0.95,
             max_accuracy_f0: 0.35,
+            base_weights: None,
+            stage1_token_weights: (80.0, 2.0),
+            adapter_placement: AdapterPlacement {
+                down: true,
+                mid: true,
+                up: true,
+            },
             device,
         }
     }
@@ -231,13 +252,101 @@ impl ToyWorldOptions {
             test_per_class: 8,
             // The base model needs its 1000 steps: at 500 (base loss 0.039 against 0.021) the
             // quick variant reached only 0.56.
-            stage1_steps: 150,
+            stage1_steps: 300,
             stage2_steps: 300,
             sample_steps: 12,
             min_accuracy: 0.75,
             max_accuracy_f0: 0.5,
             ..Self::full(fixtures, device)
         }
+    }
+
+    /// The option names [`ToyWorldOptions::set`] accepts.
+    pub const KEYS: &'static [&'static str] = &[
+        "seed",
+        "train_per_class",
+        "test_per_class",
+        "base_widths",
+        "base_steps",
+        "base_batch",
+        "base_lr",
+        "caption_drop",
+        "base_weights",
+        "stage1_steps",
+        "stage1_batch",
+        "stage1_lr",
+        "token_weight_centre",
+        "token_weight_width",
+        "stage2_steps",
+        "stage2_batch",
+        "stage2_lr",
+        "audio_drop",
+        "stage2_train_projector",
+        "adapters_down",
+        "sample_steps",
+        "guidance",
+        "eval_batch",
+    ];
+
+    /// Overrides one option from text (`--set KEY=VALUE` on the command line; for experiments,
+    /// the defaults are the benchmark). `base_widths` takes two numbers, `16,32`. Unknown keys
+    /// and unparsable values are errors naming the key; the whole set is checked when the run
+    /// starts.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        fn parse<T: std::str::FromStr>(key: &'static str, value: &str) -> Result<T> {
+            value.trim().parse().map_err(|_| ToyWorldError::BadOption {
+                name: key,
+                value: value.to_string(),
+                reason: "cannot be parsed".into(),
+            })
+        }
+        let unknown = || ToyWorldError::BadOption {
+            name: "key",
+            value: key.to_string(),
+            reason: format!("unknown option; options: {}", Self::KEYS.join(", ")),
+        };
+        let k: &'static str = Self::KEYS
+            .iter()
+            .find(|&&k| k == key)
+            .copied()
+            .ok_or_else(unknown)?;
+        match k {
+            "seed" => self.seed = parse(k, value)?,
+            "train_per_class" => self.train_per_class = parse(k, value)?,
+            "test_per_class" => self.test_per_class = parse(k, value)?,
+            "base_widths" => {
+                let parts: Vec<usize> = value
+                    .split(',')
+                    .map(|x| parse(k, x))
+                    .collect::<Result<_>>()?;
+                self.base_widths = parts.try_into().map_err(|_| ToyWorldError::BadOption {
+                    name: "base_widths",
+                    value: value.to_string(),
+                    reason: "needs two numbers, e.g. 16,32".into(),
+                })?;
+            }
+            "base_steps" => self.base_steps = parse(k, value)?,
+            "base_batch" => self.base_batch = parse(k, value)?,
+            "base_lr" => self.base_lr = parse(k, value)?,
+            "caption_drop" => self.caption_drop = parse(k, value)?,
+            "base_weights" => self.base_weights = Some(PathBuf::from(value)),
+            "stage1_steps" => self.stage1_steps = parse(k, value)?,
+            "stage1_batch" => self.stage1_batch = parse(k, value)?,
+            "stage1_lr" => self.stage1_lr = parse(k, value)?,
+            "token_weight_centre" => self.stage1_token_weights.0 = parse(k, value)?,
+            "token_weight_width" => self.stage1_token_weights.1 = parse(k, value)?,
+            "stage2_steps" => self.stage2_steps = parse(k, value)?,
+            "stage2_batch" => self.stage2_batch = parse(k, value)?,
+            "stage2_lr" => self.stage2_lr = parse(k, value)?,
+            "audio_drop" => self.audio_drop = parse(k, value)?,
+            "stage2_train_projector" => self.stage2_train_projector = parse(k, value)?,
+            "adapters_down" => self.adapter_placement.down = parse(k, value)?,
+            "sample_steps" => self.sample_steps = parse(k, value)?,
+            "guidance" => self.guidance = parse(k, value)?,
+            "eval_batch" => self.eval_batch = parse(k, value)?,
+            _ => return Err(unknown()),
+        }
+        Ok(())
     }
 
     fn validate(&self) -> Result<()> {
@@ -310,13 +419,20 @@ pub struct ToyWorldReport {
     pub confusion: [[usize; CLASSES]; CLASSES],
     /// The same at strength 0.
     pub confusion_f0: [[usize; CLASSES]; CLASSES],
+    /// Accuracy of the base model alone, sampled with each held-out clip's caption instead of
+    /// its audio (text guidance at the same scale, adapters off, the same noise): the ceiling
+    /// that the adapters can reach with this base model.
+    pub text_accuracy: f64,
+    /// `confusion[true][predicted]` counts of the caption-conditioned samples.
+    pub confusion_text: [[usize; CLASSES]; CLASSES],
     /// Accuracy of nearest-centroid classification of the held-out clips' CLAP embeddings
     /// (how separable the frozen audio encoder makes the classes).
     pub clap_accuracy: f64,
     /// Accuracy of nearest-centroid classification of the held-out clips' audio tokens (the
     /// trained projector's output) against the training clips' token centroids.
     pub token_accuracy: f64,
-    /// Last base-model loss (mean of the last 20 steps).
+    /// Last base-model loss (mean of the last 20 steps; NaN when the base model was loaded
+    /// from [`ToyWorldOptions::base_weights`]).
     pub base_loss: f64,
     /// Last stage-1 loss (mean of the last 20 steps).
     pub stage1_loss: f64,
@@ -786,8 +902,8 @@ fn stage1_config(o: &ToyWorldOptions) -> Stage1Config {
         loss: Stage1Loss {
             // The captions are a handful of tokens: weight the first ones. (Equal weights over
             // all 77 positions were tried and did worse: accuracy 0.78 in one full run.)
-            token_weight_centre: 8.0,
-            token_weight_width: 2.0,
+            token_weight_centre: o.stage1_token_weights.0,
+            token_weight_width: o.stage1_token_weights.1,
             negatives: 32,
             ..Stage1Loss::default()
         },
@@ -869,7 +985,7 @@ fn train_stage2(
     let s = o.image_size;
     let (unet, _) = crate::stage2::add_new_adapters(
         base,
-        AdapterPlacement::OFFICIAL,
+        o.adapter_placement,
         w.text_dim,
         0.0,
         o.seed ^ 0xada9,
@@ -940,9 +1056,12 @@ fn train_stage2(
     Ok((model.unet, model.projector, mean_tail(&losses)))
 }
 
-/// Samples one picture per row of `tokens` (`[n, T, D]` audio tokens) from the audio alone:
-/// empty caption, DDIM, `eps = eps_null + guidance (eps_audio - eps_null)`, adapters at
-/// `strength`; the initial noise comes from `seed`. Returns `[n, 3, S, S]` on the host.
+/// Samples one picture per row of `tokens` (`[n, T, D]` audio tokens) by DDIM with guidance
+/// `eps = eps_null + guidance (eps_cond - eps_null)`, adapters at `strength`; the null branch
+/// has the empty caption and the null audio tokens, the conditional branch row `i` the audio
+/// tokens of row `i` and the caption embedding `cond_text[i]` (the empty caption when sampling
+/// from the audio alone); the initial noise comes from `seed`. Returns `[n, 3, S, S]` on the
+/// host.
 #[allow(clippy::too_many_arguments)]
 fn sample(
     o: &ToyWorldOptions,
@@ -950,6 +1069,7 @@ fn sample(
     tokens: &Tensor<3>,
     null_tokens: &Tensor<3>,
     empty_text: &[f32],
+    cond_text: &[&[f32]],
     text_shape: (usize, usize),
     strength: f32,
     seed: u64,
@@ -974,8 +1094,13 @@ fn sample(
             AdapterStrength::Global(strength),
         );
         let text = tensor3(
-            (0..2 * m)
+            (0..m)
                 .flat_map(|_| empty_text.iter().copied())
+                .chain(
+                    cond_text[start..start + m]
+                        .iter()
+                        .flat_map(|row| row.iter().copied()),
+                )
                 .collect(),
             [2 * m, t, d],
             device,
@@ -1138,7 +1263,19 @@ pub fn run(
     end_phase("data", &mut phases, progress);
 
     progress(&ToyProgress::Phase("base"));
-    let (base, base_loss) = train_base(o, &world, &schedule, progress)?;
+    let (base, base_loss) = match &o.base_weights {
+        Some(path) if path.exists() => {
+            let config = base_unet_config(3, o.base_widths, world.text_dim)?;
+            let unet = tr!(UNet2DConditionModel::from_weights(&config, path, &o.device))?;
+            (unet, f64::NAN)
+        }
+        Some(path) => {
+            let (unet, loss) = train_base(o, &world, &schedule, progress)?;
+            tr!(sonic_unet::export::save_safetensors(&unet, path))?;
+            (unet, loss)
+        }
+        None => train_base(o, &world, &schedule, progress)?,
+    };
     end_phase("base", &mut phases, progress);
 
     progress(&ToyProgress::Phase("stage1"));
@@ -1176,12 +1313,14 @@ pub fn run(
     let text_shape = (world.text_tokens, world.text_dim);
     let empty = &world.text[CLASSES];
     let seed = o.seed ^ 0xe7a1;
+    let no_caption: Vec<&[f32]> = vec![empty.as_slice(); n_test];
     let samples = sample(
         o,
         &unet,
         &tokens,
         &null_tokens,
         empty,
+        &no_caption,
         text_shape,
         1.0,
         seed,
@@ -1192,6 +1331,25 @@ pub fn run(
         &tokens,
         &null_tokens,
         empty,
+        &no_caption,
+        text_shape,
+        0.0,
+        seed,
+    )?;
+    // The base model with the captions instead of the audio (adapters off): how well the base
+    // model itself draws each class, the ceiling of what the adapters can reach.
+    let captions: Vec<&[f32]> = world
+        .test_labels
+        .iter()
+        .map(|&l| world.text[l].as_slice())
+        .collect();
+    let samples_text = sample(
+        o,
+        &unet,
+        &tokens,
+        &null_tokens,
+        empty,
+        &captions,
         text_shape,
         0.0,
         seed,
@@ -1210,6 +1368,8 @@ pub fn run(
         .collect();
     let (accuracy, confusion, _) = classify(&samples, &world.test_labels, &prototypes);
     let (accuracy_f0, confusion_f0, _) = classify(&samples_f0, &world.test_labels, &prototypes);
+    let (text_accuracy, confusion_text, _) =
+        classify(&samples_text, &world.test_labels, &prototypes);
     end_phase("eval", &mut phases, progress);
 
     let mut report = ToyWorldReport {
@@ -1218,6 +1378,8 @@ pub fn run(
         seconds: started.elapsed().as_secs_f64(),
         confusion,
         confusion_f0,
+        text_accuracy,
+        confusion_text,
         clap_accuracy,
         token_accuracy,
         base_loss,
@@ -1302,5 +1464,50 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn options_are_set_from_text() {
+        let mut o = ToyWorldOptions::full("f", Device::default());
+        o.set("stage2_lr", "5e-3").unwrap();
+        o.set("base_widths", "24, 48").unwrap();
+        o.set("adapters_down", "false").unwrap();
+        o.set("base_weights", "/tmp/base.safetensors").unwrap();
+        o.set("token_weight_centre", "20").unwrap();
+        assert_eq!(o.stage2_lr, 5e-3);
+        assert_eq!(o.base_widths, [24, 48]);
+        assert!(!o.adapter_placement.down);
+        assert_eq!(o.stage1_token_weights.0, 20.0);
+        assert_eq!(
+            o.base_weights.as_deref(),
+            Some(Path::new("/tmp/base.safetensors"))
+        );
+        // Every documented key is accepted with a value of its type.
+        for &k in ToyWorldOptions::KEYS {
+            let v = match k {
+                "base_widths" => "16,32",
+                "base_weights" => "b.safetensors",
+                "stage2_train_projector" | "adapters_down" => "true",
+                "base_lr"
+                | "caption_drop"
+                | "stage1_lr"
+                | "stage2_lr"
+                | "audio_drop"
+                | "guidance"
+                | "token_weight_centre"
+                | "token_weight_width" => "0.5",
+                _ => "3",
+            };
+            o.set(k, v).unwrap_or_else(|e| panic!("{k}={v}: {e}"));
+        }
+        let e = o.set("stage3_steps", "1").unwrap_err().to_string();
+        assert!(e.contains("stage3_steps") && e.contains("unknown"), "{e}");
+        let e = o.set("guidance", "strong").unwrap_err().to_string();
+        assert!(e.contains("guidance") && e.contains("strong"), "{e}");
+        let e = o.set("base_widths", "16").unwrap_err().to_string();
+        assert!(
+            e.contains("base_widths") && e.contains("two numbers"),
+            "{e}"
+        );
     }
 }

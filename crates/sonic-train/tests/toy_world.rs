@@ -34,6 +34,8 @@ fn toy_world_smoke() {
     o.sample_steps = 2;
     o.eval_batch = 3; // 8 samples: batches of 3, 3, 2
     o.out_dir = Some(out.path().to_path_buf());
+    let base_file = out.path().join("base.safetensors");
+    o.base_weights = Some(base_file.clone());
     let mut steps = [0usize; 3];
     let mut phases = Vec::new();
     let report = toy_world::run(&o, &mut |p: &ToyProgress| match p {
@@ -53,7 +55,11 @@ fn toy_world_smoke() {
     assert_eq!(phases, ["data", "base", "stage1", "stage2", "eval"]);
     let total: usize = report.confusion.iter().flatten().sum();
     let total_f0: usize = report.confusion_f0.iter().flatten().sum();
-    assert_eq!((total, total_f0), (CLASSES * 2, CLASSES * 2));
+    let total_text: usize = report.confusion_text.iter().flatten().sum();
+    assert_eq!(
+        (total, total_f0, total_text),
+        (CLASSES * 2, CLASSES * 2, CLASSES * 2)
+    );
     for (row, row_f0) in report.confusion.iter().zip(&report.confusion_f0) {
         assert_eq!(row.iter().sum::<usize>(), 2);
         assert_eq!(row_f0.iter().sum::<usize>(), 2);
@@ -70,6 +76,29 @@ fn toy_world_smoke() {
     let grid = report.grid.clone().unwrap();
     let img = image_size(&grid);
     assert_eq!(img, ((2 * 2 + 1) * 66, 4 * 66));
+
+    // The trained base model was written; a second run loads it instead of training (no base
+    // steps) and, everything else being seeded, reproduces the first run's samples.
+    assert!(base_file.is_file());
+    let mut base_steps = 0;
+    let again = toy_world::run(&o, &mut |p: &ToyProgress| {
+        if let ToyProgress::Step { phase: "base", .. } = p {
+            base_steps += 1;
+        }
+    })
+    .unwrap();
+    assert_eq!(base_steps, 0);
+    assert_eq!(again.confusion, report.confusion);
+    assert_eq!(again.confusion_f0, report.confusion_f0);
+    assert_eq!(again.confusion_text, report.confusion_text);
+    assert_eq!(again.stage2_loss, report.stage2_loss);
+    // A base file of another shape is refused with an error, not a panic.
+    o.base_widths = [8, 16];
+    let err = toy_world::run(&o, &mut |_| {}).unwrap_err().to_string();
+    assert!(
+        err.contains("base.safetensors") || err.contains("shape"),
+        "{err}"
+    );
 }
 
 /// Width and height from a PNG's IHDR chunk.
