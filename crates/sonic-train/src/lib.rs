@@ -11,6 +11,7 @@ pub mod losses;
 pub mod optim;
 pub mod params;
 pub mod prepare;
+mod run_loop;
 pub mod stage1;
 pub mod stage2;
 pub mod toy_world;

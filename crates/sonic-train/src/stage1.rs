@@ -7,7 +7,7 @@
 
 use crate::checkpoint::{
     CheckpointState, EpochOrder, StepReport, TrainEvent, TrainRng, check_finite, latest_checkpoint,
-    read_state, with_last_checkpoint, write_checkpoint,
+    read_state, write_checkpoint,
 };
 use crate::config::Stage1Config;
 use crate::error::{Result, TrainError};
@@ -443,55 +443,45 @@ impl Stage1Trainer {
         out: Option<&Path>,
         callback: &mut dyn FnMut(&TrainEvent) -> bool,
     ) -> Result<RunSummary> {
-        let t = self.config.training.clone();
-        let total = self.total_steps(train.len());
-        let order = EpochOrder::new(t.seed, train.len(), t.batch_size);
-        let mut last_ckpt = match out {
-            Some(o) => latest_checkpoint(o)?,
-            None => None,
-        };
-        let mut val_loss = None;
-        while self.step < total {
-            let mut micro = Vec::with_capacity(t.grad_accum);
-            for k in 0..t.grad_accum as u64 {
-                let idx = order.batch(self.step * t.grad_accum as u64 + k);
-                micro.push(self.sample_batch(train, train, &idx, self.config.loss.text_drop)?);
-            }
-            let report = self
-                .train_step(&micro, total)
-                .map_err(|e| with_last_checkpoint(e, &last_ckpt))?;
-            let step = report.step;
-            let go_on = callback(&TrainEvent::Step(report));
-            if let Some(v) = val
-                && t.val_every > 0
-                && (step % t.val_every == 0 || step == total)
-            {
-                let loss = self.validation_loss(v, train)?;
-                val_loss = Some(loss);
-                callback(&TrainEvent::Validation { step, loss });
-            }
-            if let Some(o) = out
-                && ((t.checkpoint_every > 0 && step % t.checkpoint_every == 0)
-                    || step == total
-                    || !go_on)
-            {
-                let path = self.save_checkpoint(o)?;
-                callback(&TrainEvent::Checkpoint {
-                    step,
-                    path: path.clone(),
-                });
-                last_ckpt = Some(path);
-            }
-            if !go_on {
-                return Err(TrainError::Cancelled { step });
-            }
-        }
-        Ok(RunSummary {
-            step: self.step,
-            loss: self.last_loss,
-            val_loss,
-            checkpoint: last_ckpt,
-        })
+        crate::run_loop::run(self, train, val, out, &mut |_, _, _| Ok(None), callback)
+    }
+}
+
+impl crate::run_loop::LoopStage for Stage1Trainer {
+    type Data = Stage1Data;
+    fn training(&self) -> &crate::config::TrainingConfig {
+        &self.config.training
+    }
+    fn current_step(&self) -> u64 {
+        self.step
+    }
+    fn last_loss(&self) -> f64 {
+        self.last_loss
+    }
+    fn total_steps(&self, n: usize) -> u64 {
+        Stage1Trainer::total_steps(self, n)
+    }
+    fn rows(data: &Stage1Data) -> usize {
+        data.len()
+    }
+    fn step_on(
+        &mut self,
+        train: &Stage1Data,
+        micro: &[Vec<usize>],
+        total: u64,
+    ) -> Result<StepReport> {
+        let text_drop = self.config.loss.text_drop;
+        let batches = micro
+            .iter()
+            .map(|idx| self.sample_batch(train, train, idx, text_drop))
+            .collect::<Result<Vec<_>>>()?;
+        self.train_step(&batches, total)
+    }
+    fn validation(&self, val: &Stage1Data, train: &Stage1Data) -> Result<f64> {
+        self.validation_loss(val, train)
+    }
+    fn checkpoint(&self, out: &Path) -> Result<PathBuf> {
+        self.save_checkpoint(out)
     }
 }
 

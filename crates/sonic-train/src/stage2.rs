@@ -16,7 +16,7 @@
 
 use crate::checkpoint::{
     CheckpointState, EpochOrder, StepReport, TrainEvent, TrainRng, check_finite, latest_checkpoint,
-    read_state, with_last_checkpoint, write_checkpoint,
+    read_state, write_checkpoint,
 };
 use crate::config::Stage2Config;
 use crate::error::{Result, TrainError};
@@ -541,62 +541,54 @@ impl Stage2Trainer {
         mut sampler: Option<&mut Sampler>,
         callback: &mut dyn FnMut(&TrainEvent) -> bool,
     ) -> Result<RunSummary> {
-        let t = self.config.training.clone();
-        let total = self.total_steps(train.len());
-        let order = EpochOrder::new(t.seed, train.len(), t.batch_size);
-        let mut last_ckpt = match out {
-            Some(o) => latest_checkpoint(o)?,
-            None => None,
-        };
-        let mut val_loss = None;
-        while self.step < total {
-            let mut micro = Vec::with_capacity(t.grad_accum);
-            for k in 0..t.grad_accum as u64 {
-                let idx = order.batch(self.step * t.grad_accum as u64 + k);
-                micro.push(self.sample_batch(train, &idx, true)?);
-            }
-            let report = self
-                .train_step(&micro, total)
-                .map_err(|e| with_last_checkpoint(e, &last_ckpt))?;
-            let step = report.step;
-            let go_on = callback(&TrainEvent::Step(report));
-            if let Some(v) = val
-                && t.val_every > 0
-                && (step % t.val_every == 0 || step == total)
-            {
-                let loss = self.validation_loss(v)?;
-                val_loss = Some(loss);
-                callback(&TrainEvent::Validation { step, loss });
-            }
-            if let Some(s) = sampler.as_deref_mut()
-                && s.every > 0
-                && (step % s.every == 0 || step == total)
-            {
-                let paths = self.sample_images(s)?;
-                callback(&TrainEvent::Samples { step, paths });
-            }
-            if let Some(o) = out
-                && ((t.checkpoint_every > 0 && step % t.checkpoint_every == 0)
-                    || step == total
-                    || !go_on)
-            {
-                let path = self.save_checkpoint(o)?;
-                callback(&TrainEvent::Checkpoint {
-                    step,
-                    path: path.clone(),
-                });
-                last_ckpt = Some(path);
-            }
-            if !go_on {
-                return Err(TrainError::Cancelled { step });
-            }
-        }
-        Ok(RunSummary {
-            step: self.step,
-            loss: self.last_loss,
-            val_loss,
-            checkpoint: last_ckpt,
-        })
+        let mut samples =
+            |trainer: &mut Self, step: u64, total: u64| -> Result<Option<TrainEvent>> {
+                match sampler.as_deref_mut() {
+                    Some(s) if s.every > 0 && (step % s.every == 0 || step == total) => {
+                        let paths = trainer.sample_images(s)?;
+                        Ok(Some(TrainEvent::Samples { step, paths }))
+                    }
+                    _ => Ok(None),
+                }
+            };
+        crate::run_loop::run(self, train, val, out, &mut samples, callback)
+    }
+}
+
+impl crate::run_loop::LoopStage for Stage2Trainer {
+    type Data = Stage2Data;
+    fn training(&self) -> &crate::config::TrainingConfig {
+        &self.config.training
+    }
+    fn current_step(&self) -> u64 {
+        self.step
+    }
+    fn last_loss(&self) -> f64 {
+        self.last_loss
+    }
+    fn total_steps(&self, n: usize) -> u64 {
+        Stage2Trainer::total_steps(self, n)
+    }
+    fn rows(data: &Stage2Data) -> usize {
+        data.len()
+    }
+    fn step_on(
+        &mut self,
+        train: &Stage2Data,
+        micro: &[Vec<usize>],
+        total: u64,
+    ) -> Result<StepReport> {
+        let batches = micro
+            .iter()
+            .map(|idx| self.sample_batch(train, idx, true))
+            .collect::<Result<Vec<_>>>()?;
+        self.train_step(&batches, total)
+    }
+    fn validation(&self, val: &Stage2Data, _train: &Stage2Data) -> Result<f64> {
+        self.validation_loss(val)
+    }
+    fn checkpoint(&self, out: &Path) -> Result<PathBuf> {
+        self.save_checkpoint(out)
     }
 }
 
