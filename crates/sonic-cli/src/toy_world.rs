@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use sonic_train::toy_world::{self, CLASSES, SOUND_NAMES, ToyProgress, ToyWorldOptions};
+use sonic_train::toy_world::{self, SOUND_NAMES, ToyProgress, ToyWorldOptions};
 use std::path::PathBuf;
 
 /// Arguments of `sonic bench toy-world`.
@@ -107,13 +107,10 @@ pub fn run(args: &ToyWorldArgs) -> Result<()> {
             "confusion (rows: sound, columns: drawn class) with audio | adapters at strength 0 | base model with the captions (accuracy {:.3}):",
             report.text_accuracy
         );
-        for c in 0..CLASSES {
+        for (c, name) in SOUND_NAMES.iter().enumerate() {
             eprintln!(
                 "  {:<12} {:?} | {:?} | {:?}",
-                SOUND_NAMES[c],
-                report.confusion[c],
-                report.confusion_f0[c],
-                report.confusion_text[c]
+                name, report.confusion[c], report.confusion_f0[c], report.confusion_text[c]
             );
         }
         if let Some(g) = &report.grid {

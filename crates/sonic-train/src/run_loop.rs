@@ -11,6 +11,10 @@ use crate::error::{Result, TrainError};
 use crate::stage1::RunSummary;
 use std::path::{Path, PathBuf};
 
+/// Stage-specific work after a step (`stage`, step, planned steps), returning an event to
+/// report.
+pub(crate) type AfterStep<'a, S> = dyn FnMut(&mut S, u64, u64) -> Result<Option<TrainEvent>> + 'a;
+
 /// What a stage's trainer provides to [`run`].
 pub(crate) trait LoopStage {
     /// The stage's in-memory data.
@@ -46,7 +50,7 @@ pub(crate) fn run<S: LoopStage>(
     train: &S::Data,
     val: Option<&S::Data>,
     out: Option<&Path>,
-    extra: &mut dyn FnMut(&mut S, u64, u64) -> Result<Option<TrainEvent>>,
+    extra: &mut AfterStep<'_, S>,
     callback: &mut dyn FnMut(&TrainEvent) -> bool,
 ) -> Result<RunSummary> {
     let t = stage.training().clone();

@@ -544,7 +544,7 @@ impl Stage2Trainer {
         let mut samples =
             |trainer: &mut Self, step: u64, total: u64| -> Result<Option<TrainEvent>> {
                 match sampler.as_deref_mut() {
-                    Some(s) if s.every > 0 && (step % s.every == 0 || step == total) => {
+                    Some(s) if s.every > 0 && (step.is_multiple_of(s.every) || step == total) => {
                         let paths = trainer.sample_images(s)?;
                         Ok(Some(TrainEvent::Samples { step, paths }))
                     }
