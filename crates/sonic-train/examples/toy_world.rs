@@ -2,8 +2,12 @@
 //!
 //! ```text
 //! cargo run --release -p sonic-train --example toy_world -- [--quick] [--out DIR] [--seed N]
-//!     [--fixtures DIR] [--quiet]
+//!     [--fixtures DIR] [--quiet] [--set KEY=VALUE]...
 //! ```
+//!
+//! The same run is `sonic bench toy-world`; `--set` takes the keys of
+//! `ToyWorldOptions::KEYS` (e.g. `--set base_weights=base.safetensors` to train the base model
+//! once and reuse it).
 //!
 //! Prints `toy-world: accuracy=<a> accuracy_f0=<b> seconds=<s>` and writes
 //! `DIR/toy_world_samples.png` (default DIR: `target/toy-world`). Exits with status 1 when the
