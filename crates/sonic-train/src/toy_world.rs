@@ -886,22 +886,28 @@ fn cosine() -> LrScheduleConfig {
     }
 }
 
+/// A trainer's loop settings: AdamW at `lr` with cosine decay over `steps` of `batch`.
+fn training(seed: u64, batch: usize, steps: usize, lr: f64) -> TrainingConfig {
+    TrainingConfig {
+        seed,
+        batch_size: batch,
+        max_steps: Some(steps as u64),
+        optimizer: OptimizerConfig {
+            lr,
+            ..OptimizerConfig::default()
+        },
+        lr_schedule: cosine(),
+        ..TrainingConfig::default()
+    }
+}
+
 fn stage1_config(o: &ToyWorldOptions) -> Stage1Config {
     Stage1Config {
-        training: TrainingConfig {
-            seed: o.seed ^ 0x51,
-            batch_size: o.stage1_batch,
-            max_steps: Some(o.stage1_steps as u64),
-            optimizer: OptimizerConfig {
-                lr: o.stage1_lr,
-                ..OptimizerConfig::default()
-            },
-            lr_schedule: cosine(),
-            ..TrainingConfig::default()
-        },
+        training: training(o.seed ^ 0x51, o.stage1_batch, o.stage1_steps, o.stage1_lr),
         loss: Stage1Loss {
-            // The captions are a handful of tokens: weight the first ones. (Equal weights over
-            // all 77 positions were tried and did worse: accuracy 0.78 in one full run.)
+            // Default centre 80: every one of the 77 positions weighted. Centred at 8 (the
+            // captions are 4-5 tokens) the unweighted tail drifted far from every caption and
+            // stage 2 learned less (docs/TRAINING.md, "How the bar was reached").
             token_weight_centre: o.stage1_token_weights.0,
             token_weight_width: o.stage1_token_weights.1,
             negatives: 32,
@@ -1015,17 +1021,7 @@ fn train_stage2(
         tensor3(empty.clone(), [1, t, d], device),
     )?;
     let config = Stage2Config {
-        training: TrainingConfig {
-            seed: o.seed ^ 0x52,
-            batch_size: o.stage2_batch,
-            max_steps: Some(o.stage2_steps as u64),
-            optimizer: OptimizerConfig {
-                lr: o.stage2_lr,
-                ..OptimizerConfig::default()
-            },
-            lr_schedule: cosine(),
-            ..TrainingConfig::default()
-        },
+        training: training(o.seed ^ 0x52, o.stage2_batch, o.stage2_steps, o.stage2_lr),
         // The caption is "" in every row already.
         text_drop: 0.0,
         audio_drop: o.audio_drop,
