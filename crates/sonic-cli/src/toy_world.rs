@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use sonic_train::toy_world::{self, SOUND_NAMES, ToyProgress, ToyWorldOptions};
+use sonic_train::toy_world::{self, ToyProgress, ToyWorldOptions};
 use std::path::PathBuf;
 
 /// Arguments of `sonic bench toy-world`.
@@ -95,27 +95,7 @@ pub fn run(args: &ToyWorldArgs) -> Result<()> {
     };
     let report = toy_world::run(&options, &mut progress)?;
     if !quiet {
-        eprintln!(
-            "held-out clips, nearest-centroid accuracy: CLAP {:.3}, audio tokens {:.3}; losses: base {:.4}, stage 1 {:.4}, stage 2 {:.4}",
-            report.clap_accuracy,
-            report.token_accuracy,
-            report.base_loss,
-            report.stage1_loss,
-            report.stage2_loss
-        );
-        eprintln!(
-            "confusion (rows: sound, columns: drawn class) with audio | adapters at strength 0 | base model with the captions (accuracy {:.3}):",
-            report.text_accuracy
-        );
-        for (c, name) in SOUND_NAMES.iter().enumerate() {
-            eprintln!(
-                "  {:<12} {:?} | {:?} | {:?}",
-                name, report.confusion[c], report.confusion_f0[c], report.confusion_text[c]
-            );
-        }
-        if let Some(g) = &report.grid {
-            eprintln!("samples: {}", g.display());
-        }
+        eprint!("{}", report.details());
     }
     println!("{}", report.summary_line());
     if !report.passed(&options) {

@@ -101,27 +101,7 @@ fn real_main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let report = toy_world::run(&options, &mut progress)?;
     if !quiet {
-        eprintln!(
-            "nearest-centroid accuracy of held-out clips: CLAP {:.3}, audio tokens {:.3}; losses: base {:.4}, stage1 {:.4}, stage2 {:.4}",
-            report.clap_accuracy,
-            report.token_accuracy,
-            report.base_loss,
-            report.stage1_loss,
-            report.stage2_loss
-        );
-        eprintln!(
-            "confusion (rows: true class, cols: predicted) with audio / at strength 0 / base model with captions (accuracy {:.3}):",
-            report.text_accuracy
-        );
-        for c in 0..toy_world::CLASSES {
-            eprintln!(
-                "  {:?}   {:?}   {:?}",
-                report.confusion[c], report.confusion_f0[c], report.confusion_text[c]
-            );
-        }
-        if let Some(g) = &report.grid {
-            eprintln!("samples: {}", g.display());
-        }
+        eprint!("{}", report.details());
     }
     println!("{}", report.summary_line());
     if !report.passed(&options) {

@@ -454,6 +454,32 @@ impl ToyWorldReport {
         )
     }
 
+    /// The diagnostics behind the summary line, several lines: separability of the held-out
+    /// clips, the last losses, the three confusion matrices (with audio, at strength 0, base
+    /// model with the captions) and the grid's path.
+    pub fn details(&self) -> String {
+        let mut out = format!(
+            "held-out clips, nearest-centroid accuracy: CLAP {:.3}, audio tokens {:.3}; losses: base {:.4}, stage 1 {:.4}, stage 2 {:.4}\n\
+             confusion (rows: sound, columns: drawn class) with audio | adapters at strength 0 | base model with the captions (accuracy {:.3}):\n",
+            self.clap_accuracy,
+            self.token_accuracy,
+            self.base_loss,
+            self.stage1_loss,
+            self.stage2_loss,
+            self.text_accuracy
+        );
+        for (c, name) in SOUND_NAMES.iter().enumerate() {
+            out.push_str(&format!(
+                "  {:<12} {:?} | {:?} | {:?}\n",
+                name, self.confusion[c], self.confusion_f0[c], self.confusion_text[c]
+            ));
+        }
+        if let Some(g) = &self.grid {
+            out.push_str(&format!("samples: {}\n", g.display()));
+        }
+        out
+    }
+
     /// Whether the run meets the bars of `options`.
     pub fn passed(&self, options: &ToyWorldOptions) -> bool {
         self.accuracy >= options.min_accuracy && self.accuracy_f0 <= options.max_accuracy_f0
