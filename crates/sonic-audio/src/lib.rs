@@ -32,7 +32,6 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! The `sonic parity` runners for the sonic fixtures are in [`parity`].
 
 #![warn(missing_docs)]
 
@@ -43,7 +42,6 @@ pub mod error;
 pub mod fit;
 pub mod frontend;
 pub mod model;
-pub mod parity;
 pub mod resample;
 pub mod weights;
 

@@ -1,18 +1,10 @@
-//! `sonic parity DIR`: runs every section of a fixture folder's `reference/cases.json`.
+//! `sonic parity DIR`: runs every section of a fixture folder's `reference/cases.json`
+//! through the runners of `sonic-parity`, printing one line per compared tensor.
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
-use sonic_core::fixtures::{CaseResult, Fixture};
+use sonic_core::fixtures::Fixture;
 use std::path::Path;
-
-/// Top-level keys of cases.json that describe the fixture rather than hold cases.
-const METADATA_KEYS: &[&str] = &[
-    "variant",
-    "dtype",
-    "versions",
-    "tensors",
-    "unet_adapter_effect_maxabs",
-];
 
 /// Counts of a parity run.
 pub struct Summary {
@@ -20,65 +12,6 @@ pub struct Summary {
     pub failed: usize,
     pub skipped: usize,
     pub worst: f64,
-}
-
-/// Runs one section; `None` when the section is not implemented yet.
-fn run_section(
-    fixture: &Fixture,
-    section: &str,
-    device: &Device,
-) -> Option<Result<Vec<CaseResult>>> {
-    if let Some(r) = sonic_audio::parity::run_section(section, fixture, device) {
-        return Some(r.map_err(Into::into));
-    }
-    let result = match section {
-        "text_encoder" => sonic_clip::parity::run_text_encoder(fixture, device).map_err(Into::into),
-        "vae" => sonic_vae::parity::run_vae(fixture, device).map_err(Into::into),
-        "unet" => sonic_unet::parity::run_unet(fixture, device).map_err(Into::into),
-        "projector" => sonic_projector::parity::run_projector(fixture, device).map_err(Into::into),
-        "pipeline" => sonic_pipeline::parity::run_pipeline(fixture, device).map_err(Into::into),
-        "schedulers" => run_schedulers(fixture, device),
-        "ddpm_training" => run_ddpm(fixture, device),
-        _ => return None,
-    };
-    Some(result)
-}
-
-/// Tolerance of every scheduler step.
-const SCHEDULER_TOL: f64 = 1e-4;
-/// Tolerance of DDPM add_noise / velocity.
-const DDPM_TOL: f64 = 1e-5;
-
-fn run_schedulers(fixture: &Fixture, device: &Device) -> Result<Vec<CaseResult>> {
-    let cases = fixture
-        .section("schedulers")
-        .and_then(|s| s.as_array())
-        .context("`schedulers` is not a list")?;
-    let mut out = Vec::new();
-    for case in cases {
-        for (id, cmp) in
-            sonic_schedulers::parity::run_scheduler_case(case, &fixture.tensors, device)?
-        {
-            out.push(CaseResult::new(
-                format!("schedulers.{id}"),
-                cmp,
-                SCHEDULER_TOL,
-            ));
-        }
-    }
-    Ok(out)
-}
-
-fn run_ddpm(fixture: &Fixture, device: &Device) -> Result<Vec<CaseResult>> {
-    let section = fixture
-        .section("ddpm_training")
-        .context("no ddpm_training section")?;
-    Ok(
-        sonic_schedulers::parity::run_ddpm_case(section, &fixture.tensors, device)?
-            .into_iter()
-            .map(|(id, cmp)| CaseResult::new(format!("ddpm_training.{id}"), cmp, DDPM_TOL))
-            .collect(),
-    )
 }
 
 fn fmt(x: f64) -> String {
@@ -89,17 +22,13 @@ fn fmt(x: f64) -> String {
 pub fn run(dir: &Path, only: &[String], device: &Device) -> Result<Summary> {
     let fixture =
         Fixture::open(dir).with_context(|| format!("opening fixture {}", dir.display()))?;
-    let Some(obj) = fixture.cases.as_object() else {
+    if !fixture.cases.is_object() {
         bail!(
             "{}/reference/cases.json is not a JSON object",
             dir.display()
         );
-    };
-    let sections: Vec<String> = obj
-        .keys()
-        .filter(|k| !k.starts_with('_') && !METADATA_KEYS.contains(&k.as_str()))
-        .cloned()
-        .collect();
+    }
+    let sections = sonic_parity::fixture_sections(&fixture)?;
     for s in only {
         if !sections.contains(s) {
             bail!(
@@ -119,13 +48,14 @@ pub fn run(dir: &Path, only: &[String], device: &Device) -> Result<Summary> {
         .iter()
         .filter(|s| only.is_empty() || only.contains(s))
     {
-        match run_section(&fixture, section, device) {
+        match sonic_parity::section(section).map(|s| s.run(&fixture, device)) {
             None => {
                 println!("skip {section} max_abs=nan max_rel=nan tol=nan");
                 summary.skipped += 1;
             }
             Some(Err(e)) => {
                 println!("FAIL {section} max_abs=inf max_rel=inf tol=nan");
+                let e = anyhow::Error::from(e);
                 eprintln!("error in section {section}: {}", crate::error_chain(&e));
                 summary.failed += 1;
                 summary.worst = f64::INFINITY;

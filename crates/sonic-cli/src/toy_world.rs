@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use sonic_train::toy_world::{self, ToyProgress, ToyWorldOptions};
+use sonic_bench::toy_world::{self, ToyProgress, ToyWorldOptions};
 use std::path::PathBuf;
 
 /// Arguments of `sonic bench toy-world`.

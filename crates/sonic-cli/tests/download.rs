@@ -1,5 +1,5 @@
 //! `sonic download` / `sonic generate --preset` end to end against a local stand-in for the
-//! Hugging Face hub (127.0.0.1 only, see `support/hub.rs`), serving the tiny fixtures under the
+//! Hugging Face hub (127.0.0.1 only, `sonic_hub::test_server`), serving the tiny fixtures under the
 //! real repository names:
 //!
 //! - `CompVis/stable-diffusion-v1-4`: `sd15-tiny` (plus a small `special_tokens_map.json`,
@@ -16,13 +16,11 @@
 //! Every command runs the real `sonic` binary with `HF_ENDPOINT` at the server and `HF_HOME`
 //! in a temporary folder.
 
-mod support;
-
+use sonic_hub::test_server::{COMMIT, Entry, Hub};
 use sonic_pipeline::hub::{self, Checkpoint};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
-use support::hub::{Entry, Hub};
 
 const SD: &str = "CompVis/stable-diffusion-v1-4";
 const CLAP: &str = "microsoft/msclap";
@@ -131,7 +129,7 @@ fn snapshot(hf_home: &Path, folder: &str) -> PathBuf {
         .join("hub")
         .join(folder)
         .join("snapshots")
-        .join(support::hub::COMMIT)
+        .join(COMMIT)
 }
 
 fn files_under(dir: &Path) -> Vec<PathBuf> {

@@ -14,7 +14,6 @@
 //! ```
 
 pub mod error;
-pub mod parity;
 pub mod text_encoder;
 pub mod tokenizer;
 

@@ -1,4 +1,4 @@
-//! Audio-driven editing of real images (DESIGN.md section 2, "Editing (Plug-and-Play)"):
+//! Audio-driven editing of real images (docs/EDITING.md):
 //! DDIM inversion, Plug-and-Play sampling with in-batch feature injection, and SDEdit.
 //!
 //! - [`encode_image`]: VAE posterior mean x scaling factor.

@@ -20,7 +20,6 @@ pub mod error;
 pub mod hub;
 pub mod image_input;
 pub mod output;
-pub mod parity;
 pub mod sampling;
 pub mod sonic;
 pub mod stable_diffusion;

@@ -390,7 +390,7 @@ fn corrupt_or_missing_image_is_a_typed_error_and_leaves_no_output() {
 /// The PyTorch cross-check: one PnP edit run by `tools/pnp_reference.py` (diffusers, the
 /// official pnp-diffusers / SonicDiffusion method: plain-UNet inversion with the inversion
 /// prompt, source branch on `""` + null tokens, floor thresholds, SonicDiffusion's layers)
-/// on the same inputs. Final latent within 1e-3 (multi-step pipeline tolerance, DESIGN.md 4).
+/// on the same inputs. Final latent within 1e-3 (multi-step pipeline tolerance, docs/ARCHITECTURE.md, "The model").
 #[test]
 fn pnp_matches_the_pytorch_reference() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests-data/pnp-reference");

@@ -40,7 +40,6 @@
 pub mod config;
 pub mod error;
 pub mod model;
-pub mod parity;
 pub mod weights;
 
 pub use config::{BlockMode, ProjectorConfig};

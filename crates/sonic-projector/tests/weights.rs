@@ -4,12 +4,11 @@
 
 mod common;
 
-use common::{data, device, fixture_dir, rel_diff};
+use common::{PROJECTOR_TOL, data, device, fixture_dir, rel_diff};
 use sonic_core::CoreError;
 use sonic_core::fixtures::Fixture;
 use sonic_core::weights::{NamedTensor, read_safetensors_f32, write_safetensors_f32};
 use sonic_projector::error::MAX_LISTED_MISMATCHES;
-use sonic_projector::parity::PROJECTOR_TOL;
 use sonic_projector::{
     Projector, ProjectorConfig, ProjectorError, WeightMismatch, WeightsFile, WeightsFormat,
 };

@@ -1,17 +1,39 @@
-//! `DDIMScheduler` (deterministic, eta = 0) and `DDIMInverseScheduler`.
+//! `DDIMScheduler` (deterministic, eta = 0) and `DDIMInverseScheduler`, one type with a
+//! direction.
 
-use crate::Scheduler;
 use crate::common::{alpha_at, check_index, check_same_shape, predict_x0_eps, to_f64};
 use crate::config::{
     BetaConfig, ConfigReader, PredictionType, SchedulerKind, TimestepSpacing, read_prediction_type,
     read_spacing, reject_true,
 };
 use crate::error::{Result, SchedulerError};
-use crate::tables::{alphas_cumprod_f32, np_arange, np_linspace, np_round};
+use crate::tables::{np_arange, np_linspace, np_round};
+use crate::{NoiseSchedule, Scheduler};
 use burn::tensor::Tensor;
 use serde_json::Value;
 
-/// The config of [`DdimScheduler`] (diffusers' `DDIMScheduler` keys and defaults).
+/// Which way a [`DdimScheduler`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DdimDirection {
+    /// diffusers' `DDIMScheduler`: from noise towards clean latents (timesteps descend).
+    Sample,
+    /// diffusers' `DDIMInverseScheduler`: from clean latents towards noise (timesteps ascend;
+    /// step `i` moves the sample from `t_i - num_train_timesteps / n` up to `t_i`).
+    Invert,
+}
+
+impl DdimDirection {
+    /// The diffusers class that runs this way.
+    pub fn kind(self) -> SchedulerKind {
+        match self {
+            DdimDirection::Sample => SchedulerKind::Ddim,
+            DdimDirection::Invert => SchedulerKind::DdimInverse,
+        }
+    }
+}
+
+/// The config of [`DdimScheduler`] (the keys and defaults of diffusers' `DDIMScheduler`, or of
+/// `DDIMInverseScheduler` when read for [`DdimDirection::Invert`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DdimConfig {
     /// The training noise schedule.
@@ -20,13 +42,15 @@ pub struct DdimConfig {
     pub clip_sample: bool,
     /// `clip_sample_range` (default 1.0).
     pub clip_sample_range: f64,
-    /// `set_alpha_to_one` (default true): ᾱ before the first training step is 1, else ᾱ₀.
+    /// `set_alpha_to_one` (default true): ᾱ outside the table (before the first training
+    /// step) is 1, else ᾱ₀. For the inverse, the deprecated `set_alpha_to_zero` overrides it,
+    /// as in diffusers.
     pub set_alpha_to_one: bool,
     /// `steps_offset` (default 0), added to `leading` timesteps.
     pub steps_offset: usize,
     /// `prediction_type` (default epsilon; epsilon, sample, v_prediction).
     pub prediction_type: PredictionType,
-    /// `timestep_spacing` (default leading).
+    /// `timestep_spacing` (default leading; the inverse takes leading or trailing only).
     pub timestep_spacing: TimestepSpacing,
 }
 
@@ -34,61 +58,40 @@ impl DdimConfig {
     /// Reads a diffusers config dict; absent keys take `DDIMScheduler`'s defaults.
     /// `thresholding = true` is rejected (dynamic thresholding is not implemented).
     pub fn from_json(config: &Value) -> Result<Self> {
-        let r = ConfigReader::new(SchedulerKind::Ddim.class_name(), config)?;
-        reject_true(
-            &r,
-            "thresholding",
-            "dynamic thresholding is not implemented (SD latents do not use it)",
-        )?;
-        Ok(Self {
-            betas: BetaConfig::read(&r, false, true)?,
-            clip_sample: r.bool("clip_sample", true)?,
-            clip_sample_range: r.f64("clip_sample_range", 1.0)?,
-            set_alpha_to_one: r.bool("set_alpha_to_one", true)?,
-            steps_offset: r.usize("steps_offset", 0)?,
-            prediction_type: read_prediction_type(&r, &["epsilon", "sample", "v_prediction"])?,
-            timestep_spacing: read_spacing(
-                &r,
-                "leading",
-                &[
-                    TimestepSpacing::Leading,
-                    TimestepSpacing::Trailing,
-                    TimestepSpacing::Linspace,
-                ],
-            )?,
-        })
+        Self::read(config, DdimDirection::Sample)
     }
-}
 
-/// The config of [`DdimInverseScheduler`] (diffusers' `DDIMInverseScheduler` keys and
-/// defaults).
-#[derive(Debug, Clone, PartialEq)]
-pub struct DdimInverseConfig {
-    /// The training noise schedule.
-    pub betas: BetaConfig,
-    /// `clip_sample` (default true).
-    pub clip_sample: bool,
-    /// `clip_sample_range` (default 1.0).
-    pub clip_sample_range: f64,
-    /// `set_alpha_to_one` (default true; the deprecated `set_alpha_to_zero` overrides it, as in
-    /// diffusers): ᾱ before the first training step is 1, else ᾱ₀.
-    pub set_alpha_to_one: bool,
-    /// `steps_offset` (default 0).
-    pub steps_offset: usize,
-    /// `prediction_type` (default epsilon; epsilon, sample, v_prediction).
-    pub prediction_type: PredictionType,
-    /// `timestep_spacing` (default leading; leading or trailing).
-    pub timestep_spacing: TimestepSpacing,
-}
-
-impl DdimInverseConfig {
-    /// Reads a diffusers config dict; absent keys take `DDIMInverseScheduler`'s defaults.
-    pub fn from_json(config: &Value) -> Result<Self> {
-        let r = ConfigReader::new(SchedulerKind::DdimInverse.class_name(), config)?;
-        let mut set_alpha_to_one = r.bool("set_alpha_to_one", true)?;
-        if r.raw("set_alpha_to_zero").is_some() {
-            set_alpha_to_one = r.bool("set_alpha_to_zero", false)?;
-        }
+    /// Reads a diffusers config dict for the class that runs in `direction` (its keys and
+    /// defaults).
+    pub fn read(config: &Value, direction: DdimDirection) -> Result<Self> {
+        let r = ConfigReader::new(direction.kind().class_name(), config)?;
+        let (set_alpha_to_one, spacings): (bool, &[TimestepSpacing]) = match direction {
+            DdimDirection::Sample => {
+                reject_true(
+                    &r,
+                    "thresholding",
+                    "dynamic thresholding is not implemented (SD latents do not use it)",
+                )?;
+                (
+                    r.bool("set_alpha_to_one", true)?,
+                    &[
+                        TimestepSpacing::Leading,
+                        TimestepSpacing::Trailing,
+                        TimestepSpacing::Linspace,
+                    ],
+                )
+            }
+            DdimDirection::Invert => {
+                let mut set_alpha_to_one = r.bool("set_alpha_to_one", true)?;
+                if r.raw("set_alpha_to_zero").is_some() {
+                    set_alpha_to_one = r.bool("set_alpha_to_zero", false)?;
+                }
+                (
+                    set_alpha_to_one,
+                    &[TimestepSpacing::Leading, TimestepSpacing::Trailing],
+                )
+            }
+        };
         Ok(Self {
             betas: BetaConfig::read(&r, false, true)?,
             clip_sample: r.bool("clip_sample", true)?,
@@ -96,11 +99,7 @@ impl DdimInverseConfig {
             set_alpha_to_one,
             steps_offset: r.usize("steps_offset", 0)?,
             prediction_type: read_prediction_type(&r, &["epsilon", "sample", "v_prediction"])?,
-            timestep_spacing: read_spacing(
-                &r,
-                "leading",
-                &[TimestepSpacing::Leading, TimestepSpacing::Trailing],
-            )?,
+            timestep_spacing: read_spacing(&r, "leading", spacings)?,
         })
     }
 }
@@ -141,53 +140,115 @@ fn ddim_timesteps(spacing: TimestepSpacing, n: usize, num_train: usize, offset: 
     }
 }
 
-/// diffusers' `DDIMScheduler` with eta = 0: deterministic DDIM sampling.
+/// `DDIMInverseScheduler`'s ascending integer timesteps (linspace is rejected when its config
+/// is read).
+fn inverse_timesteps(
+    spacing: TimestepSpacing,
+    n: usize,
+    num_train: usize,
+    offset: usize,
+) -> Vec<i64> {
+    match spacing {
+        TimestepSpacing::Trailing => {
+            let ratio = num_train as f64 / n as f64;
+            np_arange(num_train as f64, 0.0, -ratio)
+                .into_iter()
+                .rev()
+                .map(|t| np_round(t) as i64 - 1)
+                .collect()
+        }
+        _ => {
+            let ratio = (num_train / n) as i64;
+            (0..n as i64).map(|i| i * ratio + offset as i64).collect()
+        }
+    }
+}
+
+/// DDIM with eta = 0, in either direction: diffusers' `DDIMScheduler` (deterministic
+/// sampling) and `DDIMInverseScheduler` (the same update run backwards, from clean latents
+/// towards noise), one type with a [`DdimDirection`].
 ///
-/// The previous timestep is always `t - num_train_timesteps / n` (integer division), whatever
-/// the spacing, as in diffusers.
+/// The other end of a step is always `t ∓ num_train_timesteps / n` (integer division),
+/// whatever the spacing, as in diffusers.
 #[derive(Debug, Clone)]
 pub struct DdimScheduler {
     config: DdimConfig,
-    alphas_cumprod: Vec<f64>,
-    final_alpha_cumprod: f32,
+    direction: DdimDirection,
+    schedule: NoiseSchedule,
+    /// ᾱ outside the table (diffusers' `final_alpha_cumprod` when sampling,
+    /// `initial_alpha_cumprod` when inverting).
+    edge_alpha_cumprod: f32,
     num_inference_steps: usize,
     timesteps: Vec<f64>,
 }
 
 impl DdimScheduler {
-    /// Builds the scheduler from its typed config.
+    /// A sampling scheduler from its typed config.
     pub fn new(config: DdimConfig) -> Self {
-        let ac = alphas_cumprod_f32(&config.betas);
-        let final_alpha_cumprod = if config.set_alpha_to_one { 1.0 } else { ac[0] };
+        Self::with_direction(config, DdimDirection::Sample)
+    }
+
+    /// An inverse scheduler (`DDIMInverseScheduler`) from its typed config.
+    pub fn inverse(config: DdimConfig) -> Self {
+        Self::with_direction(config, DdimDirection::Invert)
+    }
+
+    /// A scheduler running in `direction`.
+    pub fn with_direction(config: DdimConfig, direction: DdimDirection) -> Self {
+        let schedule = NoiseSchedule::new(&config.betas, config.prediction_type, false);
+        let edge_alpha_cumprod = if config.set_alpha_to_one {
+            1.0
+        } else {
+            schedule.alphas_cumprod()[0] as f32
+        };
         Self {
-            alphas_cumprod: ac.iter().map(|&a| a as f64).collect(),
-            final_alpha_cumprod,
+            schedule,
+            edge_alpha_cumprod,
             config,
+            direction,
             num_inference_steps: 0,
             timesteps: Vec::new(),
         }
     }
 
-    /// Builds the scheduler from a diffusers config dict.
+    /// A sampling scheduler from a diffusers config dict (`DDIMScheduler`'s keys).
     pub fn from_json(config: &Value) -> Result<Self> {
         Ok(Self::new(DdimConfig::from_json(config)?))
+    }
+
+    /// An inverse scheduler from a diffusers config dict (`DDIMInverseScheduler`'s keys).
+    pub fn inverse_from_json(config: &Value) -> Result<Self> {
+        Ok(Self::inverse(DdimConfig::read(
+            config,
+            DdimDirection::Invert,
+        )?))
     }
 
     /// The typed config.
     pub fn config(&self) -> &DdimConfig {
         &self.config
     }
+
+    /// Which way it runs.
+    pub fn direction(&self) -> DdimDirection {
+        self.direction
+    }
 }
 
 impl Scheduler for DdimScheduler {
     fn kind(&self) -> SchedulerKind {
-        SchedulerKind::Ddim
+        self.direction.kind()
     }
 
     fn set_timesteps(&mut self, num_inference_steps: usize) -> Result<()> {
         let num_train = self.config.betas.num_train_timesteps;
-        check_steps(self.kind().class_name(), num_inference_steps, num_train)?;
-        let ts = ddim_timesteps(
+        let class = self.kind().class_name();
+        check_steps(class, num_inference_steps, num_train)?;
+        let timesteps = match self.direction {
+            DdimDirection::Sample => ddim_timesteps,
+            DdimDirection::Invert => inverse_timesteps,
+        };
+        let ts = timesteps(
             self.config.timestep_spacing,
             num_inference_steps,
             num_train,
@@ -195,152 +256,12 @@ impl Scheduler for DdimScheduler {
         );
         self.timesteps = to_f64(&ts);
         self.num_inference_steps = num_inference_steps;
-        tracing::debug!(
-            class = "DDIMScheduler",
-            steps = num_inference_steps,
-            "set_timesteps"
-        );
+        tracing::debug!(class, steps = num_inference_steps, "set_timesteps");
         Ok(())
     }
 
     fn timesteps(&self) -> &[f64] {
         &self.timesteps
-    }
-
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
-    fn scale_model_input(&self, sample: Tensor<4>, step_index: usize) -> Result<Tensor<4>> {
-        check_index(
-            self.kind().class_name(),
-            "scale_model_input",
-            step_index,
-            self.timesteps.len(),
-        )?;
-        Ok(sample)
-    }
-
-    fn step(
-        &mut self,
-        model_output: Tensor<4>,
-        step_index: usize,
-        sample: Tensor<4>,
-    ) -> Result<Tensor<4>> {
-        let class = self.kind().class_name();
-        check_index(class, "step", step_index, self.timesteps.len())?;
-        check_same_shape("model_output vs sample", &sample, &model_output)?;
-        let t = self.timesteps[step_index] as i64;
-        let ratio = (self.config.betas.num_train_timesteps / self.num_inference_steps) as i64;
-        let prev_t = t - ratio;
-        let alpha_t = alpha_at(&self.alphas_cumprod, t, self.final_alpha_cumprod)?;
-        let alpha_prev = alpha_at(&self.alphas_cumprod, prev_t, self.final_alpha_cumprod)?;
-        let (mut x0, eps) =
-            predict_x0_eps(self.config.prediction_type, sample, model_output, alpha_t);
-        if self.config.clip_sample {
-            let r = self.config.clip_sample_range as f32;
-            x0 = x0.clamp(-r, r);
-        }
-        // eta = 0: std_dev_t = 0.
-        let direction = eps.mul_scalar((1.0f32 - alpha_prev - 0.0).sqrt());
-        Ok(x0.mul_scalar(alpha_prev.sqrt()).add(direction))
-    }
-
-    fn order(&self) -> usize {
-        1
-    }
-
-    fn reset(&mut self) {}
-
-    fn alphas_cumprod(&self) -> &[f64] {
-        &self.alphas_cumprod
-    }
-
-    fn prediction_type(&self) -> PredictionType {
-        self.config.prediction_type
-    }
-
-    fn num_train_timesteps(&self) -> usize {
-        self.config.betas.num_train_timesteps
-    }
-}
-
-/// diffusers' `DDIMInverseScheduler`: runs DDIM backwards, from clean latents towards noise.
-///
-/// Its timesteps ascend; step `i` moves the sample from `t_i - num_train_timesteps / n` up to
-/// `t_i`.
-#[derive(Debug, Clone)]
-pub struct DdimInverseScheduler {
-    config: DdimInverseConfig,
-    alphas_cumprod: Vec<f64>,
-    initial_alpha_cumprod: f32,
-    num_inference_steps: usize,
-    timesteps: Vec<f64>,
-}
-
-impl DdimInverseScheduler {
-    /// Builds the scheduler from its typed config.
-    pub fn new(config: DdimInverseConfig) -> Self {
-        let ac = alphas_cumprod_f32(&config.betas);
-        let initial_alpha_cumprod = if config.set_alpha_to_one { 1.0 } else { ac[0] };
-        Self {
-            alphas_cumprod: ac.iter().map(|&a| a as f64).collect(),
-            initial_alpha_cumprod,
-            config,
-            num_inference_steps: 0,
-            timesteps: Vec::new(),
-        }
-    }
-
-    /// Builds the scheduler from a diffusers config dict.
-    pub fn from_json(config: &Value) -> Result<Self> {
-        Ok(Self::new(DdimInverseConfig::from_json(config)?))
-    }
-
-    /// The typed config.
-    pub fn config(&self) -> &DdimInverseConfig {
-        &self.config
-    }
-}
-
-impl Scheduler for DdimInverseScheduler {
-    fn kind(&self) -> SchedulerKind {
-        SchedulerKind::DdimInverse
-    }
-
-    fn set_timesteps(&mut self, num_inference_steps: usize) -> Result<()> {
-        let num_train = self.config.betas.num_train_timesteps;
-        check_steps(self.kind().class_name(), num_inference_steps, num_train)?;
-        let n = num_inference_steps;
-        let ts: Vec<i64> = match self.config.timestep_spacing {
-            TimestepSpacing::Trailing => {
-                let ratio = num_train as f64 / n as f64;
-                np_arange(num_train as f64, 0.0, -ratio)
-                    .into_iter()
-                    .rev()
-                    .map(|t| np_round(t) as i64 - 1)
-                    .collect()
-            }
-            // Leading (linspace is rejected when the config is read).
-            _ => {
-                let ratio = (num_train / n) as i64;
-                (0..n as i64)
-                    .map(|i| i * ratio + self.config.steps_offset as i64)
-                    .collect()
-            }
-        };
-        self.timesteps = to_f64(&ts);
-        self.num_inference_steps = n;
-        tracing::debug!(class = "DDIMInverseScheduler", steps = n, "set_timesteps");
-        Ok(())
-    }
-
-    fn timesteps(&self) -> &[f64] {
-        &self.timesteps
-    }
-
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
     }
 
     fn scale_model_input(&self, sample: Tensor<4>, step_index: usize) -> Result<Tensor<4>> {
@@ -363,37 +284,36 @@ impl Scheduler for DdimInverseScheduler {
         check_index(class, "step", step_index, self.timesteps.len())?;
         check_same_shape("model_output vs sample", &sample, &model_output)?;
         let num_train = self.config.betas.num_train_timesteps as i64;
-        let prev_t = self.timesteps[step_index] as i64;
+        let t = self.timesteps[step_index] as i64;
         let ratio = num_train / self.num_inference_steps as i64;
-        let t = (prev_t - ratio).min(num_train - 1);
-        let alpha_t = alpha_at(&self.alphas_cumprod, t, self.initial_alpha_cumprod)?;
-        let alpha_prev = alpha_at(&self.alphas_cumprod, prev_t, self.initial_alpha_cumprod)?;
-        let (mut x0, eps) =
-            predict_x0_eps(self.config.prediction_type, sample, model_output, alpha_t);
+        // The step moves the sample from timestep `from` to timestep `to`.
+        let (from, to) = match self.direction {
+            DdimDirection::Sample => (t, t - ratio),
+            DdimDirection::Invert => ((t - ratio).min(num_train - 1), t),
+        };
+        let alpha_from = alpha_at(
+            self.schedule.alphas_cumprod(),
+            from,
+            self.edge_alpha_cumprod,
+        )?;
+        let alpha_to = alpha_at(self.schedule.alphas_cumprod(), to, self.edge_alpha_cumprod)?;
+        let (mut x0, eps) = predict_x0_eps(
+            self.config.prediction_type,
+            sample,
+            model_output,
+            alpha_from,
+        );
         if self.config.clip_sample {
             let r = self.config.clip_sample_range as f32;
             x0 = x0.clamp(-r, r);
         }
-        let direction = eps.mul_scalar((1.0f32 - alpha_prev).sqrt());
-        Ok(x0.mul_scalar(alpha_prev.sqrt()).add(direction))
+        // eta = 0: no noise term.
+        let direction = eps.mul_scalar((1.0f32 - alpha_to).sqrt());
+        Ok(x0.mul_scalar(alpha_to.sqrt()).add(direction))
     }
 
-    fn order(&self) -> usize {
-        1
-    }
-
-    fn reset(&mut self) {}
-
-    fn alphas_cumprod(&self) -> &[f64] {
-        &self.alphas_cumprod
-    }
-
-    fn prediction_type(&self) -> PredictionType {
-        self.config.prediction_type
-    }
-
-    fn num_train_timesteps(&self) -> usize {
-        self.config.betas.num_train_timesteps
+    fn noise_schedule(&self) -> &NoiseSchedule {
+        &self.schedule
     }
 }
 
@@ -420,16 +340,14 @@ mod tests {
 
     #[test]
     fn inverse_rejects_linspace_and_reads_set_alpha_to_zero() {
-        let e = DdimInverseConfig::from_json(&json!({"timestep_spacing": "linspace"})).unwrap_err();
+        let inverse = |v| DdimConfig::read(&v, DdimDirection::Invert);
+        let e = inverse(json!({"timestep_spacing": "linspace"})).unwrap_err();
         assert!(
             matches!(e, SchedulerError::UnsupportedConfig { ref key, .. } if key == "timestep_spacing"),
             "{e}"
         );
         assert!(e.to_string().contains("leading, trailing"), "{e}");
-        let c = DdimInverseConfig::from_json(
-            &json!({"set_alpha_to_one": true, "set_alpha_to_zero": false}),
-        )
-        .unwrap();
+        let c = inverse(json!({"set_alpha_to_one": true, "set_alpha_to_zero": false})).unwrap();
         assert!(!c.set_alpha_to_one);
     }
 

@@ -3,7 +3,7 @@
 
 use crate::config::{BetaConfig, ConfigReader, PredictionType, read_prediction_type};
 use crate::error::{Result, SchedulerError};
-use crate::tables::alphas_cumprod_f32;
+use crate::schedule::NoiseSchedule;
 use burn::tensor::{Tensor, TensorCreationOptions, TensorData};
 use serde_json::Value;
 
@@ -36,15 +36,14 @@ impl DdpmConfig {
 #[derive(Debug, Clone)]
 pub struct DdpmSchedule {
     config: DdpmConfig,
-    alphas_cumprod: Vec<f64>,
+    schedule: NoiseSchedule,
 }
 
 impl DdpmSchedule {
     /// Builds the schedule from its typed config.
     pub fn new(config: DdpmConfig) -> Self {
-        let ac = alphas_cumprod_f32(&config.betas);
         Self {
-            alphas_cumprod: ac.iter().map(|&a| a as f64).collect(),
+            schedule: NoiseSchedule::new(&config.betas, config.prediction_type, false),
             config,
         }
     }
@@ -60,19 +59,24 @@ impl DdpmSchedule {
         &self.config
     }
 
+    /// The training noise schedule.
+    pub fn noise_schedule(&self) -> &NoiseSchedule {
+        &self.schedule
+    }
+
     /// ᾱ_t for every training timestep (float32 values, as diffusers computes them).
     pub fn alphas_cumprod(&self) -> &[f64] {
-        &self.alphas_cumprod
+        self.schedule.alphas_cumprod()
     }
 
     /// The number of training timesteps.
     pub fn num_train_timesteps(&self) -> usize {
-        self.config.betas.num_train_timesteps
+        self.schedule.num_train_timesteps()
     }
 
     /// What the model is trained to predict.
     pub fn prediction_type(&self) -> PredictionType {
-        self.config.prediction_type
+        self.schedule.prediction_type()
     }
 
     /// Per-batch-element `(sqrt(ᾱ_t), sqrt(1 - ᾱ_t))` as `[B, 1, 1, 1]` tensors on the
@@ -93,13 +97,12 @@ impl DdpmSchedule {
         let mut sqrt_alpha = Vec::with_capacity(timesteps.len());
         let mut sqrt_one_minus = Vec::with_capacity(timesteps.len());
         for &t in timesteps {
-            let a = *self
-                .alphas_cumprod
-                .get(t)
-                .ok_or(SchedulerError::TimestepOutOfRange {
+            let a = *self.schedule.alphas_cumprod().get(t).ok_or(
+                SchedulerError::TimestepOutOfRange {
                     timestep: t,
-                    num_train_timesteps: self.alphas_cumprod.len(),
-                })? as f32;
+                    num_train_timesteps: self.schedule.alphas_cumprod().len(),
+                },
+            )? as f32;
             sqrt_alpha.push(a.sqrt());
             sqrt_one_minus.push((1.0f32 - a).sqrt());
         }

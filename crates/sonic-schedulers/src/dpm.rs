@@ -1,7 +1,6 @@
 //! `DPMSolverMultistepScheduler` as DPM-Solver++ (2M): `algorithm_type = "dpmsolver++"`,
 //! `solver_type = "midpoint"`, solver order 1 or 2.
 
-use crate::Scheduler;
 use crate::common::{check_index, check_same_shape};
 use crate::config::{
     BetaConfig, BetaSchedule, ConfigReader, FinalSigmasType, PredictionType, SchedulerKind,
@@ -10,9 +9,10 @@ use crate::config::{
 };
 use crate::error::{Result, SchedulerError};
 use crate::tables::{
-    alphas_cumprod_f32, karras_sigmas, ln_f32, np_arange, np_interp_index, np_linspace, np_round,
-    sigma_to_t, train_sigmas_f32,
+    karras_sigmas, ln_f32, np_arange, np_interp_index, np_linspace, np_round, sigma_to_t,
+    train_sigmas_f32,
 };
+use crate::{NoiseSchedule, Scheduler};
 use burn::tensor::Tensor;
 use serde_json::Value;
 
@@ -148,7 +148,7 @@ fn lambda(alpha: f32, sigma: f32) -> f32 {
 #[derive(Debug, Clone)]
 pub struct DpmSolverMultistepScheduler {
     config: DpmSolverConfig,
-    alphas_cumprod: Vec<f64>,
+    schedule: NoiseSchedule,
     train_sigmas: Vec<f32>,
     log_sigmas: Vec<f32>,
     /// float32 log-SNR per training timestep.
@@ -164,12 +164,8 @@ pub struct DpmSolverMultistepScheduler {
 impl DpmSolverMultistepScheduler {
     /// Builds the scheduler from its typed config.
     pub fn new(config: DpmSolverConfig) -> Self {
-        let mut ac = alphas_cumprod_f32(&config.betas);
-        if config.betas.rescale_betas_zero_snr
-            && let Some(last) = ac.last_mut()
-        {
-            *last = 2f32.powi(-24);
-        }
+        let schedule = NoiseSchedule::new(&config.betas, config.prediction_type, true);
+        let ac = schedule.alphas_cumprod_f32();
         let train_sigmas = train_sigmas_f32(&ac);
         let log_sigmas = ln_f32(&train_sigmas);
         let lambda_t = ac
@@ -177,7 +173,7 @@ impl DpmSolverMultistepScheduler {
             .map(|&a| lambda(a.sqrt(), (1.0 - a).sqrt()))
             .collect();
         Self {
-            alphas_cumprod: ac.iter().map(|&a| a as f64).collect(),
+            schedule,
             sigmas: train_sigmas.clone(),
             train_sigmas,
             log_sigmas,
@@ -302,7 +298,7 @@ impl Scheduler for DpmSolverMultistepScheduler {
         let sigma_last = match self.config.final_sigmas_type {
             FinalSigmasType::Zero => 0.0f32,
             FinalSigmasType::SigmaMin => {
-                let a0 = self.alphas_cumprod[0] as f32;
+                let a0 = self.schedule.alphas_cumprod()[0] as f32;
                 ((1.0 - a0) / a0).sqrt()
             }
         };
@@ -321,10 +317,6 @@ impl Scheduler for DpmSolverMultistepScheduler {
 
     fn timesteps(&self) -> &[f64] {
         &self.timesteps
-    }
-
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
     }
 
     fn scale_model_input(&self, sample: Tensor<4>, step_index: usize) -> Result<Tensor<4>> {
@@ -402,26 +394,14 @@ impl Scheduler for DpmSolverMultistepScheduler {
         Ok(prev)
     }
 
-    fn order(&self) -> usize {
-        1
-    }
-
     fn reset(&mut self) {
         self.model_outputs.clear();
         self.lower_order_nums = 0;
         self.last_index = None;
     }
 
-    fn alphas_cumprod(&self) -> &[f64] {
-        &self.alphas_cumprod
-    }
-
-    fn prediction_type(&self) -> PredictionType {
-        self.config.prediction_type
-    }
-
-    fn num_train_timesteps(&self) -> usize {
-        self.config.betas.num_train_timesteps
+    fn noise_schedule(&self) -> &NoiseSchedule {
+        &self.schedule
     }
 }
 

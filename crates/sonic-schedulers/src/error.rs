@@ -107,20 +107,12 @@ pub enum SchedulerError {
         /// The shape found.
         found: Vec<usize>,
     },
-    /// A JSON text (a config file or a fixture index) could not be parsed.
+    /// A JSON text (a config file) could not be parsed.
     #[error("invalid JSON in {origin}: {message}")]
     Json {
         /// Where the text came from (a path or a description).
         origin: String,
         /// What the parser said.
-        message: String,
-    },
-    /// A fixture case lacks a field or has one of the wrong type.
-    #[error("fixture case `{case}`: {message}")]
-    Fixture {
-        /// The case name.
-        case: String,
-        /// What is wrong with it.
         message: String,
     },
     /// An error from the shared plumbing (files, fixture tensors, readback).

@@ -1,6 +1,5 @@
 //! `EulerDiscreteScheduler` (Karras et al.'s Algorithm 2 without churn).
 
-use crate::Scheduler;
 use crate::common::{check_index, check_same_shape};
 use crate::config::{
     BetaConfig, ConfigReader, FinalSigmasType, PredictionType, SchedulerKind, TimestepSpacing,
@@ -8,9 +7,10 @@ use crate::config::{
 };
 use crate::error::{Result, SchedulerError};
 use crate::tables::{
-    alphas_cumprod_f32, karras_sigmas, ln_f32, np_arange, np_interp_index, np_linspace, np_round,
-    sigma_to_t, train_sigmas_f32,
+    karras_sigmas, ln_f32, np_arange, np_interp_index, np_linspace, np_round, sigma_to_t,
+    train_sigmas_f32,
 };
+use crate::{NoiseSchedule, Scheduler};
 use burn::tensor::Tensor;
 use serde_json::Value;
 
@@ -105,7 +105,7 @@ impl EulerConfig {
 #[derive(Debug, Clone)]
 pub struct EulerDiscreteScheduler {
     config: EulerConfig,
-    alphas_cumprod: Vec<f64>,
+    schedule: NoiseSchedule,
     /// float32 `((1 - ᾱ) / ᾱ) ** 0.5` per training timestep.
     train_sigmas: Vec<f32>,
     /// float32 natural logs of `train_sigmas`.
@@ -118,19 +118,15 @@ pub struct EulerDiscreteScheduler {
 impl EulerDiscreteScheduler {
     /// Builds the scheduler from its typed config.
     pub fn new(config: EulerConfig) -> Self {
-        let mut ac = alphas_cumprod_f32(&config.betas);
-        if config.betas.rescale_betas_zero_snr
-            && let Some(last) = ac.last_mut()
-        {
-            *last = 2f32.powi(-24);
-        }
+        let schedule = NoiseSchedule::new(&config.betas, config.prediction_type, true);
+        let ac = schedule.alphas_cumprod_f32();
         let train_sigmas = train_sigmas_f32(&ac);
         let log_sigmas = ln_f32(&train_sigmas);
         // Before set_timesteps: the full training schedule, descending, then 0.
         let mut sigmas: Vec<f32> = train_sigmas.iter().rev().copied().collect();
         sigmas.push(0.0);
         Self {
-            alphas_cumprod: ac.iter().map(|&a| a as f64).collect(),
+            schedule,
             train_sigmas,
             log_sigmas,
             sigmas,
@@ -216,7 +212,7 @@ impl Scheduler for EulerDiscreteScheduler {
         let sigma_last = match self.config.final_sigmas_type {
             FinalSigmasType::Zero => 0.0f32,
             FinalSigmasType::SigmaMin => {
-                let a0 = self.alphas_cumprod[0] as f32;
+                let a0 = self.schedule.alphas_cumprod()[0] as f32;
                 ((1.0 - a0) / a0).sqrt()
             }
         };
@@ -284,22 +280,8 @@ impl Scheduler for EulerDiscreteScheduler {
         Ok(sample.add(derivative.mul_scalar(dt)))
     }
 
-    fn order(&self) -> usize {
-        1
-    }
-
-    fn reset(&mut self) {}
-
-    fn alphas_cumprod(&self) -> &[f64] {
-        &self.alphas_cumprod
-    }
-
-    fn prediction_type(&self) -> PredictionType {
-        self.config.prediction_type
-    }
-
-    fn num_train_timesteps(&self) -> usize {
-        self.config.betas.num_train_timesteps
+    fn noise_schedule(&self) -> &NoiseSchedule {
+        &self.schedule
     }
 }
 

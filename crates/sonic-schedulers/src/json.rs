@@ -35,7 +35,7 @@ pub fn read_python_json(path: &Path) -> Result<serde_json::Value> {
 }
 
 /// A JSON number or one of Python's non-finite spellings, as `f64`.
-pub(crate) fn lenient_f64(value: &serde_json::Value) -> Option<f64> {
+pub fn lenient_f64(value: &serde_json::Value) -> Option<f64> {
     match value.as_str() {
         Some("inf") => Some(f64::INFINITY),
         Some("-inf") => Some(f64::NEG_INFINITY),

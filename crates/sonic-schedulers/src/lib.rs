@@ -1,14 +1,13 @@
 //! diffusers' noise schedulers on Burn, equal to diffusers to float32 rounding.
 //!
 //! - [`Scheduler`]: one object-safe trait for the sampling loop, implemented by
-//!   [`DdimScheduler`], [`DdimInverseScheduler`], [`PndmScheduler`] (PLMS),
+//!   [`DdimScheduler`] (DDIM and its inverse, by [`DdimDirection`]), [`PndmScheduler`] (PLMS),
 //!   [`EulerDiscreteScheduler`] and [`DpmSolverMultistepScheduler`] (DPM-Solver++ 2M);
 //! - [`scheduler_from_config`]: builds any of them from a diffusers config dict (a
 //!   `scheduler_config.json`) with diffusers' `from_config` semantics, so a DDIM config can
 //!   build an Euler scheduler; [`scheduler_by_name`] adds user-facing names such as
 //!   `euler-karras`;
 //! - [`DdpmSchedule`]: the training helpers `add_noise` / `get_velocity`;
-//! - [`parity`]: runs the reference fixtures' scheduler cases.
 //!
 //! Schedule tables (betas, ᾱ, sigmas, timesteps) are host vectors computed as diffusers
 //! computes them (float32 where diffusers uses float32 torch ops); the latent math uses Burn
@@ -52,20 +51,21 @@ pub mod dpm;
 pub mod error;
 pub mod euler;
 pub mod json;
-pub mod parity;
 pub mod pndm;
+pub mod schedule;
 mod tables;
 
 pub use config::{
     BetaConfig, BetaSchedule, FinalSigmasType, PredictionType, SchedulerKind, TimestepSpacing,
 };
-pub use ddim::{DdimConfig, DdimInverseConfig, DdimInverseScheduler, DdimScheduler};
+pub use ddim::{DdimConfig, DdimDirection, DdimScheduler};
 pub use ddpm::{DdpmConfig, DdpmSchedule};
 pub use dpm::{DpmSolverConfig, DpmSolverMultistepScheduler};
 pub use error::SchedulerError;
 pub use euler::{EulerConfig, EulerDiscreteScheduler};
 pub use json::{parse_python_json, read_python_json};
 pub use pndm::{PndmConfig, PndmScheduler};
+pub use schedule::NoiseSchedule;
 
 use burn::tensor::Tensor;
 use error::Result;
@@ -96,7 +96,9 @@ pub trait Scheduler: Send {
     fn timesteps(&self) -> &[f64];
 
     /// The standard deviation of the initial noise (1 except for Euler).
-    fn init_noise_sigma(&self) -> f64;
+    fn init_noise_sigma(&self) -> f64 {
+        1.0
+    }
 
     /// Scales the model input at step `step_index` (Euler divides by `sqrt(sigma² + 1)`; the
     /// others return it unchanged).
@@ -113,19 +115,30 @@ pub trait Scheduler: Send {
 
     /// diffusers' class attribute `order` (1 for every class here; it counts model
     /// evaluations per step for progress bars, not the solver order).
-    fn order(&self) -> usize;
+    fn order(&self) -> usize {
+        1
+    }
 
     /// Clears the multistep history (a no-op for single-step schedulers).
-    fn reset(&mut self);
+    fn reset(&mut self) {}
+
+    /// The training noise schedule.
+    fn noise_schedule(&self) -> &NoiseSchedule;
 
     /// ᾱ_t for every training timestep (float32 values, as diffusers computes them).
-    fn alphas_cumprod(&self) -> &[f64];
+    fn alphas_cumprod(&self) -> &[f64] {
+        self.noise_schedule().alphas_cumprod()
+    }
 
     /// What the model predicts.
-    fn prediction_type(&self) -> PredictionType;
+    fn prediction_type(&self) -> PredictionType {
+        self.noise_schedule().prediction_type()
+    }
 
     /// The number of training timesteps.
-    fn num_train_timesteps(&self) -> usize;
+    fn num_train_timesteps(&self) -> usize {
+        self.noise_schedule().num_train_timesteps()
+    }
 }
 
 /// Builds scheduler `kind` from a diffusers config dict (diffusers' `from_config`: keys the
@@ -133,7 +146,7 @@ pub trait Scheduler: Send {
 pub fn build_scheduler(kind: SchedulerKind, config: &Value) -> Result<Box<dyn Scheduler>> {
     Ok(match kind {
         SchedulerKind::Ddim => Box::new(DdimScheduler::from_json(config)?),
-        SchedulerKind::DdimInverse => Box::new(DdimInverseScheduler::from_json(config)?),
+        SchedulerKind::DdimInverse => Box::new(DdimScheduler::inverse_from_json(config)?),
         SchedulerKind::Pndm => Box::new(PndmScheduler::from_json(config)?),
         SchedulerKind::EulerDiscrete => Box::new(EulerDiscreteScheduler::from_json(config)?),
         SchedulerKind::DpmSolverMultistep => {

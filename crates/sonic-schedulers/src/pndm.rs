@@ -1,13 +1,13 @@
 //! `PNDMScheduler` in PLMS mode (`skip_prk_steps = true`), Stable Diffusion 1.x's default.
 
-use crate::Scheduler;
 use crate::common::{alpha_at, check_index, check_same_shape, to_f64};
 use crate::config::{
     BetaConfig, ConfigReader, PredictionType, SchedulerKind, TimestepSpacing, read_prediction_type,
     read_spacing,
 };
 use crate::error::{Result, SchedulerError};
-use crate::tables::{alphas_cumprod_f32, np_arange, np_linspace, np_round};
+use crate::tables::{np_arange, np_linspace, np_round};
+use crate::{NoiseSchedule, Scheduler};
 use burn::tensor::Tensor;
 use serde_json::Value;
 
@@ -72,7 +72,7 @@ impl PndmConfig {
 #[derive(Debug, Clone)]
 pub struct PndmScheduler {
     config: PndmConfig,
-    alphas_cumprod: Vec<f64>,
+    schedule: NoiseSchedule,
     final_alpha_cumprod: f32,
     num_inference_steps: usize,
     timesteps: Vec<f64>,
@@ -85,10 +85,14 @@ pub struct PndmScheduler {
 impl PndmScheduler {
     /// Builds the scheduler from its typed config.
     pub fn new(config: PndmConfig) -> Self {
-        let ac = alphas_cumprod_f32(&config.betas);
-        let final_alpha_cumprod = if config.set_alpha_to_one { 1.0 } else { ac[0] };
+        let schedule = NoiseSchedule::new(&config.betas, config.prediction_type, false);
+        let final_alpha_cumprod = if config.set_alpha_to_one {
+            1.0
+        } else {
+            schedule.alphas_cumprod()[0] as f32
+        };
         Self {
-            alphas_cumprod: ac.iter().map(|&a| a as f64).collect(),
+            schedule,
             final_alpha_cumprod,
             config,
             num_inference_steps: 0,
@@ -118,8 +122,12 @@ impl PndmScheduler {
         prev_t: i64,
         model_output: Tensor<4>,
     ) -> Result<Tensor<4>> {
-        let alpha_t = alpha_at(&self.alphas_cumprod, t, self.final_alpha_cumprod)?;
-        let alpha_prev = alpha_at(&self.alphas_cumprod, prev_t, self.final_alpha_cumprod)?;
+        let alpha_t = alpha_at(self.schedule.alphas_cumprod(), t, self.final_alpha_cumprod)?;
+        let alpha_prev = alpha_at(
+            self.schedule.alphas_cumprod(),
+            prev_t,
+            self.final_alpha_cumprod,
+        )?;
         let beta_t = 1.0f32 - alpha_t;
         let beta_prev = 1.0f32 - alpha_prev;
         let model_output = match self.config.prediction_type {
@@ -193,10 +201,6 @@ impl Scheduler for PndmScheduler {
 
     fn timesteps(&self) -> &[f64] {
         &self.timesteps
-    }
-
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
     }
 
     fn scale_model_input(&self, sample: Tensor<4>, step_index: usize) -> Result<Tensor<4>> {
@@ -279,10 +283,6 @@ impl Scheduler for PndmScheduler {
         Ok(prev)
     }
 
-    fn order(&self) -> usize {
-        1
-    }
-
     fn reset(&mut self) {
         self.ets.clear();
         self.counter = 0;
@@ -290,16 +290,8 @@ impl Scheduler for PndmScheduler {
         self.last_index = None;
     }
 
-    fn alphas_cumprod(&self) -> &[f64] {
-        &self.alphas_cumprod
-    }
-
-    fn prediction_type(&self) -> PredictionType {
-        self.config.prediction_type
-    }
-
-    fn num_train_timesteps(&self) -> usize {
-        self.config.betas.num_train_timesteps
+    fn noise_schedule(&self) -> &NoiseSchedule {
+        &self.schedule
     }
 }
 

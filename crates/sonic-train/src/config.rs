@@ -593,7 +593,7 @@ mod tests {
 mod shipped {
     use super::*;
 
-    /// `config/stage{1,2}.json` parse and hold the official settings (DESIGN.md section 2).
+    /// `config/stage{1,2}.json` parse and hold the official settings (docs/TRAINING.md).
     #[test]
     fn shipped_configs_are_the_official_settings() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");

@@ -1,6 +1,6 @@
-//! Training for SonicDiffusion (DESIGN.md section 2, "Training"): datasets and manifests,
+//! Training for SonicDiffusion (docs/TRAINING.md): datasets and manifests,
 //! on-disk caches of frozen-model outputs, the stage-1 projector and stage-2 adapter trainers,
-//! and hyperparameter search.
+//! and the objective of the hyperparameter search (the search itself is `sonic-tune`).
 //!
 //! The trainers work on in-memory tensors; the `sonic train` CLI builds them from a manifest
 //! through the caches. Stage 1 on three clips of two classes, CLAP embeddings 43 wide, caption
@@ -29,7 +29,7 @@
 //! ```
 //!
 //! The whole recipe end to end on a toy world trained from scratch (about 6 minutes on 2
-//! cores) is [`toy_world::run`], also `sonic bench toy-world`.
+//! cores) is `sonic_bench::toy_world::run`, also `sonic bench toy-world`.
 
 pub mod cache;
 pub mod checkpoint;
@@ -43,7 +43,6 @@ pub mod prepare;
 mod run_loop;
 pub mod stage1;
 pub mod stage2;
-pub mod toy_world;
 pub mod tune;
 
 pub use dataset::{Dataset, Record};

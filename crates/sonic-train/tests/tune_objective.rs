@@ -280,3 +280,41 @@ fn diverged_and_misconfigured_trials() {
         other => panic!("expected an objective error, got {other}"),
     }
 }
+
+/// `config/tune.json` and `config/tune-stage2.json` parse, and every parameter of their search
+/// spaces is a real key of their base stage config: a sampled trial config passes the stage's
+/// own (unknown-key-rejecting) config reader.
+#[test]
+fn shipped_tune_configs_name_real_keys() {
+    use sonic_train::config::Stage2Config;
+    use sonic_train::tune::TuneConfig;
+    use sonic_train::tune::sampler::{RandomSampler, Sampler};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
+    for (file, stage) in [("tune.json", "stage1"), ("tune-stage2.json", "stage2")] {
+        let cfg = TuneConfig::from_file(&root.join(file)).unwrap();
+        assert_eq!(cfg.stage, stage);
+        assert!(cfg.base_config.exists(), "{}", cfg.base_config.display());
+        assert!(cfg.budget.val_every <= cfg.budget.max_steps);
+        let base: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&cfg.base_config).unwrap()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        for n in 0..5 {
+            let params = RandomSampler { seed: 1 }.sample(&cfg.study.space, &[], n);
+            let trial = sonic_train::tune::objective::trial_config(
+                &base,
+                &cfg.base_config,
+                &params,
+                &cfg.budget,
+            )
+            .unwrap();
+            let p = dir.path().join(format!("{n}.json"));
+            std::fs::write(&p, serde_json::to_string(&trial).unwrap()).unwrap();
+            let max_steps = if stage == "stage1" {
+                Stage1Config::from_file(&p).unwrap().training.max_steps
+            } else {
+                Stage2Config::from_file(&p).unwrap().training.max_steps
+            };
+            assert_eq!(max_steps, Some(cfg.budget.max_steps));
+        }
+    }
+}

@@ -1,4 +1,4 @@
-//! Inputs of the gated cross-attention adapters (DESIGN.md, "Gated adapters"): per adapter,
+//! Inputs of the gated cross-attention adapters (docs/ARCHITECTURE.md, "The model": gated adapters): per adapter,
 //! the keys and values of its context tokens (computed once per sampling run) and its
 //! strength `f`.
 

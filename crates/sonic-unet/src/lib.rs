@@ -24,7 +24,6 @@ pub mod embeddings;
 pub mod error;
 pub mod export;
 pub mod hooks;
-pub mod parity;
 pub mod transformer_2d;
 pub mod unet_2d_blocks;
 pub mod unet_2d_condition;

@@ -16,7 +16,6 @@
 pub mod autoencoder_kl;
 pub mod config;
 pub mod error;
-pub mod parity;
 
 pub use autoencoder_kl::{AutoencoderKL, DiagonalGaussian};
 pub use config::VaeConfig;

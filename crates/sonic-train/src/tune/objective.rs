@@ -1,7 +1,7 @@
 //! The objective of `sonic tune`: the validation loss of a stage-1 or stage-2 training run.
 //!
 //! For each trial, [`TrainingObjective`] takes the base stage config (JSON), sets every trial
-//! parameter at its dotted key ([`super::overrides`]), makes the `model.*` paths absolute
+//! parameter at its dotted key ([`sonic_tune::overrides`]), makes the `model.*` paths absolute
 //! (relative to the base config's folder, as the trainers resolve them), applies the per-trial
 //! budget (`training.max_steps`, `training.val_every`), writes the result to
 //! `<study>/trials/trial-NNNNN.json` and hands that file to a [`StageRun`], which parses it with
@@ -15,10 +15,8 @@
 //! any other training error (missing file, out of memory) stops the search unless the tune
 //! config sets `catch_errors`.
 
-use super::error::{Result, TuneError};
-use super::overrides::{absolutize_model_paths, apply_overrides};
-use super::space::{KeyCtx, check_keys};
-use super::study::{Decision, Objective, ObjectiveError, Trial, TrialOutcome};
+pub use sonic_tune::config::Budget;
+
 use crate::checkpoint::TrainEvent;
 use crate::config::{Stage1Config, Stage2Config};
 use crate::error::TrainError;
@@ -29,54 +27,13 @@ use serde_json::Value;
 use sonic_core::weights::WeightSource;
 use sonic_projector::{BlockMode, Projector};
 use sonic_schedulers::ddpm::DdpmSchedule;
+use sonic_tune::Params;
+use sonic_tune::error::{Result, TuneError};
+use sonic_tune::overrides::{absolutize_model_paths, apply_overrides};
+use sonic_tune::study::{Decision, Objective, ObjectiveError, Trial, TrialOutcome};
 use sonic_unet::UNet2DConditionModel;
 use sonic_unet::unet_2d_condition::AdapterPlacement;
 use std::path::{Path, PathBuf};
-
-/// How long each trial trains.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Budget {
-    /// Optimizer steps per trial (sets `training.max_steps`).
-    pub max_steps: u64,
-    /// Validation (and a report to the pruner) every this many steps, and at the end (sets
-    /// `training.val_every`). Pruner steps are these training steps.
-    pub val_every: u64,
-}
-
-impl Budget {
-    /// Parses the tune config's `budget` object: `{"max_steps": N, "val_every": K}`.
-    pub fn from_json(value: &Value, origin: &Path) -> Result<Self> {
-        let ctx = KeyCtx {
-            origin,
-            prefix: "budget".into(),
-        };
-        let obj = value
-            .as_object()
-            .ok_or_else(|| ctx.err("", format!("expected an object, found {value}")))?;
-        check_keys(obj, &["max_steps", "val_every"], &ctx)?;
-        let get = |key: &str| -> Result<u64> {
-            match obj.get(key) {
-                None => Err(ctx.err(key, "missing")),
-                Some(v) => match v.as_u64() {
-                    Some(n) if n >= 1 => Ok(n),
-                    _ => Err(ctx.err(key, format!("expected an integer >= 1, found {v}"))),
-                },
-            }
-        };
-        let max_steps = get("max_steps")?;
-        let val_every = get("val_every")?;
-        if val_every > max_steps {
-            return Err(ctx.err(
-                "val_every",
-                format!("{val_every} exceeds max_steps = {max_steps} (one report at the end only)"),
-            ));
-        }
-        Ok(Self {
-            max_steps,
-            val_every,
-        })
-    }
-}
 
 /// How one training run ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -227,13 +184,13 @@ impl StageRun for Stage2Run {
 pub fn trial_config(
     base: &Value,
     base_path: &Path,
-    params: &super::Params,
+    params: &Params,
     budget: &Budget,
 ) -> Result<Value> {
     let mut cfg = apply_overrides(base, params, base_path)?;
     let base_dir = base_path.parent().unwrap_or(Path::new("."));
     absolutize_model_paths(&mut cfg, base_dir);
-    let budget_params: super::Params = [
+    let budget_params: Params = [
         (
             "training.max_steps".to_string(),
             Value::from(budget.max_steps),
@@ -354,8 +311,7 @@ mod tests {
             "training": {"max_steps": null, "val_every": 500, "optimizer": {"lr": 1e-4}},
             "model": {"sd": "models/sd", "clap": "/abs/clap.pth", "projector": null}
         });
-        let params: super::super::Params =
-            [("training.optimizer.lr".to_string(), json!(3e-4))].into();
+        let params: Params = [("training.optimizer.lr".to_string(), json!(3e-4))].into();
         let c = trial_config(
             &base,
             Path::new("/cfg/stage1.json"),

@@ -1,3 +1,0 @@
-//! Test helpers shared by the integration tests of `sonic-cli`.
-
-pub mod hub;
