@@ -28,7 +28,7 @@ pub mod transformer_2d;
 pub mod unet_2d_blocks;
 pub mod unet_2d_condition;
 
-pub use adapter::{AdapterInput, AdapterStrength};
+pub use adapter::{AdapterInput, AdapterKv, AdapterStrength};
 pub use config::UNetConfig;
 pub use error::UNetError;
 pub use unet_2d_condition::{AdapterPlacement, UNet2DConditionModel};

@@ -249,13 +249,14 @@ impl Transformer2DModel {
         }
     }
 
-    /// Runs on `[B, C, H, W]`. `adapters` yields, per transformer block with an adapter, its
-    /// keys / values and strength; `name` is this module's path for hooks.
+    /// Runs on `[B, C, H, W]`. `adapters` gives a transformer block with an adapter, by its
+    /// path, its keys / values and strength; `name` is this module's path (for the blocks'
+    /// paths and the hooks).
     pub fn forward(
         &self,
         x: Tensor<4>,
         text: &Tensor<3>,
-        adapters: &mut dyn FnMut() -> Option<((Tensor<4>, Tensor<4>), f32)>,
+        adapters: &mut crate::unet_2d_blocks::AdapterSource<'_>,
         hook: &mut dyn UNetHook,
         name: &dyn Fn() -> String,
     ) -> Tensor<4> {
@@ -266,12 +267,12 @@ impl Transformer2DModel {
             Projection::Linear(lin) => lin.forward(h.reshape([b, c, hh * ww]).swap_dims(1, 2)),
         };
         for (i, block) in self.transformer_blocks.iter().enumerate() {
+            let block_name = || format!("{}.transformer_blocks.{i}", name());
             let kv = if block.has_adapter() {
-                adapters()
+                adapters(&block_name())
             } else {
                 None
             };
-            let block_name = || format!("{}.transformer_blocks.{i}", name());
             tokens = block.forward(
                 tokens,
                 text,

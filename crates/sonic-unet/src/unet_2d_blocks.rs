@@ -10,8 +10,9 @@ use sonic_layers::downsampling::Downsample2D;
 use sonic_layers::resnet::ResnetBlock2D;
 use sonic_layers::upsampling::Upsample2D;
 
-/// The next adapter's keys / values and strength, drawn in traversal order.
-pub type AdapterSource<'a> = dyn FnMut() -> Option<((Tensor<4>, Tensor<4>), f32)> + 'a;
+/// The keys / values and strength of the adapter of a transformer block, looked up by the
+/// block's path.
+pub type AdapterSource<'a> = dyn FnMut(&str) -> Option<((Tensor<4>, Tensor<4>), f32)> + 'a;
 
 /// Shared sizes of a block.
 #[derive(Debug, Clone, Copy)]

@@ -1,6 +1,6 @@
 //! `UNet2DConditionModel`: the noise-prediction network of Stable Diffusion 1.x / 2.x.
 
-use crate::adapter::{AdapterInput, AdapterStrength};
+use crate::adapter::{AdapterInput, AdapterKv, AdapterStrength};
 use crate::config::UNetConfig;
 use crate::embeddings::{TimestepEmbedding, timestep_embedding};
 use crate::error::UNetError;
@@ -290,13 +290,42 @@ impl UNet2DConditionModel {
             .count()
     }
 
+    /// Every transformer block with its path (`down_blocks.1.attentions.0.transformer_blocks.0`),
+    /// in traversal order.
+    fn named_transformer_blocks(&self) -> Vec<(String, &BasicTransformerBlock)> {
+        fn blocks<'a>(
+            out: &mut Vec<(String, &'a BasicTransformerBlock)>,
+            prefix: &str,
+            attns: &'a [Transformer2DModel],
+        ) {
+            for (j, a) in attns.iter().enumerate() {
+                for (k, t) in a.transformer_blocks.iter().enumerate() {
+                    out.push((format!("{prefix}.attentions.{j}.transformer_blocks.{k}"), t));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for (i, b) in self.down_blocks.iter().enumerate() {
+            blocks(&mut out, &format!("down_blocks.{i}"), &b.attentions);
+        }
+        blocks(&mut out, "mid_block", &self.mid_block.attentions);
+        for (i, b) in self.up_blocks.iter().enumerate() {
+            blocks(&mut out, &format!("up_blocks.{i}"), &b.attentions);
+        }
+        out
+    }
+
     /// Precomputes every adapter's keys and values for `tokens` `[B, T, context_dim]` (once per
-    /// sampling run: they depend only on the tokens).
+    /// sampling run: they depend only on the tokens), keyed by the path of its block.
     pub fn prepare_adapters(&self, tokens: Tensor<3>, strength: AdapterStrength) -> AdapterInput {
         AdapterInput {
             kv: self
-                .transformer_blocks()
-                .filter_map(|b| b.adapter_kv(tokens.clone()))
+                .named_transformer_blocks()
+                .into_iter()
+                .filter_map(|(block, b)| {
+                    b.adapter_kv(tokens.clone())
+                        .map(|(key, value)| AdapterKv { block, key, value })
+                })
                 .collect(),
             strength,
         }
@@ -360,14 +389,14 @@ impl UNet2DConditionModel {
         };
         if let Some(a) = adapter {
             let expected = self.adapter_count();
-            if a.kv.len() != expected || a.kv.iter().any(|(k, _)| k.dims()[0] != b) {
+            if a.kv.len() != expected || a.kv.iter().any(|kv| kv.key.dims()[0] != b) {
                 return Err(UNetError::BadInput {
                     what: "adapter inputs",
                     expected: format!("{expected} adapters with batch {b}"),
                     found: a
                         .kv
                         .first()
-                        .map(|(k, _)| k.dims().to_vec())
+                        .map(|kv| kv.key.dims().to_vec())
                         .unwrap_or_default(),
                 });
             }
@@ -385,13 +414,7 @@ impl UNet2DConditionModel {
             hook.time_embedding(&temb);
         }
 
-        let mut next_adapter = 0usize;
-        let mut adapters = || {
-            let a = adapter?;
-            let i = next_adapter;
-            next_adapter += 1;
-            a.kv.get(i).map(|kv| (kv.clone(), a.strength.get(i)))
-        };
+        let mut adapters = |block: &str| adapter?.get(block);
 
         let factor = 1usize << self.num_upsamplers();
         let forward_upsample_size = h % factor != 0 || w % factor != 0;
