@@ -43,6 +43,7 @@ pub mod error;
 pub mod fit;
 pub mod frontend;
 pub mod model;
+mod ogg;
 pub mod parity;
 pub mod resample;
 pub mod weights;
