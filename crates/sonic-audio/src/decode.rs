@@ -3,7 +3,9 @@
 //! - WAV (PCM 8/16/24/32-bit, IEEE float 32) with `hound`; WAV encodings hound does not read
 //!   (float 64, A-law, mu-law, ADPCM) fall back to symphonia's RIFF reader;
 //! - FLAC, MP3 and OGG/Vorbis with `symphonia` (gapless trimming on, so the encoder delay and
-//!   padding that MP3/Vorbis files declare are removed).
+//!   padding that MP3/Vorbis files declare are removed); an Ogg Vorbis stream is cut at the
+//!   granule position of its last page, as libvorbisfile does (see `ogg.rs`: symphonia misses
+//!   that trim on short streams and on streams whose last page continues a packet).
 //!
 //! Integer PCM is scaled by `2^(bits-1)` (8-bit WAV is unsigned, centred on 128), exactly as
 //! torchaudio / libsndfile normalise it. Samples are kept as `f32`, which holds 8-, 16- and
@@ -181,7 +183,23 @@ where
                 }
             }
         }
-        Container::Other => decode_symphonia(source, path, ext)?,
+        Container::Other => {
+            let end = if head.starts_with(b"OggS") {
+                let end = crate::ogg::vorbis_end_granule(&mut source).map_err(io_err)?;
+                source.seek(SeekFrom::Start(0)).map_err(io_err)?;
+                end
+            } else {
+                None
+            };
+            let mut audio = decode_symphonia(source, path, ext)?;
+            if let Some(end) = end {
+                let end = usize::try_from(end).unwrap_or(usize::MAX);
+                for ch in &mut audio.channels {
+                    ch.truncate(end);
+                }
+            }
+            audio
+        }
     };
     validate(audio, path)
 }

@@ -42,6 +42,7 @@ pub mod error;
 pub mod fit;
 pub mod frontend;
 pub mod model;
+mod ogg;
 pub mod resample;
 pub mod weights;
 

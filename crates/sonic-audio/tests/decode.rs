@@ -195,3 +195,87 @@ fn bad_files_are_typed_errors_naming_the_file() {
         }
     }
 }
+
+/// `oggenc` streams symphonia alone decodes too long (one audio page; a last page that
+/// continues a packet): frame count and samples equal to libvorbis (libsndfile's float decode,
+/// tools/make_ogg_test_media.py).
+#[test]
+fn vorbis_is_trimmed_to_the_last_granule_like_libvorbis() {
+    for name in ["one_page", "continued_end"] {
+        let ogg = decode_file(&data(&format!("ogg/{name}.ogg"))).unwrap();
+        let reference = decode_file(&data(&format!("ogg/{name}_ref.wav"))).unwrap();
+        assert_eq!(ogg.sample_rate, reference.sample_rate, "{name}");
+        let d = max_abs_diff(&ogg, &reference);
+        println!("{name}: {} frames, max |diff| = {d:e}", ogg.frames());
+        assert!(d <= 1e-6, "{name}: {d}");
+        // The same bytes from memory.
+        let bytes = std::fs::read(data(&format!("ogg/{name}.ogg"))).unwrap();
+        let mem = decode_bytes(&bytes, Path::new("mem.ogg"), None).unwrap();
+        assert_eq!(mem, ogg, "{name}: decode_bytes differs from decode_file");
+    }
+}
+
+/// Real recordings (Debian's sound-theme-freedesktop, installed by .ci/run): every file
+/// decodes to libvorbis's frame count and the same signal (sum of |x| within 1e-5 relative).
+/// A file that differs from the one the table was made from is reported and skipped. Without
+/// the package the test says so and passes, unless `SONIC_REQUIRE_SYSTEM_MEDIA=1` (set by
+/// .ci/run, which installs it); it fails if the folder exists but no file could be checked.
+#[test]
+fn real_vorbis_recordings_match_libvorbis_frame_counts() {
+    let dir = Path::new("/usr/share/sounds/freedesktop/stereo");
+    if !dir.is_dir() && std::env::var("SONIC_REQUIRE_SYSTEM_MEDIA").as_deref() != Ok("1") {
+        println!(
+            "skipped: {} absent (apt-get install sound-theme-freedesktop)",
+            dir.display()
+        );
+        return;
+    }
+    let table: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data("ogg/freedesktop.json")).unwrap()).unwrap();
+    let mut checked = 0;
+    for entry in table["files"].as_array().unwrap() {
+        let path = dir.join(entry["file"].as_str().unwrap());
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        if sha256_hex(&bytes) != entry["sha256"].as_str().unwrap() {
+            println!(
+                "skipping {}: not the file the table was made from",
+                path.display()
+            );
+            continue;
+        }
+        let a = decode_file(&path).unwrap();
+        assert_eq!(a.sample_rate as u64, entry["sample_rate"].as_u64().unwrap());
+        assert_eq!(a.num_channels() as u64, entry["channels"].as_u64().unwrap());
+        assert_eq!(
+            a.frames() as u64,
+            entry["frames"].as_u64().unwrap(),
+            "{}: frame count differs from libvorbis",
+            path.display()
+        );
+        let sum: f64 = a.channels.iter().flatten().map(|v| v.abs() as f64).sum();
+        let want = entry["sum_abs"].as_f64().unwrap();
+        assert!(
+            (sum - want).abs() <= 1e-5 * want,
+            "{}: sum |x| {sum} vs libvorbis {want}",
+            path.display()
+        );
+        checked += 1;
+    }
+    if checked == 0 {
+        panic!(
+            "no recording of {} could be checked: install Debian's sound-theme-freedesktop",
+            dir.display()
+        );
+    }
+    println!("{checked} real recordings checked");
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
