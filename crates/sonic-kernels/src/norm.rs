@@ -49,8 +49,13 @@ pub fn group_norm_with<const D: usize>(
         return if with_silu { silu(y) } else { y };
     }
     let channel_values = |p: &Option<burn::module::Param<Tensor<1>>>| -> Option<Vec<f32>> {
-        p.as_ref()
-            .and_then(|p| p.val().cast(DType::F32).into_data().into_vec::<f32>().ok())
+        p.as_ref().and_then(|p| {
+            p.val()
+                .cast(DType::F32)
+                .into_data()
+                .try_into_vec::<f32>()
+                .ok()
+        })
     };
     let (gamma, beta) = if gn.affine {
         (channel_values(&gn.gamma), channel_values(&gn.beta))

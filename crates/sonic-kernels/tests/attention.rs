@@ -2,20 +2,13 @@
 //! set this CPU has, f32 and bf16, strided and contiguous inputs.
 
 use burn::tensor::{DType, Device, Distribution, Tensor};
+use sonic_core::fixtures::{compare_slices, to_host};
 use sonic_kernels::attention::{fits, scaled_dot_product_burn, scaled_dot_product_fused};
 use sonic_kernels::cpu::Isa;
 
-fn max_rel(got: Tensor<4>, want: Tensor<4>) -> f32 {
-    let got: Vec<f32> = got.cast(DType::F32).into_data().into_vec().unwrap();
-    let want: Vec<f32> = want.cast(DType::F32).into_data().into_vec().unwrap();
-    assert_eq!(got.len(), want.len());
-    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let err = got
-        .iter()
-        .zip(&want)
-        .fold(0f32, |m, (g, w)| m.max((g - w).abs()));
-    assert!(err.is_finite());
-    err / scale
+fn max_rel<const D: usize>(got: Tensor<D>, want: Tensor<D>) -> f64 {
+    let host = |t: Tensor<D>| to_host(&t.cast(DType::F32)).unwrap();
+    compare_slices(&host(got), &host(want)).max_rel
 }
 
 /// `[B, H, N, d]` as diffusers' head split produces it: a strided view of `[B, N, H * d]`.
