@@ -3,11 +3,17 @@
 //! text cross, and the whole attention module), 3x3 convolutions and GroupNorm at the three
 //! UNet widths, and a resnet block.
 //!
+//! Each kernel of `sonic-kernels` is measured back to back with the plain Burn path it
+//! replaces (`...-fused` / `...-burn`), so that the ratio holds even on a loaded machine.
+//!
 //! `cargo bench -p sonic-diffusion --bench kernels` (`-- attention` to pick a group).
 
+use burn::tensor::DType;
 use burn::tensor::{Device, Distribution, Tensor};
 use criterion::{Criterion, criterion_group, criterion_main};
-use sonic_diffusion::attn::attention_processor::{Attention, AttentionConfig, scaled_dot_product};
+use sonic_diffusion::attn::attention_processor::{Attention, AttentionConfig};
+use sonic_diffusion::kernels::attention::{scaled_dot_product, scaled_dot_product_burn};
+use sonic_diffusion::kernels::norm::group_norm_silu;
 use sonic_diffusion::layers::resnet::ResnetBlock2D;
 use std::hint::black_box;
 
@@ -37,9 +43,25 @@ fn attention(c: &mut Criterion) {
         let q = randn([2, 8, n, 40], &d);
         let k = randn([2, 8, m, 40], &d);
         let v = randn([2, 8, m, 40], &d);
-        g.bench_function(name, |b| {
+        g.bench_function(format!("{name}-fused"), |b| {
             b.iter(|| sync(scaled_dot_product(q.clone(), k.clone(), v.clone())))
         });
+        g.bench_function(format!("{name}-burn"), |b| {
+            b.iter(|| sync(scaled_dot_product_burn(q.clone(), k.clone(), v.clone())))
+        });
+        if n == 4096 {
+            let (qb, kb, vb) = (
+                q.clone().cast(DType::BF16),
+                k.clone().cast(DType::BF16),
+                v.clone().cast(DType::BF16),
+            );
+            g.bench_function(format!("{name}-bf16-fused"), |b| {
+                b.iter(|| sync(scaled_dot_product(qb.clone(), kb.clone(), vb.clone())))
+            });
+            g.bench_function(format!("{name}-bf16-burn"), |b| {
+                b.iter(|| sync(scaled_dot_product_burn(qb.clone(), kb.clone(), vb.clone())))
+            });
+        }
         // The same with explicit products and a softmax, 512 queries at a time.
         g.bench_function(format!("{name}-matmul-softmax"), |b| {
             b.iter(|| {
@@ -84,8 +106,11 @@ fn conv_norm(c: &mut Criterion) {
             b.iter(|| sync(sonic_diffusion::layers::conv2d_im2col(&conv, x.clone())))
         });
         let gn = sonic_diffusion::layers::group_norm(32, ch, 1e-5, &d);
-        g.bench_function(format!("groupnorm-{name}"), |b| {
-            b.iter(|| sync(gn.forward(x.clone())))
+        g.bench_function(format!("groupnorm-silu-burn-{name}"), |b| {
+            b.iter(|| sync(burn::tensor::activation::silu(gn.forward(x.clone()))))
+        });
+        g.bench_function(format!("groupnorm-silu-fused-{name}"), |b| {
+            b.iter(|| sync(group_norm_silu(&gn, x.clone())))
         });
     }
     g.finish();

@@ -28,6 +28,7 @@
 pub use sonic_attn as attn;
 pub use sonic_clip as clip;
 pub use sonic_core as core;
+pub use sonic_kernels as kernels;
 pub use sonic_layers as layers;
 pub use sonic_pipeline as pipeline;
 pub use sonic_schedulers as schedulers;

@@ -2,8 +2,6 @@
 
 use burn::module::Module;
 use burn::nn::{GroupNorm, Linear, LinearConfig};
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Tensor};
 
 /// The shape of an [`Attention`].
@@ -96,20 +94,10 @@ pub fn merge_heads(x: Tensor<4>) -> Tensor<3> {
 }
 
 /// Scaled dot-product attention of `[B, heads, N, d]` queries over `[B, heads, M, d]` keys and
-/// values, with the `1 / sqrt(d)` scale.
+/// values, with the `1 / sqrt(d)` scale: the fused kernel of `sonic-kernels` on the `flex`
+/// device, Burn's `attention` on every other device.
 pub fn scaled_dot_product(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
-    attention(
-        q,
-        k,
-        v,
-        None,
-        None,
-        AttentionModuleOptions {
-            scale: None,
-            softcap: None,
-            is_causal: false,
-        },
-    )
+    sonic_kernels::attention::scaled_dot_product(q, k, v)
 }
 
 impl Attention {
@@ -169,7 +157,7 @@ impl Attention {
     pub fn forward_spatial(&self, x: Tensor<4>) -> Tensor<4> {
         let [b, c, h, w] = x.dims();
         let normed = match &self.group_norm {
-            Some(gn) => gn.forward(x.clone()),
+            Some(gn) => sonic_kernels::norm::group_norm(gn, x.clone()),
             None => x.clone(),
         };
         let tokens = normed.reshape([b, c, h * w]).swap_dims(1, 2);

@@ -7,6 +7,7 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, Linear, LinearConfig};
 use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor};
+use sonic_kernels::norm::group_norm_silu;
 
 /// `norm1 -> SiLU -> conv1 (+ time_emb_proj(SiLU(temb))) -> norm2 -> SiLU -> conv2`, plus the
 /// (1x1-projected when the width changes) input.
@@ -49,7 +50,7 @@ impl ResnetBlock2D {
     /// The residual branch alone (the output of `conv2`, before the skip addition); this is
     /// the feature Plug-and-Play editing captures and injects.
     pub fn residual(&self, x: Tensor<4>, temb: Option<Tensor<2>>) -> Tensor<4> {
-        let h = crate::conv2d_forward(&self.conv1, silu(self.norm1.forward(x)));
+        let h = crate::conv2d_forward(&self.conv1, group_norm_silu(&self.norm1, x));
         let h = match (&self.time_emb_proj, temb) {
             (Some(proj), Some(t)) => {
                 let t = proj.forward(silu(t));
@@ -58,7 +59,7 @@ impl ResnetBlock2D {
             }
             _ => h,
         };
-        crate::conv2d_forward(&self.conv2, silu(self.norm2.forward(h)))
+        crate::conv2d_forward(&self.conv2, group_norm_silu(&self.norm2, h))
     }
 
     /// Adds the (projected) input to a residual branch computed by [`Self::residual`].

@@ -5,12 +5,12 @@ use crate::error::VaeError;
 use burn::module::Module;
 use burn::nn::GroupNorm;
 use burn::nn::conv::Conv2d;
-use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 use sonic_attn::{Attention, AttentionConfig};
 use sonic_core::weights::{LoadOptions, Remap, find_weights, load_safetensors};
+use sonic_kernels::norm::group_norm_silu;
 use sonic_layers::downsampling::Downsample2D;
 use sonic_layers::resnet::ResnetBlock2D;
 use sonic_layers::upsampling::Upsample2D;
@@ -320,7 +320,7 @@ impl AutoencoderKL {
             }
         }
         h = e.mid_block.forward(h);
-        h = sonic_layers::conv2d_forward(&e.conv_out, silu(e.conv_norm_out.forward(h)));
+        h = sonic_layers::conv2d_forward(&e.conv_out, group_norm_silu(&e.conv_norm_out, h));
         if let Some(q) = &self.quant_conv {
             h = q.forward(h);
         }
@@ -355,7 +355,7 @@ impl AutoencoderKL {
         }
         Ok(sonic_layers::conv2d_forward(
             &d.conv_out,
-            silu(d.conv_norm_out.forward(h)),
+            group_norm_silu(&d.conv_norm_out, h),
         ))
     }
 }

@@ -1,0 +1,26 @@
+//! CPU kernels for Burn's `flex` backend, each behind a function on Burn tensors that falls back
+//! to Burn's own operations on every other device (wgpu, CUDA, ndarray, autodiff).
+//!
+//! The kernels read and write the memory of `burn_flex::FlexTensor`s in place (see [`flex`]),
+//! and pick an AVX-512, AVX2 or portable path at run time ([`cpu::Isa`]; `SONIC_KERNELS_ISA`
+//! lowers it for testing).
+//!
+//! - [`attention::scaled_dot_product`]: fused flash-style attention (blocked packed matrix
+//!   products, online softmax, vectorised exponential), f32 and bf16.
+//! - [`norm::group_norm`], [`norm::group_norm_silu`]: GroupNorm (+ SiLU) in three passes.
+//!
+//! ```no_run
+//! use burn::tensor::{Device, Distribution, Tensor};
+//! let device = Device::flex();
+//! // 2 x 8 heads, 4096 query tokens of width 40 over 77 text tokens.
+//! let q = Tensor::<4>::random([2, 8, 4096, 40], Distribution::Default, &device);
+//! let k = Tensor::<4>::random([2, 8, 77, 40], Distribution::Default, &device);
+//! let v = Tensor::<4>::random([2, 8, 77, 40], Distribution::Default, &device);
+//! let o = sonic_kernels::attention::scaled_dot_product(q, k, v); // [2, 8, 4096, 40]
+//! ```
+
+pub mod attention;
+pub mod cpu;
+pub mod flex;
+pub mod norm;
+pub mod vecmath;

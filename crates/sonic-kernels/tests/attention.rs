@@ -1,0 +1,110 @@
+//! The fused attention kernel against Burn's attention on awkward shapes, every instruction
+//! set this CPU has, f32 and bf16, strided and contiguous inputs.
+
+use burn::tensor::{DType, Device, Distribution, Tensor};
+use sonic_core::fixtures::{compare_slices, to_host};
+use sonic_kernels::attention::{fits, scaled_dot_product_burn, scaled_dot_product_fused};
+use sonic_kernels::cpu::Isa;
+
+fn max_rel<const D: usize>(got: Tensor<D>, want: Tensor<D>) -> f64 {
+    let host = |t: Tensor<D>| to_host(&t.cast(DType::F32)).unwrap();
+    compare_slices(&host(got), &host(want)).max_rel
+}
+
+/// `[B, H, N, d]` as diffusers' head split produces it: a strided view of `[B, N, H * d]`.
+fn heads(b: usize, h: usize, n: usize, d: usize, scale: f32, device: &Device) -> Tensor<4> {
+    Tensor::<3>::random([b, n, h * d], Distribution::Normal(0.0, 1.0), device)
+        .mul_scalar(scale)
+        .reshape([b, n, h, d])
+        .swap_dims(1, 2)
+}
+
+// (batch, heads, queries, keys, head width): token counts that are not multiples of the
+// query block (64) or of the key block, 5 heads, batch 3, widths 40 / 64 / 80 / 160 / 512,
+// a single token (1x1 spatial).
+const SHAPES: [[usize; 5]; 8] = [
+    [3, 5, 130, 77, 40],
+    [1, 5, 200, 300, 64],
+    [2, 2, 65, 520, 80],
+    [3, 1, 33, 33, 160],
+    [1, 1, 1, 1, 160],
+    [1, 2, 1, 77, 40],
+    [1, 1, 100, 100, 512],
+    [2, 8, 64, 1030, 40],
+];
+
+#[test]
+fn fused_matches_burn_f32() {
+    let device = Device::flex();
+    for [b, h, n, m, d] in SHAPES {
+        // Peaky softmax (scores of several units) so that the online rescaling matters.
+        let q = heads(b, h, n, d, 2.0, &device);
+        let k = heads(b, h, m, d, 1.0, &device);
+        let v = heads(b, h, m, d, 1.0, &device);
+        assert!(fits(&q, &k, &v));
+        let want = scaled_dot_product_burn(q.clone(), k.clone(), v.clone());
+        for isa in Isa::all_supported() {
+            let got = scaled_dot_product_fused(isa, q.clone(), k.clone(), v.clone()).unwrap();
+            assert_eq!(got.dims(), [b, h, n, d]);
+            let e = max_rel(got, want.clone());
+            assert!(e < 2e-6, "{isa:?} {:?}: max rel error {e}", [b, h, n, m, d]);
+        }
+    }
+}
+
+#[test]
+fn fused_matches_burn_contiguous_inputs_and_value_width() {
+    let device = Device::flex();
+    let dist = Distribution::Normal(0.0, 1.0);
+    let q = Tensor::<4>::random([3, 5, 70, 40], dist, &device).mul_scalar(2.0);
+    let k = Tensor::<4>::random([3, 5, 90, 40], dist, &device);
+    let v = Tensor::<4>::random([3, 5, 90, 24], dist, &device);
+    let want = scaled_dot_product_burn(q.clone(), k.clone(), v.clone());
+    let got = scaled_dot_product_fused(Isa::selected(), q, k, v).unwrap();
+    assert_eq!(got.dims(), [3, 5, 70, 24]);
+    let e = max_rel(got, want);
+    assert!(e < 2e-6, "max rel error {e}");
+}
+
+#[test]
+fn fused_output_merges_heads_like_burn() {
+    // The output is a view of [B, N, H, d] memory: merging heads must give Burn's layout.
+    let device = Device::flex();
+    let (q, k, v) = (
+        heads(2, 5, 50, 40, 1.0, &device),
+        heads(2, 5, 77, 40, 1.0, &device),
+        heads(2, 5, 77, 40, 1.0, &device),
+    );
+    let merge = |x: Tensor<4>| x.swap_dims(1, 2).reshape([2, 50, 200]);
+    let want = merge(scaled_dot_product_burn(q.clone(), k.clone(), v.clone()));
+    let got = merge(scaled_dot_product_fused(Isa::selected(), q, k, v).unwrap());
+    let e = max_rel(got.unsqueeze::<4>(), want.unsqueeze::<4>());
+    assert!(e < 2e-6, "max rel error {e}");
+}
+
+#[test]
+fn fused_bf16_matches_burn_on_the_rounded_inputs() {
+    let device = Device::flex();
+    for [b, h, n, m, d] in [[3, 5, 130, 77, 40], [1, 5, 70, 300, 80]] {
+        let q = heads(b, h, n, d, 2.0, &device).cast(DType::BF16);
+        let k = heads(b, h, m, d, 1.0, &device).cast(DType::BF16);
+        let v = heads(b, h, m, d, 1.0, &device).cast(DType::BF16);
+        let f = |x: &Tensor<4>| x.clone().cast(DType::F32);
+        let want = scaled_dot_product_burn(f(&q), f(&k), f(&v));
+        let got = scaled_dot_product_fused(Isa::selected(), q, k, v).unwrap();
+        assert_eq!(got.dtype(), DType::BF16);
+        let e = max_rel(got, want);
+        // One bf16 rounding of the output: 2^-9 relative.
+        assert!(e < 4e-3, "{:?}: max rel error {e}", [b, h, n, m, d]);
+    }
+}
+
+#[test]
+fn mixed_dtypes_are_refused() {
+    let device = Device::flex();
+    let q = heads(1, 2, 10, 40, 1.0, &device);
+    let k = heads(1, 2, 10, 40, 1.0, &device).cast(DType::BF16);
+    let v = heads(1, 2, 10, 40, 1.0, &device);
+    assert!(!fits(&q, &k, &v));
+    assert!(scaled_dot_product_fused(Isa::selected(), q, k, v).is_none());
+}
