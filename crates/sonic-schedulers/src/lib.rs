@@ -44,6 +44,7 @@
 
 #![warn(missing_docs)]
 
+pub mod choice;
 mod common;
 pub mod config;
 pub mod ddim;
@@ -56,6 +57,7 @@ pub mod parity;
 pub mod pndm;
 mod tables;
 
+pub use choice::SchedulerChoice;
 pub use config::{
     BetaConfig, BetaSchedule, FinalSigmasType, PredictionType, SchedulerKind, TimestepSpacing,
 };

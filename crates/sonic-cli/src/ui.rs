@@ -1,0 +1,106 @@
+//! What the image-making subcommands share: progress (model loading, audio encoding, denoising,
+//! VAE decoding), seeds (random when omitted, printed) and output names that never overwrite.
+
+use anyhow::Result;
+use indicatif::{ProgressBar, ProgressStyle};
+use sonic_pipeline::Progress;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A spinner with `message` on stderr (hidden when stderr is not a terminal); finish it with
+/// [`ProgressBar::finish_and_clear`].
+pub fn spinner(message: &str) -> ProgressBar {
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.set_message(message.to_string());
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
+/// Runs `f` under a spinner showing `message`.
+pub fn with_spinner<T>(message: &str, f: impl FnOnce() -> T) -> T {
+    let bar = spinner(message);
+    let out = f();
+    bar.finish_and_clear();
+    out
+}
+
+/// A step bar labelled `label` that turns into a "decoding" spinner once the last step is done
+/// (the VAE decoder runs then).
+pub struct StepBar {
+    bar: ProgressBar,
+    decoding: bool,
+}
+
+impl StepBar {
+    /// A bar of `steps` steps.
+    pub fn new(label: &str, steps: usize) -> Self {
+        let bar = ProgressBar::new(steps as u64);
+        bar.set_style(
+            ProgressStyle::with_template(&format!(
+                "{{spinner}} {label} [{{bar:30}}] {{pos}}/{{len}} {{elapsed}} eta {{eta}}"
+            ))
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        Self {
+            bar,
+            decoding: false,
+        }
+    }
+
+    /// Records a step.
+    pub fn update(&mut self, p: &Progress) {
+        self.bar.set_length(p.total as u64);
+        self.bar.set_position(p.step as u64);
+        if p.step >= p.total && !self.decoding {
+            self.decoding = true;
+            self.bar.set_style(
+                ProgressStyle::with_template("{spinner} decoding the image (VAE) {elapsed}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            self.bar.enable_steady_tick(Duration::from_millis(120));
+        }
+    }
+
+    /// Removes the bar.
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+/// The seed to use: `seed` when given, else a random one; printed either way, so any picture
+/// can be made again.
+pub fn seed(seed: Option<u64>) -> u64 {
+    let seed = seed.unwrap_or_else(|| u64::from(rand::random::<u32>()));
+    eprintln!("seed: {seed}");
+    seed
+}
+
+/// The output path: `out` when given (overwritten), else the first `STEM-NNNN.png` in the
+/// current folder for which no file (nor, for `count` > 1, any of its numbered variants)
+/// exists, so default names never overwrite.
+pub fn output_path(out: Option<&Path>, stem: &str, count: usize) -> Result<PathBuf> {
+    if let Some(out) = out {
+        if sonic_pipeline::output::ImageFormat::from_path(out).is_none() {
+            anyhow::bail!(
+                "--out {}: unknown image format; use a .png, .jpg / .jpeg or .webp name",
+                out.display()
+            );
+        }
+        return Ok(out.to_path_buf());
+    }
+    for n in 1..=99_999u32 {
+        let candidate = PathBuf::from(format!("{stem}-{n:04}.png"));
+        let taken = sonic_pipeline::output::numbered_paths(&candidate, count.max(1))
+            .iter()
+            .any(|p| p.exists());
+        if !taken {
+            return Ok(candidate);
+        }
+    }
+    anyhow::bail!("no free name {stem}-NNNN.png left in the current folder; pass --out")
+}
