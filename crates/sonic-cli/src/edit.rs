@@ -126,27 +126,23 @@ fn parse_size(s: &str) -> Result<(usize, usize)> {
 
 /// Runs `sonic edit`.
 pub fn run(args: &EditArgs, device: &Device) -> Result<()> {
-    let mut args = args.clone();
-    if let Some(which) = args.preset {
-        let files = crate::download::resolve_preset(which.preset(), &args.hub)?;
-        let ckpt = files
-            .checkpoint(which)
-            .with_context(|| format!("preset {} resolved without its checkpoint", which.name()))?;
-        args.model.get_or_insert(files.sd_dir.clone());
-        args.clap.get_or_insert(files.clap.clone());
-        args.projector.get_or_insert(ckpt.projector.clone());
-        args.adapters.get_or_insert(ckpt.adapters.clone());
-    }
+    let mut paths = crate::ui::ModelPaths {
+        model: args.model.clone(),
+        clap: args.clap.clone(),
+        projector: args.projector.clone(),
+        adapters: args.adapters.clone(),
+    };
+    paths.fill_from(args.preset, &args.hub)?;
     let need = |p: &Option<PathBuf>, flag: &str| {
         p.clone().with_context(|| {
             format!("sonic edit needs {flag} FILE, or --preset landscape|greatest-hits")
         })
     };
     let pipe = SonicPipeline::builder()
-        .model(need(&args.model, "--model")?)
-        .clap(need(&args.clap, "--clap")?)
-        .projector(need(&args.projector, "--projector")?)
-        .adapters(need(&args.adapters, "--adapters")?)
+        .model(need(&paths.model, "--model")?)
+        .clap(need(&paths.clap, "--clap")?)
+        .projector(need(&paths.projector, "--projector")?)
+        .adapters(need(&paths.adapters, "--adapters")?)
         .device(device.clone());
     let pipe = match &args.projector_config {
         Some(c) => pipe.projector_config(c),

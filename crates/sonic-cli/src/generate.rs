@@ -110,16 +110,15 @@ fn parse_mix(items: &[String]) -> Result<Vec<(AudioSource, f32)>> {
 /// Fills the model paths of `args` from `--preset`, downloading on first use.
 fn apply_preset(args: &GenerateArgs) -> Result<GenerateArgs> {
     let mut args = args.clone();
-    if let Some(which) = args.preset {
-        let files = crate::download::resolve_preset(which.preset(), &args.hub)?;
-        let ckpt = files
-            .checkpoint(which)
-            .with_context(|| format!("preset {} resolved without its checkpoint", which.name()))?;
-        args.model.get_or_insert(files.sd_dir.clone());
-        args.clap.get_or_insert(files.clap.clone());
-        args.projector.get_or_insert(ckpt.projector.clone());
-        args.adapters.get_or_insert(ckpt.adapters.clone());
-    }
+    let mut paths = crate::ui::ModelPaths {
+        model: args.model.take(),
+        clap: args.clap.take(),
+        projector: args.projector.take(),
+        adapters: args.adapters.take(),
+    };
+    paths.fill_from(args.preset, &args.hub)?;
+    (args.model, args.clap, args.projector, args.adapters) =
+        (paths.model, paths.clap, paths.projector, paths.adapters);
     Ok(args)
 }
 

@@ -103,10 +103,10 @@ pub fn run(cmd: &TrainCommand, device: Option<&str>) -> Result<()> {
 }
 
 fn apply(model: &mut ModelPaths, a: &StageArgs) -> Result<()> {
-    if let Some(which) = a.preset {
-        let files = crate::download::resolve_preset(which.preset(), &a.hub)?;
-        model.sd = Some(files.sd_dir.clone());
-        model.clap = Some(files.clap.clone());
+    let mut preset = crate::ui::ModelPaths::default();
+    preset.fill_from(a.preset, &a.hub)?;
+    if preset.model.is_some() {
+        (model.sd, model.clap) = (preset.model, preset.clap);
     }
     let set = |slot: &mut Option<PathBuf>, v: &Option<PathBuf>| {
         if let Some(v) = v {

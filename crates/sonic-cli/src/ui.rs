@@ -1,7 +1,7 @@
 //! What the image-making subcommands share: progress (model loading, audio encoding, denoising,
 //! VAE decoding), seeds (random when omitted, printed) and output names that never overwrite.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use sonic_pipeline::Progress;
 use std::path::{Path, PathBuf};
@@ -103,4 +103,40 @@ pub fn output_path(out: Option<&Path>, stem: &str, count: usize) -> Result<PathB
         }
     }
     anyhow::bail!("no free name {stem}-NNNN.png left in the current folder; pass --out")
+}
+
+/// The model files of `--preset` (resolved through the Hugging Face cache with progress bars,
+/// downloaded on first use unless `--offline`), for the paths the user did not give.
+#[derive(Debug, Default, Clone)]
+pub struct ModelPaths {
+    /// The diffusers Stable Diffusion folder.
+    pub model: Option<PathBuf>,
+    /// The CLAP checkpoint.
+    pub clap: Option<PathBuf>,
+    /// The projector weights.
+    pub projector: Option<PathBuf>,
+    /// The adapter weights.
+    pub adapters: Option<PathBuf>,
+}
+
+impl ModelPaths {
+    /// Fills the unset paths from `preset` (nothing to do when `None`).
+    pub fn fill_from(
+        &mut self,
+        preset: Option<sonic_pipeline::hub::Checkpoint>,
+        hub: &crate::download::HubArgs,
+    ) -> Result<()> {
+        let Some(which) = preset else {
+            return Ok(());
+        };
+        let files = crate::download::resolve_preset(which.preset(), hub)?;
+        let ckpt = files
+            .checkpoint(which)
+            .with_context(|| format!("preset {} resolved without its checkpoint", which.name()))?;
+        self.model.get_or_insert(files.sd_dir.clone());
+        self.clap.get_or_insert(files.clap.clone());
+        self.projector.get_or_insert(ckpt.projector.clone());
+        self.adapters.get_or_insert(ckpt.adapters.clone());
+        Ok(())
+    }
 }
