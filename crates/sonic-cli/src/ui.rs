@@ -29,41 +29,55 @@ pub fn with_spinner<T>(message: &str, f: impl FnOnce() -> T) -> T {
 }
 
 /// A step bar labelled `label` that turns into a "decoding" spinner once the last step is done
-/// (the VAE decoder runs then).
+/// (the VAE decoder runs then), and back into a bar when steps start again (PnP editing runs
+/// the inversion, then the sampling).
 pub struct StepBar {
     bar: ProgressBar,
+    label: String,
     decoding: bool,
 }
 
 impl StepBar {
     /// A bar of `steps` steps.
     pub fn new(label: &str, steps: usize) -> Self {
-        let bar = ProgressBar::new(steps as u64);
-        bar.set_style(
+        let this = Self {
+            bar: ProgressBar::new(steps as u64),
+            label: label.to_string(),
+            decoding: false,
+        };
+        this.bar_style();
+        this
+    }
+
+    fn bar_style(&self) {
+        self.bar.set_style(
             ProgressStyle::with_template(&format!(
-                "{{spinner}} {label} [{{bar:30}}] {{pos}}/{{len}} {{elapsed}} eta {{eta}}"
+                "{{spinner}} {} [{{bar:30}}] {{pos}}/{{len}} {{elapsed}} eta {{eta}}",
+                self.label
             ))
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
         );
-        Self {
-            bar,
-            decoding: false,
-        }
     }
 
     /// Records a step.
     pub fn update(&mut self, p: &Progress) {
+        let done = p.step >= p.total;
+        if done != self.decoding {
+            self.decoding = done;
+            if done {
+                self.bar.set_style(
+                    ProgressStyle::with_template("{spinner} decoding the image (VAE) {elapsed}")
+                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                );
+                self.bar.enable_steady_tick(Duration::from_millis(120));
+            } else {
+                self.bar.disable_steady_tick();
+                self.bar_style();
+            }
+        }
         self.bar.set_length(p.total as u64);
         self.bar.set_position(p.step as u64);
-        if p.step >= p.total && !self.decoding {
-            self.decoding = true;
-            self.bar.set_style(
-                ProgressStyle::with_template("{spinner} decoding the image (VAE) {elapsed}")
-                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-            );
-            self.bar.enable_steady_tick(Duration::from_millis(120));
-        }
     }
 
     /// Removes the bar.
