@@ -71,21 +71,26 @@ fn manifest_err(path: &Path, line: usize, field: &str, message: impl Into<String
 /// with the 1-based line it starts on. Rows whose fields are all blank are skipped.
 fn csv_rows(path: &Path, text: &str) -> Result<Vec<(usize, Vec<String>)>> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    // The 1-based line of the first character at or after `pos` that is not a line break (a
+    // record's position may point at the terminator before it or at skipped blank lines).
+    let line_at = |pos: Option<&csv::Position>| {
+        let bytes = text.as_bytes();
+        let mut at = pos.map_or(0, |p| usize::try_from(p.byte()).unwrap_or(usize::MAX));
+        at = at.min(bytes.len());
+        while at < bytes.len() && matches!(bytes[at], b'\r' | b'\n') {
+            at += 1;
+        }
+        1 + bytes[..at].iter().filter(|&&b| b == b'\n').count()
+    };
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
         .from_reader(text.as_bytes());
     let mut rows = Vec::new();
     for record in reader.records() {
-        let record = record.map_err(|e| {
-            let line = e
-                .position()
-                .map_or(1, |p| usize::try_from(p.line()).unwrap_or(usize::MAX));
-            manifest_err(path, line, "<line>", e.to_string())
-        })?;
-        let line = record
-            .position()
-            .map_or(1, |p| usize::try_from(p.line()).unwrap_or(usize::MAX));
+        let record = record
+            .map_err(|e| manifest_err(path, line_at(e.position()), "<line>", e.to_string()))?;
+        let line = line_at(record.position());
         let fields: Vec<String> = record.iter().map(str::to_string).collect();
         if fields.iter().all(|f| f.trim().is_empty()) {
             continue;
