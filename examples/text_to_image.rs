@@ -10,7 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let model = args
         .next()
-        .ok_or("usage: text_to_image MODEL_DIR PROMPT OUT.png")?;
+        .ok_or("usage: text_to_image MODEL_DIR PROMPT OUT.(png|jpg|webp)")?;
     let prompt = args
         .next()
         .unwrap_or_else(|| "a lighthouse in a storm".into());
@@ -20,10 +20,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut req = TextToImage::new(prompt);
     req.steps = 20;
     req.seed = 7;
-    req.width = 64;
-    req.height = 64;
+    // The size the model was trained at (512 for SD 1.x, 64 for the tiny fixture).
+    req.width = sd.default_image_size();
+    req.height = req.width;
     let result = text_to_image(&sd, &req, &mut |p| eprintln!("step {}/{}", p.step, p.total))?;
-    for path in sonic_diffusion::pipeline::output::save_pngs(&result.images, out.as_ref(), &[])? {
+    for path in sonic_diffusion::pipeline::output::save_images(&result.images, out.as_ref(), &[])? {
         println!("{}", path.display());
     }
     Ok(())

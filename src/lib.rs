@@ -13,24 +13,43 @@
 //! | [`attn`] | `sonic-attn` | diffusers-style attention |
 //! | [`vae`] | `sonic-vae` | AutoencoderKL |
 //! | [`unet`] | `sonic-unet` | UNet2DConditionModel with adapter and feature hooks |
-//! | [`pipeline`] | `sonic-pipeline` | model loading and generation |
+//! | [`audio`] | `sonic-audio` | audio decoding, log-mel features, the CLAP audio encoder |
+//! | [`projector`] | `sonic-projector` | the audio projector (CLAP embedding to audio tokens) |
+//! | [`pipeline`] | `sonic-pipeline` | model loading, generation, editing, hub downloads, output |
+//! | [`train`] | `sonic-train` | datasets, caches, the stage-1 / stage-2 trainers |
+//!
+//! [`burn`] and [`image`] are re-exported too, so a downstream crate needs no other
+//! dependency: its tensors are `burn::tensor::Tensor`, its pictures `image::RgbImage`.
 //!
 //! ```no_run
-//! use sonic_diffusion::pipeline::{StableDiffusion, TextToImage, text_to_image};
+//! use sonic_diffusion::pipeline::hub::Checkpoint;
+//! use sonic_diffusion::pipeline::sonic::{AudioSource, SonicPipeline};
+//! use sonic_diffusion::pipeline::{AudioToImage, output};
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let device = sonic_diffusion::core::device::parse_device("flex")?;
-//! let sd = StableDiffusion::from_dir("stable-diffusion-v1-4".as_ref(), &device)?;
-//! let out = text_to_image(&sd, &TextToImage::new("a foggy harbour at dawn"), &mut |_| {})?;
-//! sonic_diffusion::pipeline::output::save_pngs(&out.images, "harbour.png".as_ref(), &[])?;
-//! # Ok(()) }
+//! // SD v1.4, CLAP and the landscape checkpoint, downloaded into the Hugging Face cache on first use.
+//! let pipe = SonicPipeline::builder().preset(Checkpoint::Landscape).build()?;
+//! let sound = pipe.embed(&[AudioSource::File("rain.wav".into())])?;
+//! let req = AudioToImage { seed: 7, ..AudioToImage::default() };
+//! let out = pipe.generate(sound, &req, &mut |_| {})?;
+//! let pictures: Vec<sonic_diffusion::image::RgbImage> = output::to_images(&out.images)?;
+//! output::save_images(&out.images, "rain.jpg".as_ref(), &[])?;
+//! # let _ = pictures; Ok(()) }
 //! ```
+//!
+//! The examples (`cargo run --example NAME`): `text_to_image`, `audio_to_image`, `mixing`,
+//! `editing`, and `downstream` (generate, mix, edit and train through these re-exports only).
 
+pub use burn;
+pub use image;
 pub use sonic_attn as attn;
+pub use sonic_audio as audio;
 pub use sonic_clip as clip;
 pub use sonic_core as core;
 pub use sonic_kernels as kernels;
 pub use sonic_layers as layers;
 pub use sonic_pipeline as pipeline;
+pub use sonic_projector as projector;
 pub use sonic_schedulers as schedulers;
+pub use sonic_train as train;
 pub use sonic_unet as unet;
 pub use sonic_vae as vae;

@@ -37,11 +37,11 @@ pub struct BenchArgs {
     /// Untimed warm-up runs before the timed ones.
     #[arg(long, default_value_t = 1)]
     pub warmup: usize,
-    /// The device: flex, ndarray, wgpu, wgpu-cpu, cuda[:N], metal.
-    #[arg(long, default_value = "flex")]
+    /// The device (from the global `--device`).
+    #[arg(skip = String::from("flex"))]
     pub device: String,
     /// Float type of weights and activations: f32 or bf16.
-    #[arg(long, default_value = "f32")]
+    #[arg(long, default_value = "f32", value_parser = ["f32", "bf16"])]
     pub dtype: String,
     /// The fixture folder holding `sd15-tiny` (default: `../shared/fixtures` or
     /// `$SONIC_FIXTURES`).

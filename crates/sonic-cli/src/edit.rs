@@ -1,12 +1,13 @@
 //! `sonic edit`: audio-driven editing of a real image (Plug-and-Play or SDEdit).
 
+use crate::ui::{StepBar, with_spinner};
 use anyhow::{Context, Result};
 use burn::tensor::Device;
-use indicatif::{ProgressBar, ProgressStyle};
 use sonic_pipeline::AudioToImage;
 use sonic_pipeline::edit::{EditMode, EditRequest, PnpOptions, edit_file};
 use sonic_pipeline::image_input::ImageOptions;
 use sonic_pipeline::sonic::{AudioSource, SonicPipeline};
+use sonic_schedulers::SchedulerChoice;
 use sonic_unet::AdapterStrength;
 use std::path::PathBuf;
 
@@ -56,21 +57,28 @@ pub struct EditArgs {
     /// Injected self-attentions (PnP), comma separated; default the official list.
     #[arg(long, value_delimiter = ',')]
     pub pnp_attentions: Vec<String>,
+    /// Use a released SonicDiffusion checkpoint: SD v1.4, CLAP and the checkpoint come from
+    /// the Hugging Face cache, downloaded on first use unless --offline; the paths below
+    /// override single files.
+    #[arg(long, value_parser = crate::values::checkpoint_parser())]
+    pub preset: Option<sonic_pipeline::hub::Checkpoint>,
+    #[command(flatten)]
+    pub hub: crate::download::HubArgs,
     /// A diffusers-layout Stable Diffusion folder.
     #[arg(long)]
-    pub model: PathBuf,
+    pub model: Option<PathBuf>,
     /// The CLAP checkpoint (CLAP_weights_2022.pth or safetensors).
     #[arg(long)]
-    pub clap: PathBuf,
+    pub clap: Option<PathBuf>,
     /// The audio projector weights.
     #[arg(long)]
-    pub projector: PathBuf,
+    pub projector: Option<PathBuf>,
     /// A projector config JSON, when the weights do not tell the head count.
     #[arg(long)]
     pub projector_config: Option<PathBuf>,
     /// The adapter weights.
     #[arg(long)]
-    pub adapters: PathBuf,
+    pub adapters: Option<PathBuf>,
     /// Steps (inversion and sampling for PnP; the full schedule for SDEdit).
     #[arg(long, default_value_t = 50)]
     pub steps: usize,
@@ -84,11 +92,11 @@ pub struct EditArgs {
     #[arg(long, default_value_t = 1.0)]
     pub audio_strength: f32,
     /// SDEdit scheduler (PnP always uses DDIM, as its inversion).
-    #[arg(long, default_value = "ddim")]
-    pub scheduler: String,
-    /// Seed (SDEdit noise).
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
+    #[arg(long, default_value = "ddim", value_parser = crate::values::scheduler_parser())]
+    pub scheduler: SchedulerChoice,
+    /// Seed (SDEdit noise); random when omitted (printed and stored in the image).
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// Resize to WIDTHxHEIGHT (multiples of 8) after a centre crop to that aspect ratio;
     /// default: keep the pixels, centre-cropped to multiples of 8.
     #[arg(long)]
@@ -96,9 +104,10 @@ pub struct EditArgs {
     /// Budget on the pixels entering the VAE.
     #[arg(long, default_value_t = 1024 * 1024)]
     pub max_pixels: u64,
-    /// Output PNG.
-    #[arg(long, default_value = "edited.png")]
-    pub out: PathBuf,
+    /// The output image (.png, .jpg / .jpeg or .webp). Default: the first free
+    /// edited-NNNN.png here (never overwritten; an explicit name is).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 fn parse_size(s: &str) -> Result<(usize, usize)> {
@@ -117,18 +126,34 @@ fn parse_size(s: &str) -> Result<(usize, usize)> {
 
 /// Runs `sonic edit`.
 pub fn run(args: &EditArgs, device: &Device) -> Result<()> {
+    let mut paths = crate::ui::ModelPaths {
+        model: args.model.clone(),
+        clap: args.clap.clone(),
+        projector: args.projector.clone(),
+        adapters: args.adapters.clone(),
+    };
+    paths.fill_from(args.preset, &args.hub)?;
+    let need = |p: &Option<PathBuf>, flag: &str| {
+        p.clone().with_context(|| {
+            format!("sonic edit needs {flag} FILE, or --preset landscape|greatest-hits")
+        })
+    };
     let pipe = SonicPipeline::builder()
-        .model(&args.model)
-        .clap(&args.clap)
-        .projector(&args.projector)
-        .adapters(&args.adapters)
+        .model(need(&paths.model, "--model")?)
+        .clap(need(&paths.clap, "--clap")?)
+        .projector(need(&paths.projector, "--projector")?)
+        .adapters(need(&paths.adapters, "--adapters")?)
         .device(device.clone());
     let pipe = match &args.projector_config {
         Some(c) => pipe.projector_config(c),
         None => pipe,
-    }
-    .build()?;
-    let embedding = pipe.embed(&[AudioSource::File(args.audio.clone())])?;
+    };
+    let seed = crate::ui::seed(args.seed);
+    let out = crate::ui::output_path(args.out.as_deref(), "edited", 1)?;
+    let pipe = with_spinner("loading the models", || pipe.build())?;
+    let embedding = with_spinner("encoding the audio (CLAP)", || {
+        pipe.embed(&[AudioSource::File(args.audio.clone())])
+    })?;
     let defaults = PnpOptions::default();
     let pnp = PnpOptions {
         pnp_f_t: args.pnp_f_t,
@@ -156,8 +181,8 @@ pub fn run(args: &EditArgs, device: &Device) -> Result<()> {
             audio_guidance_scale: args.audio_guidance,
             audio_strength: AdapterStrength::Global(args.audio_strength),
             steps: args.steps,
-            scheduler: args.scheduler.clone(),
-            seed: args.seed,
+            scheduler: args.scheduler.to_string(),
+            seed,
             ..AudioToImage::default()
         },
         inversion_prompt: args.inversion_prompt.clone(),
@@ -173,14 +198,7 @@ pub fn run(args: &EditArgs, device: &Device) -> Result<()> {
         Mode::Pnp => "inverting + editing",
         Mode::Sdedit => "editing",
     };
-    let bar = ProgressBar::new(args.steps as u64);
-    bar.set_style(
-        ProgressStyle::with_template(&format!(
-            "{{spinner}} {label} [{{bar:30}}] {{pos}}/{{len}} {{elapsed}} eta {{eta}}"
-        ))
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
+    let mut bar = StepBar::new(label, args.steps);
     let metadata = vec![
         ("sonic:mode".to_string(), format!("{:?}", args.mode)),
         ("sonic:image".to_string(), args.image.display().to_string()),
@@ -188,7 +206,12 @@ pub fn run(args: &EditArgs, device: &Device) -> Result<()> {
         ("sonic:prompt".to_string(), args.prompt.clone()),
         ("sonic:steps".to_string(), args.steps.to_string()),
         ("sonic:guidance".to_string(), args.guidance.to_string()),
-        ("sonic:seed".to_string(), args.seed.to_string()),
+        ("sonic:seed".to_string(), seed.to_string()),
+        ("sonic:scheduler".to_string(), args.scheduler.to_string()),
+        (
+            "Software".to_string(),
+            format!("sonic {}", env!("CARGO_PKG_VERSION")),
+        ),
     ];
     let result = edit_file(
         &pipe,
@@ -196,16 +219,13 @@ pub fn run(args: &EditArgs, device: &Device) -> Result<()> {
         &opts,
         embedding,
         &req,
-        &args.out,
+        &out,
         &metadata,
-        &mut |p| {
-            bar.set_length(p.total as u64);
-            bar.set_position(p.step as u64);
-        },
+        &mut |p| bar.update(p),
     );
-    bar.finish_and_clear();
+    bar.finish();
     for p in result? {
-        eprintln!("wrote {}", p.display());
+        println!("{}", p.display());
     }
     Ok(())
 }

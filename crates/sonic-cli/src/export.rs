@@ -23,30 +23,26 @@ pub struct ExportArgs {
     /// `diffusion_pytorch_model.safetensors`.
     #[arg(long)]
     pub unet_out: Option<PathBuf>,
-    /// The device: flex, ndarray, wgpu, wgpu-cpu, cuda[:N], metal.
-    #[arg(long, default_value = "flex")]
-    pub device: String,
 }
 
 /// Runs `sonic export`.
-pub fn run(args: &ExportArgs) -> Result<()> {
+pub fn run(args: &ExportArgs, device: &burn::tensor::Device) -> Result<()> {
     if args.out.is_none() && args.unet_out.is_none() {
         bail!("nothing to write: give --out FILE (adapters) and / or --unet-out FILE (whole UNet)");
     }
     if args.out.is_some() && args.adapters.is_none() {
         bail!("--out writes the adapters: it needs --adapters FILE (e.g. landscape.pt)");
     }
-    let device = sonic_core::device::parse_device(&args.device)?;
     let unet_dir = if args.model.join("unet").join("config.json").is_file() {
         args.model.join("unet")
     } else {
         args.model.clone()
     };
-    let mut unet = UNet2DConditionModel::from_dir(&unet_dir, &device)
+    let mut unet = UNet2DConditionModel::from_dir(&unet_dir, device)
         .with_context(|| format!("loading the UNet from {}", unet_dir.display()))?;
     if let Some(adapters) = &args.adapters {
         let (with, placement) = unet
-            .with_adapters(&WeightSource::from_path(adapters), &device)
+            .with_adapters(&WeightSource::from_path(adapters), device)
             .with_context(|| format!("loading adapters from {}", adapters.display()))?;
         unet = with;
         tracing::info!(?placement, "adapters loaded");

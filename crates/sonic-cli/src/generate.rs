@@ -1,10 +1,11 @@
-//! `sonic generate`: text-to-image from a local diffusers folder.
+//! `sonic generate`: images from a sound and / or a text prompt.
 
+use crate::ui::{StepBar, with_spinner};
 use anyhow::{Context, Result};
 use burn::tensor::Device;
-use indicatif::{ProgressBar, ProgressStyle};
 use sonic_pipeline::sonic::{AudioSource, SonicPipeline};
 use sonic_pipeline::{AudioToImage, StableDiffusion, TextToImage, text_to_image};
+use sonic_schedulers::SchedulerChoice;
 use sonic_unet::AdapterStrength;
 use std::path::PathBuf;
 
@@ -17,7 +18,7 @@ pub struct GenerateArgs {
     pub model: Option<PathBuf>,
     /// Use a released SonicDiffusion checkpoint: landscape or greatest-hits (SD v1.4, CLAP and
     /// the checkpoint are resolved from the cache, downloaded on first use unless --offline).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::values::checkpoint_parser())]
     pub preset: Option<sonic_pipeline::hub::Checkpoint>,
     #[command(flatten)]
     pub hub: crate::download::HubArgs,
@@ -33,12 +34,12 @@ pub struct GenerateArgs {
     /// Classifier-free guidance scale (no guidance when <= 1).
     #[arg(long, default_value_t = 7.5)]
     pub guidance: f64,
-    /// Scheduler: model, ddim, pndm, euler, euler-karras, dpm++2m, dpm++2m-karras.
-    #[arg(long, default_value = "model")]
-    pub scheduler: String,
-    /// Seed of the initial noise.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    /// The scheduler (`sonic schedulers` describes them).
+    #[arg(long, default_value = "model", value_parser = crate::values::scheduler_parser())]
+    pub scheduler: SchedulerChoice,
+    /// Seed of the initial noise; random when omitted (printed and stored in the image).
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// Width in pixels (a multiple of 8); default: the UNet's sample size x 8.
     #[arg(long)]
     pub width: Option<usize>,
@@ -48,9 +49,11 @@ pub struct GenerateArgs {
     /// Images to generate.
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
-    /// Output PNG (with several images: NAME-0.png, NAME-1.png, ...).
-    #[arg(long, default_value = "sonic.png")]
-    pub out: PathBuf,
+    /// The output image; the format follows the extension: .png, .jpg / .jpeg or .webp (with
+    /// several images: NAME-0.png, NAME-1.png, ...). Default: the first free sonic-NNNN.png
+    /// here (never overwritten; an explicit name is).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
     /// A sound to turn into a picture (WAV, FLAC, MP3, OGG).
     #[arg(long)]
     pub audio: Option<PathBuf>,
@@ -104,31 +107,18 @@ fn parse_mix(items: &[String]) -> Result<Vec<(AudioSource, f32)>> {
         .collect()
 }
 
-fn progress_bar(steps: usize) -> ProgressBar {
-    let bar = ProgressBar::new(steps as u64);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} denoising [{bar:30}] {pos}/{len} {elapsed} eta {eta}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    bar
-}
-
 /// Fills the model paths of `args` from `--preset`, downloading on first use.
 fn apply_preset(args: &GenerateArgs) -> Result<GenerateArgs> {
     let mut args = args.clone();
-    if let Some(which) = args.preset {
-        let files = crate::download::resolve_preset(which.preset(), &args.hub)?;
-        let ckpt = files
-            .checkpoint(which)
-            .with_context(|| format!("preset {} resolved without its checkpoint", which.name()))?;
-        args.model.get_or_insert(files.sd_dir.clone());
-        args.clap.get_or_insert(files.clap.clone());
-        args.projector.get_or_insert(ckpt.projector.clone());
-        args.adapters.get_or_insert(ckpt.adapters.clone());
-    }
+    let mut paths = crate::ui::ModelPaths {
+        model: args.model.take(),
+        clap: args.clap.take(),
+        projector: args.projector.take(),
+        adapters: args.adapters.take(),
+    };
+    paths.fill_from(args.preset, &args.hub)?;
+    (args.model, args.clap, args.projector, args.adapters) =
+        (paths.model, paths.clap, paths.projector, paths.adapters);
     Ok(args)
 }
 
@@ -138,7 +128,7 @@ fn model_dir(args: &GenerateArgs) -> Result<PathBuf> {
         .context("needs --model DIR (a diffusers folder) or --preset landscape|greatest-hits")
 }
 
-fn run_audio(args: &GenerateArgs, device: &Device) -> Result<()> {
+fn run_audio(args: &GenerateArgs, seed: u64, out: &std::path::Path, device: &Device) -> Result<()> {
     let model = model_dir(args)?;
     let need = |p: &Option<PathBuf>, flag: &str| {
         p.clone()
@@ -153,24 +143,29 @@ fn run_audio(args: &GenerateArgs, device: &Device) -> Result<()> {
     let pipe = match &args.projector_config {
         Some(c) => pipe.projector_config(c),
         None => pipe,
-    }
-    .build()?;
-    let default_px = sample_size(&model).unwrap_or(64) * pipe.sd.vae_scale_factor();
-    let embeddings = if !args.interpolate.is_empty() {
-        let [a, b] = args.interpolate.as_slice() else {
-            anyhow::bail!("--interpolate takes exactly two files: a.wav,b.wav");
-        };
-        pipe.interpolate(
-            &AudioSource::File(a.clone()),
-            &AudioSource::File(b.clone()),
-            args.frames,
-        )?
-    } else if !args.mix.is_empty() {
-        pipe.mix(&parse_mix(&args.mix)?)?
-    } else {
-        let audio = need(&args.audio, "--audio")?;
-        pipe.embed(&[AudioSource::File(audio)])?
     };
+    let pipe = with_spinner("loading the models", || pipe.build())?;
+    let default_px = pipe.sd.default_image_size();
+    let encoding = crate::ui::spinner("encoding the audio (CLAP)");
+    let embeddings = (|| -> Result<_> {
+        Ok(if !args.interpolate.is_empty() {
+            let [a, b] = args.interpolate.as_slice() else {
+                anyhow::bail!("--interpolate takes exactly two files: a.wav,b.wav");
+            };
+            pipe.interpolate(
+                &AudioSource::File(a.clone()),
+                &AudioSource::File(b.clone()),
+                args.frames,
+            )?
+        } else if !args.mix.is_empty() {
+            pipe.mix(&parse_mix(&args.mix)?)?
+        } else {
+            let audio = need(&args.audio, "--audio")?;
+            pipe.embed(&[AudioSource::File(audio)])?
+        })
+    })();
+    encoding.finish_and_clear();
+    let embeddings = embeddings?;
     let req = AudioToImage {
         prompt: args.prompt.clone(),
         negative_prompt: args.negative_prompt.clone(),
@@ -178,20 +173,17 @@ fn run_audio(args: &GenerateArgs, device: &Device) -> Result<()> {
         audio_guidance_scale: args.audio_guidance,
         audio_strength: AdapterStrength::Global(args.audio_strength),
         steps: args.steps,
-        scheduler: args.scheduler.clone(),
-        seed: args.seed,
+        scheduler: args.scheduler.to_string(),
+        seed,
         width: args.width.unwrap_or(default_px),
         height: args.height.unwrap_or(default_px),
         batch_size: args.batch,
         latents: None,
     };
-    let bar = progress_bar(args.steps);
-    let result = pipe.generate(embeddings, &req, &mut |p| {
-        bar.set_length(p.total as u64);
-        bar.set_position(p.step as u64);
-    });
-    bar.finish_and_clear();
-    let out = result?;
+    let mut bar = StepBar::new("denoising", args.steps);
+    let result = pipe.generate(embeddings, &req, &mut |p| bar.update(p));
+    bar.finish();
+    let images = result?;
     let sounds: Vec<String> = if !args.interpolate.is_empty() {
         args.interpolate
             .iter()
@@ -202,7 +194,7 @@ fn run_audio(args: &GenerateArgs, device: &Device) -> Result<()> {
     } else {
         args.audio.iter().map(|p| p.display().to_string()).collect()
     };
-    let mut metadata = common_metadata(args, &model, &req.scheduler, req.width, req.height);
+    let mut metadata = common_metadata(args, seed, &model, &req.scheduler, req.width, req.height);
     metadata.push(("sonic:audio".to_string(), sounds.join(",")));
     metadata.push((
         "sonic:audio_strength".to_string(),
@@ -211,7 +203,7 @@ fn run_audio(args: &GenerateArgs, device: &Device) -> Result<()> {
     if let Some(a) = args.audio_guidance {
         metadata.push(("sonic:audio_guidance".to_string(), a.to_string()));
     }
-    for p in sonic_pipeline::output::save_pngs(&out.images, &args.out, &metadata)? {
+    for p in sonic_pipeline::output::save_images(&images.images, out, &metadata)? {
         println!("{}", p.display());
     }
     Ok(())
@@ -219,6 +211,7 @@ fn run_audio(args: &GenerateArgs, device: &Device) -> Result<()> {
 
 fn common_metadata(
     args: &GenerateArgs,
+    seed: u64,
     model: &std::path::Path,
     scheduler: &str,
     width: usize,
@@ -234,7 +227,7 @@ fn common_metadata(
         ("sonic:steps".to_string(), args.steps.to_string()),
         ("sonic:guidance".to_string(), args.guidance.to_string()),
         ("sonic:scheduler".to_string(), scheduler.to_string()),
-        ("sonic:seed".to_string(), args.seed.to_string()),
+        ("sonic:seed".to_string(), seed.to_string()),
         ("sonic:size".to_string(), format!("{width}x{height}")),
         (
             "Software".to_string(),
@@ -243,43 +236,45 @@ fn common_metadata(
     ]
 }
 
-/// The UNet's `sample_size` from its config (latent pixels), if present.
-fn sample_size(model: &std::path::Path) -> Option<usize> {
-    let text = std::fs::read_to_string(model.join("unet").join("config.json")).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    v.get("sample_size")?.as_u64().map(|x| x as usize)
-}
-
 /// Runs `sonic generate`.
 pub fn run(args: &GenerateArgs, device: &Device) -> Result<()> {
+    if let Some(preset) = args.preset
+        && !args.wants_audio()
+    {
+        eprintln!(
+            "warning: --preset {} without --audio, --mix or --interpolate: the sound adapters \
+             stay idle and the picture comes from the text prompt alone",
+            preset.name()
+        );
+    }
     let args = &apply_preset(args)?;
+    let seed = crate::ui::seed(args.seed);
+    let out = crate::ui::output_path(args.out.as_deref(), "sonic", args.batch)?;
     if args.wants_audio() {
-        return run_audio(args, device);
+        return run_audio(args, seed, &out, device);
     }
     let model = model_dir(args)?;
-    let sd = StableDiffusion::from_dir(&model, device)
-        .with_context(|| format!("loading model {}", model.display()))?;
-    let default_px = sample_size(&model).unwrap_or(64) * sd.vae_scale_factor();
+    let sd = with_spinner("loading the models", || {
+        StableDiffusion::from_dir(&model, device)
+            .with_context(|| format!("loading model {}", model.display()))
+    })?;
+    let default_px = sd.default_image_size();
     let mut req = TextToImage::new(args.prompt.clone());
     req.negative_prompt = args.negative_prompt.clone();
     req.steps = args.steps;
     req.guidance_scale = args.guidance;
-    req.scheduler = args.scheduler.clone();
-    req.seed = args.seed;
+    req.scheduler = args.scheduler.to_string();
+    req.seed = seed;
     req.width = args.width.unwrap_or(default_px);
     req.height = args.height.unwrap_or(default_px);
     req.batch_size = args.batch;
 
-    let bar = progress_bar(args.steps);
-    let result = text_to_image(&sd, &req, &mut |p| {
-        bar.set_length(p.total as u64);
-        bar.set_position(p.step as u64);
-    });
-    bar.finish_and_clear();
-    let out = result?;
-    let metadata = common_metadata(args, &model, &req.scheduler, req.width, req.height);
-    let paths = sonic_pipeline::output::save_pngs(&out.images, &args.out, &metadata)?;
-    for p in paths {
+    let mut bar = StepBar::new("denoising", args.steps);
+    let result = text_to_image(&sd, &req, &mut |p| bar.update(p));
+    bar.finish();
+    let images = result?;
+    let metadata = common_metadata(args, seed, &model, &req.scheduler, req.width, req.height);
+    for p in sonic_pipeline::output::save_images(&images.images, &out, &metadata)? {
         println!("{}", p.display());
     }
     Ok(())

@@ -1,6 +1,7 @@
 //! The `sonic` command-line tool.
 
 mod bench;
+mod device;
 mod download;
 mod edit;
 mod export;
@@ -9,15 +10,45 @@ mod parity;
 mod toy_world;
 mod train;
 mod tune;
+mod ui;
+mod values;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
+
+const EXAMPLES: &str = "\
+Examples:
+  sonic download --preset landscape
+  sonic generate --preset landscape --audio rain.wav --prompt \"a painting\" --out rain.jpg
+  sonic generate --preset landscape --mix rain.wav:0.7,birds.wav:0.3
+  sonic edit --preset landscape --image photo.jpg --audio thunder.wav --out stormy.png
+  sonic generate --model ./stable-diffusion-v1-4 --prompt \"東京の夜\" --seed 7
+  sonic completions bash > ~/.local/share/bash-completion/completions/sonic
+
+Environment: SONIC_DEVICE (the device), SONIC_LOG or RUST_LOG (log filter, e.g. info),
+HF_HOME, HF_ENDPOINT, HF_TOKEN (the Hugging Face cache, mirror and token).";
+
+const GENERATE_EXAMPLES: &str = "\
+Examples:
+  sonic generate --preset landscape --audio rain.wav
+  sonic generate --preset greatest-hits --audio knock.wav --prompt \"a wooden door\" --seed 3
+  sonic generate --preset landscape --interpolate rain.wav,fire.wav --frames 5 --out mix.webp
+  sonic generate --model ./stable-diffusion-v1-4 --prompt \"a red fox\" --scheduler dpm++2m --steps 25";
+
+const EDIT_EXAMPLES: &str = "\
+Examples:
+  sonic edit --preset landscape --image photo.jpg --audio rain.wav
+  sonic edit --preset landscape --image photo.jpg --audio fire.wav --mode sdedit --strength 0.6";
 
 /// SonicDiffusion in Rust: turn sounds into pictures with a frozen Stable Diffusion.
 #[derive(Parser, Debug)]
-#[command(name = "sonic", version, about)]
+#[command(name = "sonic", version, about, after_help = EXAMPLES)]
 struct Cli {
+    /// The device; default: the best compiled-in one that works (cuda, metal, a wgpu GPU,
+    /// flex), printed at start.
+    #[arg(long, global = true, env = "SONIC_DEVICE", value_parser = device::DeviceParser)]
+    device: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -30,6 +61,11 @@ enum Command {
         #[command(flatten)]
         args: bench::BenchArgs,
     },
+    /// Print a shell completion script: `sonic completions bash|zsh|fish|elvish|powershell`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Run every case of a reference fixture folder (`reference/cases.json`) and compare with
     /// the PyTorch tensors: one line per case, `ok|FAIL|skip <case-id> max_abs=.. max_rel=.. tol=..`.
     Parity {
@@ -38,27 +74,22 @@ enum Command {
         /// Only these top-level sections (comma-separated, e.g. `text_encoder,vae`).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
-        /// The device: flex, ndarray, wgpu, wgpu-cpu, cuda[:N], metal.
-        #[arg(long, default_value = "flex")]
-        device: String,
     },
     /// Download Stable Diffusion v1.4, MS-CLAP 2022 and the released SonicDiffusion weights
     /// into the Hugging Face cache (HF_HOME, HF_ENDPOINT, HF_TOKEN honoured; resumable).
     Download {
-        /// Which released checkpoints: landscape, greatest-hits or all.
-        #[arg(long, default_value = "landscape")]
+        /// Which released checkpoints.
+        #[arg(long, default_value = "landscape", value_parser = values::preset_parser())]
         preset: sonic_pipeline::hub::Preset,
         #[command(flatten)]
         hub: download::HubArgs,
     },
     /// Edit a photo with a sound: Plug-and-Play feature injection after DDIM inversion, or
     /// SDEdit.
+    #[command(after_help = EDIT_EXAMPLES)]
     Edit {
         #[command(flatten)]
         args: edit::EditArgs,
-        /// The device: flex, ndarray, wgpu, wgpu-cpu, cuda[:N], metal.
-        #[arg(long, default_value = "flex")]
-        device: String,
     },
     /// Export weights as safetensors (e.g. the official adapter pickle as an adapter-only file).
     Export {
@@ -66,13 +97,15 @@ enum Command {
         args: export::ExportArgs,
     },
     /// Generate images from a sound and / or a text prompt.
+    #[command(after_help = GENERATE_EXAMPLES)]
     Generate {
         #[command(flatten)]
         args: generate::GenerateArgs,
-        /// The device: flex, ndarray, wgpu, wgpu-cpu, cuda[:N], metal.
-        #[arg(long, default_value = "flex")]
-        device: String,
     },
+    /// List the released checkpoints `--preset` takes, with their files.
+    Presets,
+    /// List the schedulers `--scheduler` takes.
+    Schedulers,
     /// Train the projector (stage 1) or the adapters (stage 2) from a manifest; resumable.
     Train {
         #[command(subcommand)]
@@ -83,9 +116,6 @@ enum Command {
     Tune {
         #[command(flatten)]
         args: tune::TuneArgs,
-        /// The device: flex, ndarray, wgpu, wgpu-cpu, cuda[:N], metal.
-        #[arg(long, default_value = "flex")]
-        device: String,
     },
 }
 
@@ -111,19 +141,51 @@ fn error_chain(e: &anyhow::Error) -> String {
     out
 }
 
+/// The log filter: `SONIC_LOG`, else `RUST_LOG`, else `warn`.
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_from_env("SONIC_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"))
+}
+
+fn print_presets() {
+    for c in sonic_pipeline::hub::Checkpoint::ALL {
+        println!("{:<14} {}", c.name(), values::checkpoint_help(c));
+        println!(
+            "{:<14} files: {} / {}, {}, {}",
+            "",
+            <sonic_pipeline::hub::HubRepo as sonic_pipeline::hub::KnownRepos>::sonic_space(),
+            c.projector_file(),
+            c.adapters_file(),
+            "with Stable Diffusion v1.4 and MS-CLAP 2022"
+        );
+    }
+    println!(
+        "\nUse: sonic generate --preset NAME --audio FILE; sonic download --preset NAME|all fetches \
+         them ahead (into HF_HOME)."
+    );
+}
+
 fn run() -> Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SONIC_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
+        .with_env_filter(log_filter())
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    let spec = cli.device.as_deref();
+    let device = device::announce;
     match cli.command {
-        Command::Bench { args } => bench::run(&args),
-        Command::Parity { dir, only, device } => {
-            let device = sonic_core::device::parse_device(&device)?;
+        Command::Bench { mut args } => {
+            let (_, name) = device(spec)?;
+            args.device = name;
+            bench::run(&args)
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "sonic", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Parity { dir, only } => {
+            let (device, _) = device(spec)?;
             let summary = parity::run(&dir, &only, &device)?;
             if summary.failed > 0 {
                 std::process::exit(1);
@@ -131,19 +193,20 @@ fn run() -> Result<()> {
             Ok(())
         }
         Command::Download { preset, hub } => download::run(preset, &hub),
-        Command::Edit { args, device } => {
-            let device = sonic_core::device::parse_device(&device)?;
-            edit::run(&args, &device)
+        Command::Edit { args } => edit::run(&args, &device(spec)?.0),
+        Command::Export { args } => export::run(&args, &device(spec)?.0),
+        Command::Generate { args } => generate::run(&args, &device(spec)?.0),
+        Command::Presets => {
+            print_presets();
+            Ok(())
         }
-        Command::Export { args } => export::run(&args),
-        Command::Generate { args, device } => {
-            let device = sonic_core::device::parse_device(&device)?;
-            generate::run(&args, &device)
+        Command::Schedulers => {
+            for c in sonic_schedulers::SchedulerChoice::ALL {
+                println!("{:<16} {}", c.name(), c.description());
+            }
+            Ok(())
         }
-        Command::Train { cmd } => train::run(&cmd),
-        Command::Tune { args, device } => {
-            let device = sonic_core::device::parse_device(&device)?;
-            tune::run(&args, &device)
-        }
+        Command::Train { cmd } => train::run(&cmd, spec),
+        Command::Tune { args } => tune::run(&args, &device(spec)?.0),
     }
 }

@@ -55,9 +55,13 @@ pub struct StageArgs {
     /// Continue from the newest checkpoint in --out.
     #[arg(long)]
     pub resume: bool,
-    /// The device: flex, ndarray, wgpu, wgpu-cpu, cuda[:N], metal.
-    #[arg(long, default_value = "flex")]
-    pub device: String,
+    /// Take Stable Diffusion v1.4 and CLAP (the frozen models) from a released preset's files
+    /// in the Hugging Face cache, downloaded on first use unless --offline; they override the
+    /// config's model.sd / model.clap, and --sd / --clap override them.
+    #[arg(long, value_parser = crate::values::checkpoint_parser())]
+    pub preset: Option<sonic_pipeline::hub::Checkpoint>,
+    #[command(flatten)]
+    pub hub: crate::download::HubArgs,
     /// Stable Diffusion folder (overrides the config's model.sd).
     #[arg(long)]
     pub sd: Option<PathBuf>,
@@ -85,10 +89,10 @@ pub struct StageArgs {
 }
 
 /// Runs a `sonic train` command.
-pub fn run(cmd: &TrainCommand) -> Result<()> {
+pub fn run(cmd: &TrainCommand, device: Option<&str>) -> Result<()> {
     match cmd {
-        TrainCommand::Stage1(a) => stage1(a),
-        TrainCommand::Stage2(a) => stage2(a),
+        TrainCommand::Stage1(a) => stage1(a, device),
+        TrainCommand::Stage2(a) => stage2(a, device),
         TrainCommand::ImportLabels { folder, out } => {
             let d = Dataset::import_labels_csv(folder)?;
             d.write_csv(out)?;
@@ -98,7 +102,12 @@ pub fn run(cmd: &TrainCommand) -> Result<()> {
     }
 }
 
-fn apply(model: &mut ModelPaths, a: &StageArgs) {
+fn apply(model: &mut ModelPaths, a: &StageArgs) -> Result<()> {
+    let mut preset = crate::ui::ModelPaths::default();
+    preset.fill_from(a.preset, &a.hub)?;
+    if preset.model.is_some() {
+        (model.sd, model.clap) = (preset.model, preset.clap);
+    }
     let set = |slot: &mut Option<PathBuf>, v: &Option<PathBuf>| {
         if let Some(v) = v {
             *slot = Some(v.clone());
@@ -109,6 +118,7 @@ fn apply(model: &mut ModelPaths, a: &StageArgs) {
     set(&mut model.projector, &a.projector);
     set(&mut model.projector_config, &a.projector_config);
     set(&mut model.adapters, &a.adapters);
+    Ok(())
 }
 
 fn need<'a>(p: &'a Option<PathBuf>, what: &str, flag: &str) -> Result<&'a Path> {
@@ -247,14 +257,14 @@ fn open_data(a: &StageArgs, val_fraction: f64, seed: u64) -> Result<(Dataset, Da
     Ok(dataset.split(val_fraction, seed)?)
 }
 
-fn stage1(a: &StageArgs) -> Result<()> {
+fn stage1(a: &StageArgs, device: Option<&str>) -> Result<()> {
     let mut cfg = Stage1Config::from_file(&a.config)?;
-    apply(&mut cfg.model, a);
+    apply(&mut cfg.model, a)?;
     if a.max_steps.is_some() {
         cfg.training.max_steps = a.max_steps;
     }
     check_out(a)?;
-    let device = sonic_core::device::parse_device(&a.device)?;
+    let (device, _) = crate::device::announce(device)?;
     let (train, val) = open_data(a, cfg.training.val_fraction, cfg.training.seed)?;
     let sd_dir = need(&cfg.model.sd, "Stable Diffusion folder", "sd")?;
     let clap_path = need(&cfg.model.clap, "CLAP checkpoint", "clap")?;
@@ -314,14 +324,14 @@ fn stage1(a: &StageArgs) -> Result<()> {
     Ok(())
 }
 
-fn stage2(a: &StageArgs) -> Result<()> {
+fn stage2(a: &StageArgs, device: Option<&str>) -> Result<()> {
     let mut cfg = Stage2Config::from_file(&a.config)?;
-    apply(&mut cfg.model, a);
+    apply(&mut cfg.model, a)?;
     if a.max_steps.is_some() {
         cfg.training.max_steps = a.max_steps;
     }
     check_out(a)?;
-    let device = sonic_core::device::parse_device(&a.device)?;
+    let (device, _) = crate::device::announce(device)?;
     let (train, val) = open_data(a, cfg.training.val_fraction, cfg.training.seed)?;
     let sd_dir = need(&cfg.model.sd, "Stable Diffusion folder", "sd")?;
     let clap_path = need(&cfg.model.clap, "CLAP checkpoint", "clap")?;

@@ -91,8 +91,14 @@ pub enum HubError {
         /// The hub's `x-error-message`, if any.
         server_message: Option<String>,
     },
-    /// The connection failed before a response came (DNS, TLS, refused, timeout).
-    #[error("{url}: request failed: {source}")]
+    /// The connection failed before a response came (DNS, TLS, refused, timeout); the message
+    /// says what to try.
+    #[error(
+        "{url}: request failed: {source}\nthe hub could not be reached; try: check the network \
+         connection; set HF_ENDPOINT to the URL of a hub mirror; or, with the files already in the cache, run with \
+         --offline (HF_HUB_OFFLINE=1); on a machine without access, run `sonic download` on one \
+         with access and copy its HF_HOME folder over"
+    )]
     Transport {
         /// The URL asked.
         url: String,

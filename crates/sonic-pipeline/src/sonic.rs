@@ -15,9 +15,23 @@
 //! let out = pipe.generate(emb, &req, &mut |p| eprintln!("{}/{}", p.step, p.total))?;
 //! # Ok(()) }
 //! ```
+//!
+//! Or from a released checkpoint, fetched into the Hugging Face cache on first use:
+//!
+//! ```no_run
+//! use sonic_pipeline::hub::{Checkpoint, HubOptions};
+//! use sonic_pipeline::sonic::SonicPipeline;
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let pipe = SonicPipeline::builder()
+//!     .preset(Checkpoint::Landscape)
+//!     .hub_options(HubOptions::from_env()?.with_offline(false))
+//!     .build()?;
+//! # Ok(()) }
+//! ```
 
 use crate::audio_to_image::{AudioToImage, audio_to_image};
 use crate::error::PipelineError;
+use crate::hub::{Checkpoint, HubOptions};
 use crate::sampling::{SamplingObserver, StepTensors};
 use crate::stable_diffusion::StableDiffusion;
 use crate::text_to_image::{Generation, Progress, seeded_noise};
@@ -62,13 +76,15 @@ pub struct SonicPipelineBuilder {
     adapters: Option<PathBuf>,
     device: Option<Device>,
     crop: Option<CropStart>,
+    preset: Option<Checkpoint>,
+    hub: Option<HubOptions>,
 }
 
 fn missing(name: &'static str) -> PipelineError {
     PipelineError::InvalidParameter {
         name,
         value: "unset".into(),
-        reason: format!("the builder needs `.{name}(path)`"),
+        reason: format!("the builder needs `.{name}(path)` or `.preset(checkpoint)`"),
     }
 }
 
@@ -109,23 +125,70 @@ impl SonicPipelineBuilder {
         self
     }
 
-    /// Loads everything.
+    /// A released checkpoint: Stable Diffusion v1.4, CLAP and the checkpoint's projector and
+    /// adapters are taken from the Hugging Face cache at [`Self::build`], downloaded on first
+    /// use (unless the hub options say offline). Paths set with the other methods win.
+    pub fn preset(mut self, checkpoint: Checkpoint) -> Self {
+        self.preset = Some(checkpoint);
+        self
+    }
+    /// Where and how [`Self::preset`] downloads (default: [`HubOptions::from_env`]).
+    pub fn hub_options(mut self, options: HubOptions) -> Self {
+        self.hub = Some(options);
+        self
+    }
+
+    /// Fills the paths not set from the preset's files (resolving them through the hub).
+    fn resolve_preset(mut self) -> Result<Self, PipelineError> {
+        let Some(which) = self.preset else {
+            return Ok(self);
+        };
+        let options = match self.hub.take() {
+            Some(o) => o,
+            None => HubOptions::from_env()?,
+        };
+        let files = crate::hub::resolve(which.preset(), &options, &mut |_| {})?;
+        let ckpt = files
+            .checkpoint(which)
+            .ok_or_else(|| PipelineError::InvalidParameter {
+                name: "preset",
+                value: which.name().into(),
+                reason: "resolved without its checkpoint files".into(),
+            })?;
+        self.model.get_or_insert(files.sd_dir.clone());
+        self.clap.get_or_insert(files.clap.clone());
+        self.projector.get_or_insert(ckpt.projector.clone());
+        self.adapters.get_or_insert(ckpt.adapters.clone());
+        Ok(self)
+    }
+
+    /// Loads everything (resolving [`Self::preset`] first).
     pub fn build(self) -> Result<SonicPipeline, PipelineError> {
-        let device = match self.device {
+        let this = self.resolve_preset()?;
+        let device = match this.device {
             Some(d) => d,
             None => sonic_core::device::default_device()?,
         };
-        let model = self.model.ok_or_else(|| missing("model"))?;
-        let clap_path = self.clap.ok_or_else(|| missing("clap"))?;
-        let projector_path = self.projector.ok_or_else(|| missing("projector"))?;
-        let adapters = self.adapters.ok_or_else(|| missing("adapters"))?;
+        let SonicPipelineBuilder {
+            model,
+            clap,
+            projector,
+            projector_config,
+            adapters,
+            crop,
+            ..
+        } = this;
+        let model = model.ok_or_else(|| missing("model"))?;
+        let clap_path = clap.ok_or_else(|| missing("clap"))?;
+        let projector_path = projector.ok_or_else(|| missing("projector"))?;
+        let adapters = adapters.ok_or_else(|| missing("adapters"))?;
         let sd = StableDiffusion::from_dir(&model, &device)?
             .with_adapters(&WeightSource::from_path(&adapters))?;
         let mut clap = ClapAudioEncoder::from_file(&clap_path, &device)?;
-        if let Some(c) = self.crop {
+        if let Some(c) = crop {
             clap = clap.with_crop(c);
         }
-        let projector = match &self.projector_config {
+        let projector = match &projector_config {
             Some(cfg) => Projector::from_files(&projector_path, cfg, &device)?,
             None => Projector::from_file(&projector_path, &device)?,
         };

@@ -106,6 +106,16 @@ impl StableDiffusion {
         self.vae.downsampling_factor()
     }
 
+    /// The image side the model was trained at: the UNet config's `sample_size` times
+    /// [`Self::vae_scale_factor`] (512 for SD 1.x); 512 when the config does not say.
+    pub fn default_image_size(&self) -> usize {
+        std::fs::read_to_string(self.dir.join("unet").join("config.json"))
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .and_then(|v| v.get("sample_size")?.as_u64())
+            .map_or(512, |s| s as usize * self.vae_scale_factor())
+    }
+
     /// Decodes latents (scaled by the VAE's scaling factor) to images in `[0, 1]`.
     pub fn decode_latents(&self, latents: Tensor<4>) -> Result<Tensor<4>, PipelineError> {
         let image = self

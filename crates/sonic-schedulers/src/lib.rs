@@ -43,6 +43,7 @@
 
 #![warn(missing_docs)]
 
+pub mod choice;
 mod common;
 pub mod config;
 pub mod ddim;
@@ -55,6 +56,7 @@ pub mod pndm;
 pub mod schedule;
 mod tables;
 
+pub use choice::SchedulerChoice;
 pub use config::{
     BetaConfig, BetaSchedule, FinalSigmasType, PredictionType, SchedulerKind, TimestepSpacing,
 };

@@ -7,9 +7,10 @@
 //! Paths are relative to the manifest's folder (absolute paths are kept as they are).
 //!
 //! - **CSV** (`.csv`): a header line naming the columns `audio`, `image`, `caption` and,
-//!   optionally, `label` (any order; other columns are an error). Fields may be quoted with
-//!   `"` (a `""` inside a quoted field is a quote), so captions can hold commas. CRLF line ends
-//!   are accepted. Empty lines are skipped.
+//!   optionally, `label` (any order; other columns are an error), read and written with the
+//!   `csv` crate: fields may be quoted with `"` (a `""` inside a quoted field is a quote), so
+//!   captions can hold commas, quotes and line breaks. CRLF line ends and a UTF-8 BOM are
+//!   accepted. Empty lines are skipped.
 //! - **JSON lines** (`.jsonl`): one object per line with the string keys `audio`, `image`,
 //!   `caption` and optionally `label` (a string or an integer); other keys are an error.
 //!
@@ -65,57 +66,38 @@ fn manifest_err(path: &Path, line: usize, field: &str, message: impl Into<String
     }
 }
 
-/// Splits one CSV line into fields (quotes with `""` escapes; a trailing `\r` is dropped).
-fn split_csv_line(line: &str) -> std::result::Result<Vec<String>, String> {
-    let line = line.strip_suffix('\r').unwrap_or(line);
-    let mut fields = Vec::new();
-    let mut cur = String::new();
-    let mut chars = line.chars().peekable();
-    let mut quoted = false;
-    let mut at_start = true;
-    while let Some(c) = chars.next() {
-        if quoted {
-            if c == '"' {
-                if chars.peek() == Some(&'"') {
-                    cur.push('"');
-                    chars.next();
-                } else {
-                    quoted = false;
-                    match chars.peek() {
-                        None | Some(',') => {}
-                        Some(other) => {
-                            return Err(format!("unexpected `{other}` after a closing quote"));
-                        }
-                    }
-                }
-            } else {
-                cur.push(c);
-            }
-        } else if c == '"' && at_start {
-            quoted = true;
-            at_start = false;
-        } else if c == ',' {
-            fields.push(std::mem::take(&mut cur));
-            at_start = true;
-        } else {
-            cur.push(c);
-            at_start = false;
+/// The records of a CSV text (through the `csv` crate: RFC 4180 quoting, so a quoted field
+/// may hold commas, `""` quotes and line breaks; CRLF accepted; a UTF-8 BOM is dropped), each
+/// with the 1-based line it starts on. Rows whose fields are all blank are skipped.
+fn csv_rows(path: &Path, text: &str) -> Result<Vec<(usize, Vec<String>)>> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    // The 1-based line of the first character at or after `pos` that is not a line break (a
+    // record's position may point at the terminator before it or at skipped blank lines).
+    let line_at = |pos: Option<&csv::Position>| {
+        let bytes = text.as_bytes();
+        let mut at = pos.map_or(0, |p| usize::try_from(p.byte()).unwrap_or(usize::MAX));
+        at = at.min(bytes.len());
+        while at < bytes.len() && matches!(bytes[at], b'\r' | b'\n') {
+            at += 1;
         }
+        1 + bytes[..at].iter().filter(|&&b| b == b'\n').count()
+    };
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(text.as_bytes());
+    let mut rows = Vec::new();
+    for record in reader.records() {
+        let record = record
+            .map_err(|e| manifest_err(path, line_at(e.position()), "<line>", e.to_string()))?;
+        let line = line_at(record.position());
+        let fields: Vec<String> = record.iter().map(str::to_string).collect();
+        if fields.iter().all(|f| f.trim().is_empty()) {
+            continue;
+        }
+        rows.push((line, fields));
     }
-    if quoted {
-        return Err("unterminated quoted field".into());
-    }
-    fields.push(cur);
-    Ok(fields)
-}
-
-/// Quotes a CSV field when it needs it.
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) || s.starts_with(' ') || s.ends_with(' ') {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
+    Ok(rows)
 }
 
 fn resolve(base: &Path, p: &str) -> PathBuf {
@@ -163,13 +145,10 @@ impl Dataset {
     }
 
     fn parse_csv(path: &Path, base: &Path, text: &str) -> Result<Vec<Record>> {
-        let mut lines = text.split('\n').enumerate().map(|(i, l)| (i + 1, l));
-        let (hline, header) = lines
-            .by_ref()
-            .find(|(_, l)| !l.trim().is_empty())
+        let mut rows = csv_rows(path, text)?.into_iter();
+        let (hline, header) = rows
+            .next()
             .ok_or_else(|| manifest_err(path, 1, "<header>", "empty manifest"))?;
-        let header =
-            split_csv_line(header).map_err(|m| manifest_err(path, hline, "<header>", m))?;
         let mut col = BTreeMap::new();
         for (i, name) in header.iter().enumerate() {
             let name = name.trim();
@@ -191,11 +170,7 @@ impl Dataset {
             }
         }
         let mut out = Vec::new();
-        for (n, line) in lines {
-            if line.trim().is_empty() {
-                continue;
-            }
-            let fields = split_csv_line(line).map_err(|m| manifest_err(path, n, "<line>", m))?;
+        for (n, fields) in rows {
             if fields.len() != header.len() {
                 return Err(manifest_err(
                     path,
@@ -308,16 +283,10 @@ impl Dataset {
         let bytes = std::fs::read(&path).map_err(|e| TrainError::io(&path, e))?;
         let text = String::from_utf8(bytes)
             .map_err(|e| manifest_err(&path, 1, "<file>", format!("not UTF-8: {e}")))?;
-        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
         let mut records = Vec::new();
         let mut caption_col = None;
         let mut first = true;
-        for (i, line) in text.split('\n').enumerate() {
-            let n = i + 1;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let fields = split_csv_line(line).map_err(|m| manifest_err(&path, n, "<line>", m))?;
+        for (n, fields) in csv_rows(&path, &text)? {
             let trimmed: Vec<&str> = fields.iter().map(|f| f.trim()).collect();
             if first {
                 first = false;
@@ -391,24 +360,27 @@ impl Dataset {
                 .into_owned()
         };
         let with_label = self.records.iter().any(|r| r.label.is_some());
-        let mut out = String::from(if with_label {
-            "audio,image,caption,label\n"
+        let csv_err = |e: csv::Error| manifest_err(path, 1, "<file>", e.to_string());
+        let mut writer = csv::WriterBuilder::new()
+            .terminator(csv::Terminator::Any(b'\n'))
+            .from_writer(Vec::new());
+        let header: &[&str] = if with_label {
+            &["audio", "image", "caption", "label"]
         } else {
-            "audio,image,caption\n"
-        });
+            &["audio", "image", "caption"]
+        };
+        writer.write_record(header).map_err(csv_err)?;
         for r in &self.records {
-            out.push_str(&csv_field(&rel(&r.audio)));
-            out.push(',');
-            out.push_str(&csv_field(&rel(&r.image)));
-            out.push(',');
-            out.push_str(&csv_field(&r.caption));
+            let mut row = vec![rel(&r.audio), rel(&r.image), r.caption.clone()];
             if with_label {
-                out.push(',');
-                out.push_str(&csv_field(r.label.as_deref().unwrap_or("")));
+                row.push(r.label.clone().unwrap_or_default());
             }
-            out.push('\n');
+            writer.write_record(&row).map_err(csv_err)?;
         }
-        Ok(sonic_core::config::write_atomic(path, out.as_bytes())?)
+        let out = writer
+            .into_inner()
+            .map_err(|e| manifest_err(path, 1, "<file>", e.to_string()))?;
+        Ok(sonic_core::config::write_atomic(path, &out)?)
     }
 
     /// The number of records.
@@ -504,15 +476,60 @@ mod tests {
     use super::*;
 
     #[test]
-    fn csv_lines_split_with_quotes() {
-        assert_eq!(
-            split_csv_line("a,\"b, c\",\"say \"\"hi\"\"\"\r").unwrap(),
-            vec!["a", "b, c", "say \"hi\""]
-        );
-        assert_eq!(split_csv_line("a,,").unwrap(), vec!["a", "", ""]);
-        assert!(split_csv_line("a,\"b").is_err());
-        assert!(split_csv_line("\"a\"b,c").is_err());
-        assert_eq!(csv_field("x, y"), "\"x, y\"");
-        assert_eq!(split_csv_line(&csv_field("q\"q,")).unwrap(), vec!["q\"q,"]);
+    fn csv_manifest_round_trips_any_caption() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["a.wav", "a.png", "b c.wav", "b c.png"] {
+            std::fs::write(dir.path().join(f), b"x").unwrap();
+        }
+        let captions = [
+            "a line\nbreak, \"quoted\", and commas",
+            " leading space, CRLF\r\nend ",
+        ];
+        let records: Vec<Record> = [("a", captions[0]), ("b c", captions[1])]
+            .iter()
+            .enumerate()
+            .map(|(i, (stem, caption))| Record {
+                audio: dir.path().join(format!("{stem}.wav")),
+                image: dir.path().join(format!("{stem}.png")),
+                caption: caption.to_string(),
+                label: Some(format!("class, {i}")),
+                line: 0,
+            })
+            .collect();
+        let manifest = dir.path().join("m.csv");
+        Dataset {
+            source: manifest.clone(),
+            records: records.clone(),
+        }
+        .write_csv(&manifest)
+        .unwrap();
+        let back = Dataset::open(&manifest).unwrap();
+        assert_eq!(back.records.len(), 2);
+        for (got, want) in back.records.iter().zip(&records) {
+            assert_eq!(got.caption, want.caption);
+            assert_eq!(got.label, want.label);
+            assert_eq!(got.audio, want.audio);
+        }
+        // The second record starts on line 4: the first caption spans lines 2-3.
+        assert_eq!(back.records[1].line, 4);
+        // A BOM (as spreadsheet programs write) is dropped by both readers.
+        let text = std::fs::read_to_string(&manifest).unwrap();
+        std::fs::write(&manifest, format!("\u{feff}{text}")).unwrap();
+        assert_eq!(Dataset::open(&manifest).unwrap().records.len(), 2);
+        std::fs::write(
+            dir.path().join("labels.csv"),
+            "\u{feff}path,label\r\na.wav,\"x, y\"\r\n",
+        )
+        .unwrap();
+        let imported = Dataset::import_labels_csv(dir.path()).unwrap();
+        assert_eq!(imported.records[0].label.as_deref(), Some("x, y"));
+        // A row with too many fields is an error naming the manifest and the line.
+        std::fs::write(
+            &manifest,
+            "audio,image,caption\na.wav,a.png,\"x\ny\",extra\n",
+        )
+        .unwrap();
+        let e = Dataset::open(&manifest).unwrap_err();
+        assert!(e.to_string().contains("m.csv:2"), "{e}");
     }
 }
