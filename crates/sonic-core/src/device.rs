@@ -61,6 +61,7 @@ fn unavailable(spec: &str, feature: &str) -> CoreError {
 /// `metal`.
 pub fn parse_device(spec: &str) -> Result<Device> {
     let s = spec.trim().to_ascii_lowercase();
+    #[allow(unused_variables)]
     let (name, index) = match s.split_once(':') {
         Some((n, i)) => {
             let idx: usize = i.parse().map_err(|_| CoreError::Device {
@@ -71,8 +72,6 @@ pub fn parse_device(spec: &str) -> Result<Device> {
         }
         None => (s.clone(), None),
     };
-    #[allow(unused_variables)]
-    let index = index;
     match name.as_str() {
         "flex" => {
             #[cfg(feature = "flex")]

@@ -39,7 +39,7 @@ pub fn group_norm_with<const D: usize>(
     let fits = D >= 3
         && dims[1] == gn.num_channels
         && gn.num_groups > 0
-        && dims[1] % gn.num_groups == 0
+        && dims[1].is_multiple_of(gn.num_groups)
         && dims.iter().product::<usize>() > 0
         && matches!(x.dtype(), DType::F32 | DType::BF16)
         && on_plain_flex(&x.device())
