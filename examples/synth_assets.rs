@@ -62,7 +62,7 @@ fn birdsong() -> Vec<f32> {
         let f = 2500.0
             + 2000.0
                 * (chirp_t / 0.12)
-                * if (t / 0.25) as usize % 2 == 0 {
+                * if ((t / 0.25) as usize).is_multiple_of(2) {
                     1.0
                 } else {
                     -0.5

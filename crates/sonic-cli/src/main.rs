@@ -1,5 +1,9 @@
 //! The `sonic` command-line tool.
 
+// The arguments' doc comments are clap's `--help` text, written for a terminal: `<out>` and
+// `cuda[:N]` there are placeholders, not HTML or links.
+#![allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
+
 mod bench;
 mod device;
 mod download;
@@ -152,12 +156,11 @@ fn print_presets() {
     for c in sonic_pipeline::hub::Checkpoint::ALL {
         println!("{:<14} {}", c.name(), values::checkpoint_help(c));
         println!(
-            "{:<14} files: {} / {}, {}, {}",
+            "{:<14} files: {} / {}, {}, with Stable Diffusion v1.4 and MS-CLAP 2022",
             "",
             <sonic_pipeline::hub::HubRepo as sonic_pipeline::hub::KnownRepos>::sonic_space(),
             c.projector_file(),
-            c.adapters_file(),
-            "with Stable Diffusion v1.4 and MS-CLAP 2022"
+            c.adapters_file()
         );
     }
     println!(

@@ -76,7 +76,9 @@ impl ClipTextConfig {
 
     fn validate(&self, origin: &Path) -> Result<(), ClipError> {
         self.activation(origin)?;
-        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+        if self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
             return Err(sonic_core::config::unsupported(
                 origin,
                 "num_attention_heads",

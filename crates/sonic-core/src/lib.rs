@@ -1,6 +1,6 @@
 //! Plumbing shared by every sonic-diffusion crate.
 //!
-//! - [`device`]: choosing a Burn [`Device`](burn::tensor::Device) from a string such as
+//! - [`device`]: choosing a Burn [`Device`] from a string such as
 //!   `flex`, `ndarray`, `wgpu` or `cuda:1`;
 //! - [`weights`]: reading `*.safetensors` files into Burn modules with key remapping and
 //!   shape checks, turning every mismatch into a typed error that names the file and key;

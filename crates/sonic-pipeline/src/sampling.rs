@@ -155,7 +155,7 @@ pub fn denoise(
             observer.unet_hook(),
         )?;
         let branch_eps: Vec<Tensor<4>> = (0..n)
-            .map(|k| eps_all.clone().slice([k * b..(k + 1) * b]))
+            .map(|k| eps_all.clone().narrow(0, k * b, b))
             .collect();
         let eps = guidance
             .combine(&branch_eps)

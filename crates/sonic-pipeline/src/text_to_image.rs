@@ -82,7 +82,7 @@ pub fn seeded_noise(shape: [usize; 4], seed: u64, device: &burn::tensor::Device)
 
 /// Checks a pixel size against the VAE factor.
 pub fn check_size(name: &'static str, value: usize, factor: usize) -> Result<usize, PipelineError> {
-    if value == 0 || value % factor != 0 {
+    if value == 0 || !value.is_multiple_of(factor) {
         return Err(PipelineError::InvalidParameter {
             name,
             value: value.to_string(),

@@ -237,7 +237,7 @@ impl UNetConfig {
             unsupported(origin, key, value, reason).into()
         };
         if n == 0 {
-            return Err(err("block_out_channels", &"[]", "needs at least one level"));
+            return Err(err("block_out_channels", "[]", "needs at least one level"));
         }
         if self.down_block_types.len() != n || self.up_block_types.len() != n {
             return Err(err(
@@ -254,7 +254,7 @@ impl UNetConfig {
                 other => {
                     return Err(err(
                         "down_block_types",
-                        &other,
+                        other,
                         "supported: CrossAttnDownBlock2D, DownBlock2D",
                     ));
                 }
@@ -268,7 +268,7 @@ impl UNetConfig {
                 other => {
                     return Err(err(
                         "up_block_types",
-                        &other,
+                        other,
                         "supported: CrossAttnUpBlock2D, UpBlock2D",
                     ));
                 }
@@ -406,7 +406,7 @@ impl UNetConfig {
             .ok_or_else(|| {
                 err(
                     "attention_head_dim",
-                    &"null",
+                    "null",
                     "one of attention_head_dim / num_attention_heads must be set",
                 )
             })?;

@@ -85,9 +85,9 @@ impl UNet2DConditionModel {
 
         let mut down_blocks = Vec::with_capacity(n);
         let mut c_out = boc[0];
-        for i in 0..n {
+        for (i, &level_out) in boc.iter().enumerate().take(n) {
             let c_in = c_out;
-            c_out = boc[i];
+            c_out = level_out;
             let last = i + 1 == n;
             down_blocks.push(DownBlock::new(
                 c_in,
