@@ -5,7 +5,7 @@
 #
 #   bash scripts/check_fixture_generator.sh [FOLDER]
 #
-# It needs the generators' venv (scripts/fixtures.sh makes it; about 3 GB of downloads). When
+# It needs the generators' venv (scripts/fixtures.sh makes it; about 2.7 GB of downloads). When
 # no venv is there and SONIC_FIXTURES_OFFLINE=1, it skips with a message instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."

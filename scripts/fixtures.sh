@@ -5,18 +5,21 @@
 # (tools/fixtures/manifest.json: every file's sha256 and every tensor's shape).
 #
 #   bash scripts/fixtures.sh [DIR] [FOLDER...]
+#   bash scripts/fixtures.sh --setup        # only create the venv
 #
 # DIR defaults to $XDG_CACHE_HOME/sonic-diffusion/fixtures (~/.cache/...). FOLDERs default to
 # every folder the tests use. The venv lives in $SONIC_FIXTURES_VENV (default
 # $XDG_CACHE_HOME/sonic-diffusion/venv) and is reused. Needs python3 (>= 3.10) with venv.
 #
 # Download: PyPI's Linux torch wheel depends on NVIDIA's CUDA libraries, so the first run
-# downloads about 3 GB (torch 530 MB + CUDA libraries; 4.8 GB installed), although the
+# downloads about 2.7 GB (torch 530 MB + CUDA libraries; 5 GB installed), although the
 # generators run on the CPU only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
 CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/sonic-diffusion"
+SETUP_ONLY=0
+if [ "${1:-}" = --setup ]; then SETUP_ONLY=1; shift; fi
 DIR="${1:-$CACHE/fixtures}"
 [ $# -gt 0 ] && shift
 ALL=(schedulers-sd sd15-tiny sd21-tiny sonic-tiny sonic-projector-full eval-tiny fast-tiny)
@@ -32,7 +35,8 @@ say() { echo "[fixtures] $*" >&2; }
 generator() { echo "$ROOT/tools/fixtures/${1//-/_}.py"; }
 
 missing=()
-for f in "${FOLDERS[@]}"; do
+[ "$SETUP_ONLY" = 1 ] && FOLDERS=()
+for f in ${FOLDERS[@]+"${FOLDERS[@]}"}; do
   [ -f "$(generator "$f")" ] || missing+=("$f")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -45,8 +49,8 @@ stamp="$VENV/.requirements.sha256"
 want="$(sha256sum "$REQ" | cut -d' ' -f1)"
 if [ ! -x "$PY" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   say "creating the Python venv $VENV with the pinned packages of $REQ"
-  say "this downloads about 3 GB from PyPI once (torch's Linux wheel pulls NVIDIA's CUDA"
-  say "libraries, unused here: the generators run on the CPU) and takes about 4.8 GB of disk"
+  say "this downloads about 2.7 GB from PyPI once (torch's Linux wheel pulls NVIDIA's CUDA"
+  say "libraries, unused here: the generators run on the CPU) and takes about 5 GB of disk"
   rm -rf "$VENV"
   python3 -m venv "$VENV"
   "$PY" -m pip install --quiet --upgrade pip
@@ -56,6 +60,10 @@ if [ ! -x "$PY" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 else
   say "using the venv $VENV"
+fi
+if [ "$SETUP_ONLY" = 1 ]; then
+  say "venv ready: $VENV"
+  exit 0
 fi
 
 mkdir -p "$DIR"

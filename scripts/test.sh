@@ -4,7 +4,7 @@
 # compiler and the reference fixtures, looked for in order at $SONIC_FIXTURES,
 # ../shared/fixtures and $XDG_CACHE_HOME/sonic-diffusion/fixtures (~/.cache/...). When none
 # holds them, scripts/fixtures.sh first builds them into the cache folder from the project's
-# own generators (a one-time download of the pinned Python packages, about 3 GB);
+# own generators (a one-time download of the pinned Python packages, about 2.7 GB);
 # SONIC_FIXTURES_OFFLINE=1 makes it stop instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
