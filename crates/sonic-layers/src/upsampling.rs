@@ -1,6 +1,6 @@
 //! `Upsample2D`: nearest-neighbour upsampling followed by a 3x3 convolution.
 
-use burn::module::{Module, Param};
+use burn::module::{Module, Param, ParamId};
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::tensor::module::interpolate;
@@ -85,9 +85,13 @@ pub fn upsample2x_conv3x3(conv: &Conv2d, x: Tensor<4>) -> Result<Tensor<4>, Tens
     // Source offsets -1..=+1 around each pixel: pad 1 on every side, 2x2 windows give
     // (h + 1) x (w + 1) outputs, parity (a, b) takes rows a.. and columns b.. of its group.
     // Run as a convolution module so that `conv2d_forward` picks im2col at low resolution.
+    // `Param::initialized` keeps the folded tensors as they are: on an autodiff device they are
+    // results of the stored weights (gradients flow back to those), not new leaves, which
+    // `Param::from_tensor` would try to make them.
+    let param = |t: Tensor<4>| Param::initialized(ParamId::new(), t);
     let folded = Conv2d {
-        weight: Param::from_tensor(Tensor::cat(kernels, 0)),
-        bias: bias.map(Param::from_tensor),
+        weight: param(Tensor::cat(kernels, 0)),
+        bias: bias.map(|b| Param::initialized(ParamId::new(), b)),
         stride: [1, 1],
         kernel_size: [2, 2],
         dilation: [1, 1],

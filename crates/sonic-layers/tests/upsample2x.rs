@@ -48,3 +48,46 @@ fn other_sizes_keep_the_literal_path() {
     assert_eq!(got.dims(), [1, 6, 9, 7]);
     assert_eq!(max_rel(got, up.forward_reference(x, [9, 7])), 0.0);
 }
+
+/// On an autodiff device (training: the UNet's up-samplers sit between the adapters and the
+/// loss), the rewrite differentiates as the literal path does, for the input and for the
+/// stored weights, whether those are tracked or frozen.
+#[test]
+fn the_rewrite_differentiates_like_upsample_then_3x3() {
+    let device = Device::flex();
+    let d = Distribution::Normal(0.0, 1.0);
+    let [b, ci, co, h, w] = [2, 6, 5, 3, 4];
+    for tracked_weights in [true, false] {
+        let mut up = Upsample2D::new(ci, co, &device);
+        up.conv.bias = Some(Param::from_tensor(Tensor::random([co], d, &device)));
+        let to_ad = |p: Param<Tensor<4>>| p.map(|t| t.autodiff()).set_require_grad(tracked_weights);
+        up.conv.weight = to_ad(up.conv.weight);
+        up.conv.bias = up
+            .conv
+            .bias
+            .map(|p| p.map(|t| t.autodiff()).set_require_grad(tracked_weights));
+        let x0 = Tensor::<4>::random([b, ci, h, w], d, &device);
+        let upstream = Tensor::<4>::random([b, co, 2 * h, 2 * w], d, &device);
+        let grads_of = |fast: bool| {
+            let x = x0.clone().autodiff().require_grad();
+            let y = if fast {
+                up.forward(x.clone(), None)
+            } else {
+                up.forward_reference(x.clone(), [2 * h, 2 * w])
+            };
+            let g = (y * upstream.clone().autodiff()).sum().backward();
+            let gx = x.grad(&g).expect("input gradient");
+            let gw = up.conv.weight.val().grad(&g);
+            (gx, gw)
+        };
+        let (fx, fw) = grads_of(true);
+        let (rx, rw) = grads_of(false);
+        let e = max_rel(fx, rx);
+        assert!(e < 2e-6, "input gradient: max rel error {e}");
+        assert_eq!(fw.is_some(), tracked_weights);
+        if let (Some(fw), Some(rw)) = (fw, rw) {
+            let e = max_rel(fw, rw);
+            assert!(e < 2e-6, "weight gradient: max rel error {e}");
+        }
+    }
+}
