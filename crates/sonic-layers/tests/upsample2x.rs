@@ -60,8 +60,11 @@ fn the_rewrite_differentiates_like_upsample_then_3x3() {
     for tracked_weights in [true, false] {
         let mut up = Upsample2D::new(ci, co, &device);
         up.conv.bias = Some(Param::from_tensor(Tensor::random([co], d, &device)));
-        let to_ad = |p: Param<Tensor<4>>| p.map(|t| t.autodiff()).set_require_grad(tracked_weights);
-        up.conv.weight = to_ad(up.conv.weight);
+        up.conv.weight = up
+            .conv
+            .weight
+            .map(|t| t.autodiff())
+            .set_require_grad(tracked_weights);
         up.conv.bias = up
             .conv
             .bias
