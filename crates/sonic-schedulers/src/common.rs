@@ -23,6 +23,18 @@ pub(crate) fn check_index(class: &str, operation: &str, index: usize, len: usize
     Ok(())
 }
 
+/// Checks that `n` inference steps fit in `num_train` training timesteps (and are not 0).
+pub(crate) fn check_steps(class: &str, n: usize, num_train: usize) -> Result<()> {
+    if n == 0 || n > num_train {
+        return Err(SchedulerError::InvalidStepCount {
+            class: class.to_string(),
+            steps: n,
+            max: num_train,
+        });
+    }
+    Ok(())
+}
+
 /// Checks that two tensors have the same shape.
 pub(crate) fn check_same_shape(what: &str, a: &Tensor<4>, b: &Tensor<4>) -> Result<()> {
     let (da, db) = (a.dims(), b.dims());

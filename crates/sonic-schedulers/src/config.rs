@@ -9,7 +9,8 @@
 //! with [`SchedulerError::InvalidConfigValue`].
 
 use crate::error::{Result, SchedulerError};
-use crate::json::lenient_f64;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use std::fmt;
 
@@ -92,13 +93,15 @@ impl fmt::Display for SchedulerKind {
 }
 
 /// How the betas of the training noise schedule are made (`beta_schedule`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum BetaSchedule {
     /// `"linear"`: `linspace(beta_start, beta_end)` in float32.
     Linear,
     /// `"scaled_linear"`: `linspace(sqrt(beta_start), sqrt(beta_end))²` in float32 (SD).
     ScaledLinear,
     /// `"squaredcos_cap_v2"`: the Glide cosine schedule (float64, then float32).
+    #[serde(rename = "squaredcos_cap_v2")]
     SquaredCosCapV2,
     /// `"sigmoid"`: `sigmoid(linspace(-6, 6)) * (beta_end - beta_start) + beta_start`
     /// (DDPMScheduler only).
@@ -118,13 +121,15 @@ impl BetaSchedule {
 }
 
 /// What the model predicts (`prediction_type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum PredictionType {
     /// `"epsilon"`: the noise.
     Epsilon,
     /// `"v_prediction"`: the velocity `sqrt(ᾱ) ε - sqrt(1 - ᾱ) x0`.
     VPrediction,
     /// `"sample"` (also `"original_sample"` for Euler): the clean sample x0.
+    #[serde(alias = "original_sample")]
     Sample,
 }
 
@@ -140,7 +145,8 @@ impl PredictionType {
 }
 
 /// How inference timesteps are spread over the training timesteps (`timestep_spacing`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum TimestepSpacing {
     /// `"leading"`: multiples of `num_train_timesteps / n`, plus `steps_offset`.
     Leading,
@@ -162,7 +168,8 @@ impl TimestepSpacing {
 }
 
 /// The sigma appended after the last inference sigma (`final_sigmas_type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum FinalSigmasType {
     /// `"zero"`: the last step lands on the clean sample.
     Zero,
@@ -170,25 +177,139 @@ pub enum FinalSigmasType {
     SigmaMin,
 }
 
-/// Reads keys of one config object, producing errors that name the class and the key.
-pub(crate) struct ConfigReader<'a> {
-    class: &'static str,
-    map: &'a Map<String, Value>,
-    /// Keys listed in `_use_default_values`: read as absent (diffusers' `extract_init_dict`).
-    used_defaults: Vec<&'a str>,
+/// One rule of [`REJECTIONS`]: which values of a key this crate does not implement.
+#[derive(Debug, Clone, Copy)]
+enum Rule {
+    /// `true` is rejected (a feature switch that is not implemented).
+    True(&'static str),
+    /// Any non-null value is rejected.
+    Present(&'static str),
+    /// A string outside the list is rejected ("CLASS supports: ..." names the list).
+    OneOf(&'static [&'static str]),
 }
 
-fn describe(value: &Value) -> String {
-    match value {
-        Value::Null => "null".into(),
-        Value::Bool(_) => "a boolean".into(),
-        Value::Number(_) => "a number".into(),
-        Value::String(_) => "a string".into(),
-        Value::Array(_) => "an array".into(),
-        Value::Object(_) => "an object".into(),
+const DDIM: &str = "DDIMScheduler";
+const DDIM_INV: &str = "DDIMInverseScheduler";
+const PNDM: &str = "PNDMScheduler";
+const EULER: &str = "EulerDiscreteScheduler";
+const DPM: &str = "DPMSolverMultistepScheduler";
+const DDPM: &str = "DDPMScheduler";
+const SAMPLERS: &[&str] = &[DDIM, DDIM_INV, PNDM, EULER, DPM];
+const BETAS: &[&str] = &["linear", "scaled_linear", "squaredcos_cap_v2"];
+const ALL_SPACINGS: &[&str] = &["leading", "trailing", "linspace"];
+const SIGMA_SPACING: &str = "not implemented (use_karras_sigmas is)";
+
+/// The settings diffusers has that this crate does not implement: `(classes, key, rule)`.
+/// A config value matched here is rejected with [`SchedulerError::UnsupportedConfig`] naming
+/// the key and the value. Rules that depend on other keys (PNDM's `skip_prk_steps` default,
+/// Euler's continuous timesteps with v-prediction, DPM's `solver_order`) live with their
+/// class.
+const REJECTIONS: &[(&[&str], &str, Rule)] = &[
+    (SAMPLERS, "beta_schedule", Rule::OneOf(BETAS)),
+    (
+        &[DDPM],
+        "beta_schedule",
+        Rule::OneOf(&["linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid"]),
+    ),
+    (
+        &[DDIM, DDIM_INV, DPM, DDPM],
+        "prediction_type",
+        Rule::OneOf(&["epsilon", "sample", "v_prediction"]),
+    ),
+    (
+        &[PNDM],
+        "prediction_type",
+        Rule::OneOf(&["epsilon", "v_prediction"]),
+    ),
+    (
+        &[EULER],
+        "prediction_type",
+        Rule::OneOf(&["epsilon", "v_prediction", "sample", "original_sample"]),
+    ),
+    (
+        &[DDIM, PNDM, EULER, DPM],
+        "timestep_spacing",
+        Rule::OneOf(ALL_SPACINGS),
+    ),
+    (
+        &[DDIM_INV],
+        "timestep_spacing",
+        Rule::OneOf(&["leading", "trailing"]),
+    ),
+    (
+        &[DDIM, DPM],
+        "thresholding",
+        Rule::True("dynamic thresholding is not implemented (SD latents do not use it)"),
+    ),
+    (
+        &[EULER, DPM],
+        "use_exponential_sigmas",
+        Rule::True(SIGMA_SPACING),
+    ),
+    (&[EULER, DPM], "use_beta_sigmas", Rule::True(SIGMA_SPACING)),
+    (
+        &[EULER, DPM],
+        "final_sigmas_type",
+        Rule::OneOf(&["zero", "sigma_min"]),
+    ),
+    (&[EULER], "interpolation_type", Rule::OneOf(&["linear"])),
+    (
+        &[EULER],
+        "timestep_type",
+        Rule::OneOf(&["discrete", "continuous"]),
+    ),
+    // diffusers reads deis as dpmsolver++ and logrho / bh1 / bh2 as midpoint.
+    (
+        &[DPM],
+        "algorithm_type",
+        Rule::OneOf(&["dpmsolver++", "deis"]),
+    ),
+    (
+        &[DPM],
+        "solver_type",
+        Rule::OneOf(&["midpoint", "logrho", "bh1", "bh2"]),
+    ),
+    (
+        &[DPM],
+        "use_lu_lambdas",
+        Rule::True("Lu's lambda spacing is not implemented"),
+    ),
+    (
+        &[DPM],
+        "use_flow_sigmas",
+        Rule::True("flow-matching sigmas are not implemented"),
+    ),
+    (
+        &[DPM],
+        "variance_type",
+        Rule::Present(
+            "learned variances (channel slicing of the model output) are not implemented",
+        ),
+    ),
+];
+
+/// The rule of `class` for `key`, if any.
+fn rule(class: &str, key: &str) -> Option<Rule> {
+    REJECTIONS
+        .iter()
+        .find(|(classes, k, _)| *k == key && classes.contains(&class))
+        .map(|&(_, _, rule)| rule)
+}
+
+/// Why `rule` rejects `value`, or `None` when it accepts it (values of the wrong type are
+/// left to the typed reader).
+fn rejection(class: &str, rule: Rule, value: &Value) -> Option<String> {
+    match (rule, value) {
+        (Rule::True(reason), Value::Bool(true)) => Some(reason.to_string()),
+        (Rule::Present(reason), v) if !v.is_null() => Some(reason.to_string()),
+        (Rule::OneOf(allowed), Value::String(s)) if !allowed.contains(&s.as_str()) => {
+            Some(format!("{class} supports: {}", allowed.join(", ")))
+        }
+        _ => None,
     }
 }
 
+/// A JSON value as short text for messages.
 fn json_text(value: &Value) -> String {
     let s = value.to_string();
     if s.len() > 80 {
@@ -201,230 +322,203 @@ fn json_text(value: &Value) -> String {
     }
 }
 
-impl<'a> ConfigReader<'a> {
-    /// Wraps a config value; it must be a JSON object. Keys named in its `_use_default_values`
-    /// (present in configs diffusers built in memory) are read as absent, so that they take
-    /// the target class's defaults, as in diffusers' `from_config`.
-    pub(crate) fn new(class: &'static str, config: &'a Value) -> Result<Self> {
-        match config {
-            Value::Object(map) => {
-                let used_defaults = map
-                    .get("_use_default_values")
-                    .and_then(Value::as_array)
-                    .map(|keys| keys.iter().filter_map(Value::as_str).collect())
-                    .unwrap_or_default();
-                Ok(Self {
-                    class,
-                    map,
-                    used_defaults,
-                })
-            }
-            other => Err(SchedulerError::ConfigNotObject {
-                class: class.to_string(),
-                found: describe(other),
-            }),
-        }
-    }
-
-    /// An [`SchedulerError::InvalidConfigValue`] for `key`.
-    pub(crate) fn invalid(&self, key: &str, value: &Value, expected: &str) -> SchedulerError {
-        SchedulerError::InvalidConfigValue {
-            class: self.class.to_string(),
-            key: key.to_string(),
-            value: json_text(value),
-            expected: expected.to_string(),
-        }
-    }
-
-    /// An [`SchedulerError::UnsupportedConfig`] for `key`.
-    pub(crate) fn unsupported(&self, key: &str, value: &Value, reason: &str) -> SchedulerError {
-        SchedulerError::UnsupportedConfig {
-            class: self.class.to_string(),
-            key: key.to_string(),
-            value: json_text(value),
-            reason: reason.to_string(),
-        }
-    }
-
-    fn get(&self, key: &str) -> Option<&'a Value> {
-        if self.used_defaults.contains(&key) {
-            return None;
-        }
-        self.map.get(key)
-    }
-
-    /// A non-negative integer (a float with no fraction is accepted); absent: `default`.
-    pub(crate) fn usize(&self, key: &str, default: usize) -> Result<usize> {
-        match self.get(key) {
-            None => Ok(default),
-            Some(v) => {
-                if let Some(u) = v.as_u64() {
-                    return usize::try_from(u).map_err(|_| self.invalid(key, v, "a small integer"));
-                }
-                match v.as_f64() {
-                    Some(f) if f >= 0.0 && f.fract() == 0.0 && f < 1e15 => Ok(f as usize),
-                    _ => Err(self.invalid(key, v, "a non-negative integer")),
-                }
-            }
-        }
-    }
-
-    /// A float (also `"Infinity"` etc., see [`crate::json`]); absent: `default`.
-    pub(crate) fn f64(&self, key: &str, default: f64) -> Result<f64> {
-        match self.get(key) {
-            None => Ok(default),
-            Some(v) => lenient_f64(v).ok_or_else(|| self.invalid(key, v, "a number")),
-        }
-    }
-
-    /// A float or null; absent: `None`.
-    pub(crate) fn opt_f64(&self, key: &str) -> Result<Option<f64>> {
-        match self.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(v) => lenient_f64(v)
-                .map(Some)
-                .ok_or_else(|| self.invalid(key, v, "a number or null")),
-        }
-    }
-
-    /// A boolean; absent: `default`; null counts as false (Python truthiness, as diffusers).
-    pub(crate) fn bool(&self, key: &str, default: bool) -> Result<bool> {
-        match self.get(key) {
-            None => Ok(default),
-            Some(Value::Null) => Ok(false),
-            Some(Value::Bool(b)) => Ok(*b),
-            Some(v) => Err(self.invalid(key, v, "a boolean")),
-        }
-    }
-
-    /// A string; absent: `default`.
-    pub(crate) fn string(&self, key: &str, default: &str) -> Result<(String, Value)> {
-        match self.get(key) {
-            None => Ok((default.to_string(), Value::String(default.to_string()))),
-            Some(Value::String(s)) => Ok((s.clone(), Value::String(s.clone()))),
-            Some(v) => Err(self.invalid(key, v, "a string")),
-        }
-    }
-
-    /// The raw value of a key, if present and not null.
-    pub(crate) fn raw(&self, key: &str) -> Option<&'a Value> {
-        match self.get(key) {
-            None | Some(Value::Null) => None,
-            Some(v) => Some(v),
-        }
-    }
-
-    /// A list of floats or null; absent: `None`.
-    pub(crate) fn opt_f64_list(&self, key: &str) -> Result<Option<Vec<f64>>> {
-        match self.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|x| lenient_f64(x).filter(|f| f.is_finite()))
-                .collect::<Option<Vec<f64>>>()
-                .map(Some)
-                .ok_or_else(|| {
-                    self.invalid(key, &Value::Array(items.clone()), "a list of numbers")
-                }),
-            Some(v) => Err(self.invalid(key, v, "a list of numbers or null")),
-        }
-    }
-
-    /// The class being read, for messages.
-    pub(crate) fn class(&self) -> &'static str {
-        self.class
+fn describe(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
     }
 }
 
-/// The training noise schedule: the keys every class shares.
-#[derive(Debug, Clone, PartialEq)]
+/// An [`SchedulerError::InvalidConfigValue`] for `key` of `class`.
+pub(crate) fn invalid(class: &str, key: &str, value: &Value, expected: &str) -> SchedulerError {
+    SchedulerError::InvalidConfigValue {
+        class: class.to_string(),
+        key: key.to_string(),
+        value: json_text(value),
+        expected: expected.to_string(),
+    }
+}
+
+/// An [`SchedulerError::UnsupportedConfig`] for `key` of `class`.
+pub(crate) fn unsupported(class: &str, key: &str, value: &Value, reason: &str) -> SchedulerError {
+    SchedulerError::UnsupportedConfig {
+        class: class.to_string(),
+        key: key.to_string(),
+        value: json_text(value),
+        reason: reason.to_string(),
+    }
+}
+
+/// The keys of a config dict that configure the class: diffusers' bookkeeping keys (those
+/// starting with `_`: `_class_name`, `_diffusers_version`, `_use_default_values`, ...) are
+/// dropped, and so are the keys listed in `_use_default_values` (present in configs diffusers
+/// built in memory), so that those take the target class's defaults, as in diffusers'
+/// `extract_init_dict`. This is the one place that knows about bookkeeping keys.
+fn user_keys(class: &str, config: &Value) -> Result<Map<String, Value>> {
+    let Value::Object(map) = config else {
+        return Err(SchedulerError::ConfigNotObject {
+            class: class.to_string(),
+            found: describe(config).to_string(),
+        });
+    };
+    let used_defaults: Vec<&str> = map
+        .get("_use_default_values")
+        .and_then(Value::as_array)
+        .map(|keys| keys.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    Ok(map
+        .iter()
+        .filter(|(k, _)| !k.starts_with('_') && !used_defaults.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect())
+}
+
+/// Reads the config struct `T` of `class` from a diffusers config dict (diffusers'
+/// `from_config`): bookkeeping keys dropped ([`user_keys`]), values in [`REJECTIONS`]
+/// rejected, then `T` deserialized with serde, absent keys taking `T`'s defaults (diffusers'
+/// for the class) and keys `T` does not take ignored, as diffusers ignores them. A value of
+/// the wrong type is a [`SchedulerError::InvalidConfigValue`] naming its key. Returns the
+/// user keys too, for rules that read other keys.
+pub(crate) fn parse<T: DeserializeOwned>(
+    class: &'static str,
+    config: &Value,
+) -> Result<(T, Map<String, Value>)> {
+    let mut keys = user_keys(class, config)?;
+    // diffusers does not read `beta_schedule` when `trained_betas` is given: a name this
+    // class does not know is then dropped (read as linear).
+    if keys.get("trained_betas").is_some_and(|v| !v.is_null())
+        && let (Some(rule), Some(v)) = (rule(class, "beta_schedule"), keys.get("beta_schedule"))
+        && rejection(class, rule, v).is_some()
+    {
+        keys.remove("beta_schedule");
+    }
+    for (key, value) in &keys {
+        if let Some(reason) = rule(class, key).and_then(|r| rejection(class, r, value)) {
+            return Err(unsupported(class, key, value, &reason));
+        }
+    }
+    match serde_json::from_value::<T>(Value::Object(keys.clone())) {
+        Ok(parsed) => Ok((parsed, keys)),
+        Err(whole) => Err(type_error::<T>(class, &keys, &whole)),
+    }
+}
+
+/// Names the key at fault in a failed deserialization: the first key that fails alone.
+fn type_error<T: DeserializeOwned>(
+    class: &str,
+    keys: &Map<String, Value>,
+    whole: &serde_json::Error,
+) -> SchedulerError {
+    let expected = |e: &serde_json::Error| {
+        let msg = e.to_string();
+        msg.rsplit_once(", expected ")
+            .map_or(msg.clone(), |(_, x)| x.to_string())
+    };
+    for (key, value) in keys {
+        let alone = Value::Object([(key.clone(), value.clone())].into_iter().collect());
+        if let Err(e) = serde_json::from_value::<T>(alone) {
+            return invalid(class, key, value, &expected(&e));
+        }
+    }
+    invalid(
+        class,
+        "(config)",
+        &Value::Object(keys.clone()),
+        &expected(whole),
+    )
+}
+
+/// serde readers with Python's leniency, as diffusers' configs need.
+pub(crate) mod lenient {
+    use serde::de::{Deserialize, Deserializer, Error};
+    use serde_json::Value;
+
+    /// A float: a JSON number or Python's `NaN` / `Infinity` / `-Infinity` (see
+    /// [`crate::json`]).
+    pub(crate) fn float<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        let v = Value::deserialize(d)?;
+        crate::json::lenient_f64(&v).ok_or_else(|| D::Error::custom("a number"))
+    }
+
+    /// A float or null.
+    pub(crate) fn opt_float<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Null => Ok(None),
+            v => crate::json::lenient_f64(&v)
+                .map(Some)
+                .ok_or_else(|| D::Error::custom("a number or null")),
+        }
+    }
+
+    /// A non-negative integer; a float with no fraction is accepted.
+    pub(crate) fn count<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+        let v = Value::deserialize(d)?;
+        if let Some(u) = v.as_u64() {
+            return usize::try_from(u).map_err(|_| D::Error::custom("a small integer"));
+        }
+        match v.as_f64() {
+            Some(f) if f >= 0.0 && f.fract() == 0.0 && f < 1e15 => Ok(f as usize),
+            _ => Err(D::Error::custom("a non-negative integer")),
+        }
+    }
+
+    /// A boolean; null counts as false (Python truthiness, as diffusers).
+    pub(crate) fn flag<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Null => Ok(false),
+            Value::Bool(b) => Ok(b),
+            _ => Err(D::Error::custom("a boolean")),
+        }
+    }
+
+    /// A list of finite floats or null.
+    pub(crate) fn opt_floats<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Vec<f64>>, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Null => Ok(None),
+            Value::Array(items) => items
+                .iter()
+                .map(|x| crate::json::lenient_f64(x).filter(|f| f.is_finite()))
+                .collect::<Option<Vec<f64>>>()
+                .map(Some)
+                .ok_or_else(|| D::Error::custom("a list of numbers")),
+            _ => Err(D::Error::custom("a list of numbers or null")),
+        }
+    }
+}
+
+/// The training noise schedule: the keys every class shares (read flattened into each
+/// class's config).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
 pub struct BetaConfig {
     /// `num_train_timesteps` (default 1000).
+    #[serde(deserialize_with = "lenient::count")]
     pub num_train_timesteps: usize,
     /// `beta_start` (default 0.0001).
+    #[serde(deserialize_with = "lenient::float")]
     pub beta_start: f64,
     /// `beta_end` (default 0.02).
+    #[serde(deserialize_with = "lenient::float")]
     pub beta_end: f64,
     /// `beta_schedule` (default `linear`). When `trained_betas` is given it is not used for the
     /// betas (as in diffusers), and an unknown name is then accepted and read as `linear`.
     pub beta_schedule: BetaSchedule,
     /// `trained_betas`: explicit betas, one per training timestep (default none).
+    #[serde(deserialize_with = "lenient::opt_floats")]
     pub trained_betas: Option<Vec<f64>>,
     /// `rescale_betas_zero_snr` (default false): rescale to zero terminal SNR.
+    #[serde(deserialize_with = "lenient::flag")]
     pub rescale_betas_zero_snr: bool,
 }
 
-impl BetaConfig {
-    /// Reads the shared keys. `allow_sigmoid` admits `beta_schedule = "sigmoid"` (DDPM only);
-    /// `takes_rescale` tells whether the class takes `rescale_betas_zero_snr`.
-    pub(crate) fn read(
-        r: &ConfigReader<'_>,
-        allow_sigmoid: bool,
-        takes_rescale: bool,
-    ) -> Result<Self> {
-        let num_train_timesteps = r.usize("num_train_timesteps", 1000)?;
-        if num_train_timesteps < 2 {
-            return Err(r.invalid(
-                "num_train_timesteps",
-                &Value::from(num_train_timesteps),
-                "an integer of at least 2",
-            ));
-        }
-        let beta_start = r.f64("beta_start", 0.0001)?;
-        let beta_end = r.f64("beta_end", 0.02)?;
-        for (key, v) in [("beta_start", beta_start), ("beta_end", beta_end)] {
-            if !v.is_finite() || v < 0.0 {
-                let raw = r.raw(key).cloned().unwrap_or(Value::Null);
-                return Err(r.invalid(key, &raw, "a finite non-negative number"));
-            }
-        }
-        let trained_betas = r.opt_f64_list("trained_betas")?;
-        if let Some(tb) = &trained_betas
-            && tb.len() != num_train_timesteps
-        {
-            return Err(r.invalid(
-                "trained_betas",
-                &Value::from(format!("a list of {} numbers", tb.len())),
-                &format!("one beta per training timestep ({num_train_timesteps})"),
-            ));
-        }
-        let (name, raw) = r.string("beta_schedule", "linear")?;
-        let beta_schedule = match name.as_str() {
-            "linear" => BetaSchedule::Linear,
-            "scaled_linear" => BetaSchedule::ScaledLinear,
-            "squaredcos_cap_v2" => BetaSchedule::SquaredCosCapV2,
-            "sigmoid" if allow_sigmoid => BetaSchedule::Sigmoid,
-            _ if trained_betas.is_some() => BetaSchedule::Linear,
-            _ => {
-                let known = if allow_sigmoid {
-                    "linear, scaled_linear, squaredcos_cap_v2, sigmoid"
-                } else {
-                    "linear, scaled_linear, squaredcos_cap_v2"
-                };
-                return Err(r.unsupported(
-                    "beta_schedule",
-                    &raw,
-                    &format!("unknown beta schedule; supported: {known}"),
-                ));
-            }
-        };
-        let rescale_betas_zero_snr = if takes_rescale {
-            r.bool("rescale_betas_zero_snr", false)?
-        } else {
-            false
-        };
-        Ok(Self {
-            num_train_timesteps,
-            beta_start,
-            beta_end,
-            beta_schedule,
-            trained_betas,
-            rescale_betas_zero_snr,
-        })
-    }
-}
-
 impl Default for BetaConfig {
+    /// diffusers' defaults.
     fn default() -> Self {
         Self {
             num_train_timesteps: 1000,
@@ -437,92 +531,38 @@ impl Default for BetaConfig {
     }
 }
 
-/// Reads `prediction_type` among `allowed` (strings as written in configs).
-pub(crate) fn read_prediction_type(
-    r: &ConfigReader<'_>,
-    allowed: &[&str],
-) -> Result<PredictionType> {
-    let (name, raw) = r.string("prediction_type", "epsilon")?;
-    let parsed = match name.as_str() {
-        "epsilon" => Some(PredictionType::Epsilon),
-        "v_prediction" => Some(PredictionType::VPrediction),
-        "sample" | "original_sample" => Some(PredictionType::Sample),
-        _ => None,
-    };
-    match parsed {
-        Some(p) if allowed.contains(&name.as_str()) => Ok(p),
-        _ => Err(r.unsupported(
-            "prediction_type",
-            &raw,
-            &format!("{} supports: {}", r.class(), allowed.join(", ")),
-        )),
+impl BetaConfig {
+    /// Checks the values serde cannot: at least 2 training timesteps, finite non-negative
+    /// betas, one trained beta per training timestep.
+    pub(crate) fn validate(&self, class: &str) -> Result<()> {
+        let n = self.num_train_timesteps;
+        if n < 2 {
+            return Err(invalid(
+                class,
+                "num_train_timesteps",
+                &Value::from(n),
+                "an integer of at least 2",
+            ));
+        }
+        for (key, v) in [("beta_start", self.beta_start), ("beta_end", self.beta_end)] {
+            if !v.is_finite() || v < 0.0 {
+                let text = serde_json::Number::from_f64(v)
+                    .map_or_else(|| Value::String(v.to_string()), Value::Number);
+                return Err(invalid(class, key, &text, "a finite non-negative number"));
+            }
+        }
+        if let Some(tb) = &self.trained_betas
+            && tb.len() != n
+        {
+            return Err(invalid(
+                class,
+                "trained_betas",
+                &Value::from(format!("a list of {} numbers", tb.len())),
+                &format!("one beta per training timestep ({n})"),
+            ));
+        }
+        Ok(())
     }
-}
-
-/// Reads `timestep_spacing` among `allowed`, with the class's `default`.
-pub(crate) fn read_spacing(
-    r: &ConfigReader<'_>,
-    default: &str,
-    allowed: &[TimestepSpacing],
-) -> Result<TimestepSpacing> {
-    let (name, raw) = r.string("timestep_spacing", default)?;
-    let parsed = match name.as_str() {
-        "leading" => Some(TimestepSpacing::Leading),
-        "trailing" => Some(TimestepSpacing::Trailing),
-        "linspace" => Some(TimestepSpacing::Linspace),
-        _ => None,
-    };
-    match parsed {
-        Some(s) if allowed.contains(&s) => Ok(s),
-        _ => Err(r.unsupported(
-            "timestep_spacing",
-            &raw,
-            &format!(
-                "{} supports: {}",
-                r.class(),
-                allowed
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        )),
-    }
-}
-
-/// Rejects `key = true` (a feature this crate does not implement).
-pub(crate) fn reject_true(r: &ConfigReader<'_>, key: &str, reason: &str) -> Result<()> {
-    if r.bool(key, false)? {
-        return Err(r.unsupported(key, &Value::Bool(true), reason));
-    }
-    Ok(())
-}
-
-/// Reads `final_sigmas_type` (default `zero`).
-pub(crate) fn read_final_sigmas(r: &ConfigReader<'_>) -> Result<FinalSigmasType> {
-    let (name, raw) = r.string("final_sigmas_type", "zero")?;
-    match name.as_str() {
-        "zero" => Ok(FinalSigmasType::Zero),
-        "sigma_min" => Ok(FinalSigmasType::SigmaMin),
-        _ => Err(r.unsupported("final_sigmas_type", &raw, "supported: zero, sigma_min")),
-    }
-}
-
-/// Reads the sigma-spacing switches shared by Euler and DPM-Solver: returns `use_karras_sigmas`
-/// and rejects exponential / beta sigmas.
-pub(crate) fn read_sigma_switches(r: &ConfigReader<'_>) -> Result<bool> {
-    let karras = r.bool("use_karras_sigmas", false)?;
-    reject_true(
-        r,
-        "use_exponential_sigmas",
-        "exponential sigmas are not implemented (use_karras_sigmas is)",
-    )?;
-    reject_true(
-        r,
-        "use_beta_sigmas",
-        "beta sigmas are not implemented (use_karras_sigmas is)",
-    )?;
-    Ok(karras)
 }
 
 #[cfg(test)]
@@ -550,27 +590,113 @@ mod tests {
     }
 
     #[test]
-    fn reader_types_are_checked_with_the_key_named() {
-        let cfg = json!({"a": "x", "n": 1000.0, "neg": -1, "b": null, "l": [0.1, "y"]});
-        let r = ConfigReader::new("DDIMScheduler", &cfg).unwrap();
-        let e = r.f64("a", 0.0).unwrap_err();
-        assert!(e.to_string().contains("`a`"), "{e}");
-        assert_eq!(r.usize("n", 0).unwrap(), 1000);
-        assert!(r.usize("neg", 0).is_err());
-        assert!(!r.bool("b", true).unwrap());
-        assert!(r.bool("absent", true).unwrap());
-        let e = r.opt_f64_list("l").unwrap_err();
-        assert!(matches!(e, SchedulerError::InvalidConfigValue { ref key, .. } if key == "l"));
-        let cfg =
-            json!({"timestep_spacing": "leading", "_use_default_values": ["timestep_spacing"]});
-        let r = ConfigReader::new("EulerDiscreteScheduler", &cfg).unwrap();
-        assert_eq!(
-            r.string("timestep_spacing", "linspace").unwrap().0,
-            "linspace"
-        );
-        let e = ConfigReader::new("DDIMScheduler", &json!([1, 2]))
-            .err()
+    fn types_are_checked_with_the_key_named() {
+        use crate::ddim::DdimConfig;
+        use crate::dpm::DpmSolverConfig;
+        let bad = [
+            (json!({"beta_end": "x"}), "beta_end", "\"x\""),
+            (json!({"steps_offset": -1}), "steps_offset", "-1"),
+            (
+                json!({"num_train_timesteps": 1.5}),
+                "num_train_timesteps",
+                "1.5",
+            ),
+            (
+                json!({"trained_betas": [0.1, "y"]}),
+                "trained_betas",
+                "[0.1,\"y\"]",
+            ),
+            (json!({"timestep_spacing": 3}), "timestep_spacing", "3"),
+            (json!({"prediction_type": null}), "prediction_type", "null"),
+            (json!({"clip_sample": "yes"}), "clip_sample", "\"yes\""),
+        ];
+        for (cfg, key, value) in bad {
+            let e = DdimConfig::from_json(&cfg).unwrap_err();
+            assert!(
+                matches!(e, SchedulerError::InvalidConfigValue { key: ref k, value: ref v, .. }
+                    if k == key && v == value),
+                "{key}: {e}"
+            );
+        }
+        // Numbers as floats, null booleans (Python truthiness) and Python's -Infinity.
+        let c = DdimConfig::from_json(&json!({"num_train_timesteps": 1000.0, "clip_sample": null}))
             .unwrap();
+        assert_eq!(c.betas.num_train_timesteps, 1000);
+        assert!(!c.clip_sample);
+        let text = r#"{"lambda_min_clipped": -Infinity, "solver_order": 1}"#;
+        let c = DpmSolverConfig::from_json(&crate::json::parse_python_json(text, "t").unwrap())
+            .unwrap();
+        assert_eq!(c.lambda_min_clipped, f64::NEG_INFINITY);
+        assert_eq!(c.solver_order, 1);
+        let e = DdimConfig::from_json(&json!([1, 2])).unwrap_err();
         assert!(matches!(e, SchedulerError::ConfigNotObject { .. }));
+        let e = DdimConfig::from_json(&json!({"num_train_timesteps": 1})).unwrap_err();
+        assert!(e.to_string().contains("num_train_timesteps"), "{e}");
+    }
+
+    #[test]
+    fn bookkeeping_keys_are_dropped_and_unknown_keys_ignored() {
+        use crate::euler::EulerConfig;
+        let cfg = json!({
+            "_class_name": "DDIMScheduler",
+            "_diffusers_version": "0.30.0",
+            "timestep_spacing": "leading",
+            "_use_default_values": ["timestep_spacing"],
+            "some_future_key": {"nested": [1, 2]},
+            "clip_sample": false,
+        });
+        let c = EulerConfig::from_json(&cfg).unwrap();
+        assert_eq!(c.timestep_spacing, TimestepSpacing::Linspace);
+        let keys = user_keys("EulerDiscreteScheduler", &cfg).unwrap();
+        let mut names: Vec<&str> = keys.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["clip_sample", "some_future_key"]);
+    }
+
+    #[test]
+    fn every_rejection_names_key_and_value() {
+        for &(classes, key, rule) in REJECTIONS {
+            let value = match rule {
+                Rule::True(_) => json!(true),
+                Rule::Present(_) => json!("learned"),
+                Rule::OneOf(_) => json!("not-a-supported-value"),
+            };
+            for &class in classes {
+                let cfg = json!({ key: value.clone(), "skip_prk_steps": true });
+                let e = if class == "DDPMScheduler" {
+                    crate::ddpm::DdpmConfig::from_json(&cfg)
+                        .map(|_| ())
+                        .unwrap_err()
+                } else {
+                    crate::scheduler_from_config(class, &cfg)
+                        .map(|_| ())
+                        .unwrap_err()
+                };
+                match &e {
+                    SchedulerError::UnsupportedConfig {
+                        class: c,
+                        key: k,
+                        value: v,
+                        ..
+                    } => assert_eq!(
+                        (c.as_str(), k.as_str(), v),
+                        (class, key, &json_text(&value))
+                    ),
+                    other => panic!("{class} {key}: unexpected {other}"),
+                }
+                // The same keys with false / null / a supported value are accepted.
+                let ok = match rule {
+                    Rule::True(_) => json!(false),
+                    Rule::Present(_) => Value::Null,
+                    Rule::OneOf(allowed) => json!(allowed[0]),
+                };
+                let cfg = json!({ key: ok, "skip_prk_steps": true });
+                if class == "DDPMScheduler" {
+                    crate::ddpm::DdpmConfig::from_json(&cfg).unwrap();
+                } else {
+                    crate::scheduler_from_config(class, &cfg).unwrap();
+                }
+            }
+        }
     }
 }

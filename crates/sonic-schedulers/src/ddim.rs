@@ -1,15 +1,15 @@
 //! `DDIMScheduler` (deterministic, eta = 0) and `DDIMInverseScheduler`, one type with a
 //! direction.
 
-use crate::common::{alpha_at, check_index, check_same_shape, predict_x0_eps, to_f64};
+use crate::common::{alpha_at, check_index, check_same_shape, check_steps, predict_x0_eps, to_f64};
 use crate::config::{
-    BetaConfig, ConfigReader, PredictionType, SchedulerKind, TimestepSpacing, read_prediction_type,
-    read_spacing, reject_true,
+    BetaConfig, PredictionType, SchedulerKind, TimestepSpacing, invalid, lenient, parse,
 };
-use crate::error::{Result, SchedulerError};
+use crate::error::Result;
 use crate::tables::{np_arange, np_linspace, np_round};
 use crate::{NoiseSchedule, Scheduler};
 use burn::tensor::Tensor;
+use serde::Deserialize;
 use serde_json::Value;
 
 /// Which way a [`DdimScheduler`] runs.
@@ -32,26 +32,47 @@ impl DdimDirection {
     }
 }
 
-/// The config of [`DdimScheduler`] (the keys and defaults of diffusers' `DDIMScheduler`, or of
-/// `DDIMInverseScheduler` when read for [`DdimDirection::Invert`]).
-#[derive(Debug, Clone, PartialEq)]
+/// The config of [`DdimScheduler`] (the keys and defaults of diffusers' `DDIMScheduler`, which
+/// `DDIMInverseScheduler` shares; [`DdimConfig::read`] reads either class).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
 pub struct DdimConfig {
     /// The training noise schedule.
+    #[serde(flatten)]
     pub betas: BetaConfig,
     /// `clip_sample` (default true): clamp the predicted x0 to `±clip_sample_range`.
+    #[serde(deserialize_with = "lenient::flag")]
     pub clip_sample: bool,
     /// `clip_sample_range` (default 1.0).
+    #[serde(deserialize_with = "lenient::float")]
     pub clip_sample_range: f64,
     /// `set_alpha_to_one` (default true): ᾱ outside the table (before the first training
     /// step) is 1, else ᾱ₀. For the inverse, the deprecated `set_alpha_to_zero` overrides it,
     /// as in diffusers.
+    #[serde(deserialize_with = "lenient::flag")]
     pub set_alpha_to_one: bool,
     /// `steps_offset` (default 0), added to `leading` timesteps.
+    #[serde(deserialize_with = "lenient::count")]
     pub steps_offset: usize,
     /// `prediction_type` (default epsilon; epsilon, sample, v_prediction).
     pub prediction_type: PredictionType,
     /// `timestep_spacing` (default leading; the inverse takes leading or trailing only).
     pub timestep_spacing: TimestepSpacing,
+}
+
+impl Default for DdimConfig {
+    /// diffusers' defaults (the same for both classes).
+    fn default() -> Self {
+        Self {
+            betas: BetaConfig::default(),
+            clip_sample: true,
+            clip_sample_range: 1.0,
+            set_alpha_to_one: true,
+            steps_offset: 0,
+            prediction_type: PredictionType::Epsilon,
+            timestep_spacing: TimestepSpacing::Leading,
+        }
+    }
 }
 
 impl DdimConfig {
@@ -64,55 +85,18 @@ impl DdimConfig {
     /// Reads a diffusers config dict for the class that runs in `direction` (its keys and
     /// defaults).
     pub fn read(config: &Value, direction: DdimDirection) -> Result<Self> {
-        let r = ConfigReader::new(direction.kind().class_name(), config)?;
-        let (set_alpha_to_one, spacings): (bool, &[TimestepSpacing]) = match direction {
-            DdimDirection::Sample => {
-                reject_true(
-                    &r,
-                    "thresholding",
-                    "dynamic thresholding is not implemented (SD latents do not use it)",
-                )?;
-                (
-                    r.bool("set_alpha_to_one", true)?,
-                    &[
-                        TimestepSpacing::Leading,
-                        TimestepSpacing::Trailing,
-                        TimestepSpacing::Linspace,
-                    ],
-                )
-            }
-            DdimDirection::Invert => {
-                let mut set_alpha_to_one = r.bool("set_alpha_to_one", true)?;
-                if r.raw("set_alpha_to_zero").is_some() {
-                    set_alpha_to_one = r.bool("set_alpha_to_zero", false)?;
-                }
-                (
-                    set_alpha_to_one,
-                    &[TimestepSpacing::Leading, TimestepSpacing::Trailing],
-                )
-            }
-        };
-        Ok(Self {
-            betas: BetaConfig::read(&r, false, true)?,
-            clip_sample: r.bool("clip_sample", true)?,
-            clip_sample_range: r.f64("clip_sample_range", 1.0)?,
-            set_alpha_to_one,
-            steps_offset: r.usize("steps_offset", 0)?,
-            prediction_type: read_prediction_type(&r, &["epsilon", "sample", "v_prediction"])?,
-            timestep_spacing: read_spacing(&r, "leading", spacings)?,
-        })
+        let class = direction.kind().class_name();
+        let (mut cfg, keys): (Self, _) = parse(class, config)?;
+        if direction == DdimDirection::Invert
+            && let Some(v) = keys.get("set_alpha_to_zero").filter(|v| !v.is_null())
+        {
+            cfg.set_alpha_to_one = v
+                .as_bool()
+                .ok_or_else(|| invalid(class, "set_alpha_to_zero", v, "a boolean"))?;
+        }
+        cfg.betas.validate(class)?;
+        Ok(cfg)
     }
-}
-
-fn check_steps(class: &str, n: usize, num_train: usize) -> Result<()> {
-    if n == 0 || n > num_train {
-        return Err(SchedulerError::InvalidStepCount {
-            class: class.to_string(),
-            steps: n,
-            max: num_train,
-        });
-    }
-    Ok(())
 }
 
 /// DDIM's descending integer timesteps (diffusers' `DDIMScheduler.set_timesteps`).
@@ -264,16 +248,6 @@ impl Scheduler for DdimScheduler {
         &self.timesteps
     }
 
-    fn scale_model_input(&self, sample: Tensor<4>, step_index: usize) -> Result<Tensor<4>> {
-        check_index(
-            self.kind().class_name(),
-            "scale_model_input",
-            step_index,
-            self.timesteps.len(),
-        )?;
-        Ok(sample)
-    }
-
     fn step(
         &mut self,
         model_output: Tensor<4>,
@@ -320,6 +294,7 @@ impl Scheduler for DdimScheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::SchedulerError;
     use serde_json::json;
 
     #[test]

@@ -1,33 +1,45 @@
 //! DDPM training helpers: the forward process (`add_noise`) and the v-prediction target
 //! (`get_velocity`) of diffusers' `DDPMScheduler`, with one timestep per batch element.
 
-use crate::config::{BetaConfig, ConfigReader, PredictionType, read_prediction_type};
+use crate::config::{BetaConfig, PredictionType, parse};
 use crate::error::{Result, SchedulerError};
 use crate::schedule::NoiseSchedule;
 use burn::tensor::{Tensor, TensorCreationOptions, TensorData};
+use serde::Deserialize;
 use serde_json::Value;
 
 /// The config of [`DdpmSchedule`]: the keys of diffusers' `DDPMScheduler` that the training
 /// helpers use. Sampling-only keys (`variance_type`, `clip_sample`, `thresholding`,
 /// `timestep_spacing`, ...) do not affect `add_noise` / `get_velocity` and are ignored.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
 pub struct DdpmConfig {
     /// The training noise schedule (`linear`, `scaled_linear`, `squaredcos_cap_v2`,
     /// `sigmoid`, or `trained_betas`; `rescale_betas_zero_snr` honoured).
+    #[serde(flatten)]
     pub betas: BetaConfig,
     /// `prediction_type` (default epsilon): which target [`DdpmSchedule::training_target`]
     /// returns.
     pub prediction_type: PredictionType,
 }
 
+impl Default for DdpmConfig {
+    /// diffusers' defaults.
+    fn default() -> Self {
+        Self {
+            betas: BetaConfig::default(),
+            prediction_type: PredictionType::Epsilon,
+        }
+    }
+}
+
 impl DdpmConfig {
     /// Reads a diffusers config dict; absent keys take `DDPMScheduler`'s defaults.
     pub fn from_json(config: &Value) -> Result<Self> {
-        let r = ConfigReader::new("DDPMScheduler", config)?;
-        Ok(Self {
-            betas: BetaConfig::read(&r, true, true)?,
-            prediction_type: read_prediction_type(&r, &["epsilon", "sample", "v_prediction"])?,
-        })
+        let class = "DDPMScheduler";
+        let (cfg, _): (Self, _) = parse(class, config)?;
+        cfg.betas.validate(class)?;
+        Ok(cfg)
     }
 }
 

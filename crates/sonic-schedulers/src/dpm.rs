@@ -1,11 +1,10 @@
 //! `DPMSolverMultistepScheduler` as DPM-Solver++ (2M): `algorithm_type = "dpmsolver++"`,
 //! `solver_type = "midpoint"`, solver order 1 or 2.
 
-use crate::common::{check_index, check_same_shape};
+use crate::common::{check_index, check_same_shape, check_steps};
 use crate::config::{
-    BetaConfig, BetaSchedule, ConfigReader, FinalSigmasType, PredictionType, SchedulerKind,
-    TimestepSpacing, read_final_sigmas, read_prediction_type, read_sigma_switches, read_spacing,
-    reject_true,
+    BetaConfig, BetaSchedule, FinalSigmasType, PredictionType, SchedulerKind, TimestepSpacing,
+    invalid, lenient, parse, unsupported,
 };
 use crate::error::{Result, SchedulerError};
 use crate::tables::{
@@ -14,32 +13,59 @@ use crate::tables::{
 };
 use crate::{NoiseSchedule, Scheduler};
 use burn::tensor::Tensor;
+use serde::Deserialize;
 use serde_json::Value;
 
 /// The config of [`DpmSolverMultistepScheduler`] (diffusers' `DPMSolverMultistepScheduler`
 /// keys and defaults, restricted to what is implemented).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
 pub struct DpmSolverConfig {
     /// The training noise schedule.
+    #[serde(flatten)]
     pub betas: BetaConfig,
     /// `solver_order` (default 2; 1 or 2 supported).
+    #[serde(deserialize_with = "lenient::count")]
     pub solver_order: usize,
     /// `prediction_type` (default epsilon; epsilon, sample, v_prediction).
     pub prediction_type: PredictionType,
     /// `lower_order_final` (default true): first/second-order final steps below 15 steps.
+    #[serde(deserialize_with = "lenient::flag")]
     pub lower_order_final: bool,
     /// `euler_at_final` (default false): a first-order last step.
+    #[serde(deserialize_with = "lenient::flag")]
     pub euler_at_final: bool,
     /// `use_karras_sigmas` (default false).
+    #[serde(deserialize_with = "lenient::flag")]
     pub use_karras_sigmas: bool,
     /// `final_sigmas_type` (default zero).
     pub final_sigmas_type: FinalSigmasType,
     /// `lambda_min_clipped` (default -inf): clips the smallest log-SNR of the schedule.
+    #[serde(deserialize_with = "lenient::float")]
     pub lambda_min_clipped: f64,
     /// `timestep_spacing` (default linspace).
     pub timestep_spacing: TimestepSpacing,
     /// `steps_offset` (default 0).
+    #[serde(deserialize_with = "lenient::count")]
     pub steps_offset: usize,
+}
+
+impl Default for DpmSolverConfig {
+    /// diffusers' defaults.
+    fn default() -> Self {
+        Self {
+            betas: BetaConfig::default(),
+            solver_order: 2,
+            prediction_type: PredictionType::Epsilon,
+            lower_order_final: true,
+            euler_at_final: false,
+            use_karras_sigmas: false,
+            final_sigmas_type: FinalSigmasType::Zero,
+            lambda_min_clipped: f64::NEG_INFINITY,
+            timestep_spacing: TimestepSpacing::Linspace,
+            steps_offset: 0,
+        }
+    }
 }
 
 impl DpmSolverConfig {
@@ -49,83 +75,27 @@ impl DpmSolverConfig {
     /// `thresholding`, `variance_type` learned / learned_range, exponential / beta / Lu
     /// lambda / flow sigmas, `prediction_type = "flow_prediction"`.
     pub fn from_json(config: &Value) -> Result<Self> {
-        let r = ConfigReader::new(SchedulerKind::DpmSolverMultistep.class_name(), config)?;
-        let solver_order = r.usize("solver_order", 2)?;
-        if !(1..=2).contains(&solver_order) {
-            return Err(r.unsupported(
+        let class = SchedulerKind::DpmSolverMultistep.class_name();
+        let (cfg, keys): (Self, _) = parse(class, config)?;
+        if !(1..=2).contains(&cfg.solver_order) {
+            let v = keys.get("solver_order").cloned().unwrap_or(Value::Null);
+            return Err(unsupported(
+                class,
                 "solver_order",
-                &Value::from(solver_order),
+                &v,
                 "only orders 1 and 2 (DPM-Solver++ 2M) are implemented",
             ));
         }
-        let (algo, raw) = r.string("algorithm_type", "dpmsolver++")?;
-        if algo != "dpmsolver++" && algo != "deis" {
-            return Err(r.unsupported(
-                "algorithm_type",
-                &raw,
-                "only dpmsolver++ is implemented (deis is read as dpmsolver++, as diffusers does)",
-            ));
-        }
-        let (solver_type, raw) = r.string("solver_type", "midpoint")?;
-        if !matches!(solver_type.as_str(), "midpoint" | "logrho" | "bh1" | "bh2") {
-            return Err(r.unsupported(
-                "solver_type",
-                &raw,
-                "only the midpoint solver is implemented (logrho / bh1 / bh2 are read as \
-                 midpoint, as diffusers does)",
-            ));
-        }
-        reject_true(
-            &r,
-            "thresholding",
-            "dynamic thresholding is not implemented",
-        )?;
-        reject_true(
-            &r,
-            "use_lu_lambdas",
-            "Lu's lambda spacing is not implemented",
-        )?;
-        reject_true(
-            &r,
-            "use_flow_sigmas",
-            "flow-matching sigmas are not implemented",
-        )?;
-        if let Some(v) = r.raw("variance_type") {
-            return Err(r.unsupported(
-                "variance_type",
-                v,
-                "learned variances (channel slicing of the model output) are not implemented",
-            ));
-        }
-        let lambda_min_clipped = r.f64("lambda_min_clipped", f64::NEG_INFINITY)?;
-        if lambda_min_clipped.is_nan() {
-            return Err(r.invalid(
+        if cfg.lambda_min_clipped.is_nan() {
+            return Err(invalid(
+                class,
                 "lambda_min_clipped",
                 &Value::String("NaN".into()),
                 "a number or -Infinity",
             ));
         }
-        let use_karras_sigmas = read_sigma_switches(&r)?;
-        Ok(Self {
-            betas: BetaConfig::read(&r, false, true)?,
-            solver_order,
-            prediction_type: read_prediction_type(&r, &["epsilon", "sample", "v_prediction"])?,
-            lower_order_final: r.bool("lower_order_final", true)?,
-            euler_at_final: r.bool("euler_at_final", false)?,
-            use_karras_sigmas,
-            final_sigmas_type: read_final_sigmas(&r)?,
-            lambda_min_clipped,
-            timestep_spacing: read_spacing(
-                &r,
-                "linspace",
-                &[
-                    TimestepSpacing::Leading,
-                    TimestepSpacing::Trailing,
-                    TimestepSpacing::Linspace,
-                ],
-            )?,
-            steps_offset: r.usize("steps_offset", 0)?,
-        })
+        cfg.betas.validate(class)?;
+        Ok(cfg)
     }
 }
 
@@ -229,13 +199,7 @@ impl Scheduler for DpmSolverMultistepScheduler {
     fn set_timesteps(&mut self, num_inference_steps: usize) -> Result<()> {
         let num_train = self.config.betas.num_train_timesteps;
         let n = num_inference_steps;
-        if n == 0 || n > num_train {
-            return Err(SchedulerError::InvalidStepCount {
-                class: self.kind().class_name().to_string(),
-                steps: n,
-                max: num_train,
-            });
-        }
+        check_steps(self.kind().class_name(), n, num_train)?;
         // searchsorted(flip(lambda_t), lambda_min_clipped), side left.
         let clipped_idx = self
             .lambda_t
@@ -317,16 +281,6 @@ impl Scheduler for DpmSolverMultistepScheduler {
 
     fn timesteps(&self) -> &[f64] {
         &self.timesteps
-    }
-
-    fn scale_model_input(&self, sample: Tensor<4>, step_index: usize) -> Result<Tensor<4>> {
-        check_index(
-            self.kind().class_name(),
-            "scale_model_input",
-            step_index,
-            self.timesteps.len(),
-        )?;
-        Ok(sample)
     }
 
     fn step(

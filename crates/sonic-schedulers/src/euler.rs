@@ -1,40 +1,63 @@
 //! `EulerDiscreteScheduler` (Karras et al.'s Algorithm 2 without churn).
 
-use crate::common::{check_index, check_same_shape};
+use crate::common::{check_index, check_same_shape, check_steps};
 use crate::config::{
-    BetaConfig, ConfigReader, FinalSigmasType, PredictionType, SchedulerKind, TimestepSpacing,
-    read_final_sigmas, read_prediction_type, read_sigma_switches, read_spacing,
+    BetaConfig, FinalSigmasType, PredictionType, SchedulerKind, TimestepSpacing, lenient, parse,
+    unsupported,
 };
-use crate::error::{Result, SchedulerError};
+use crate::error::Result;
 use crate::tables::{
     karras_sigmas, ln_f32, np_arange, np_interp_index, np_linspace, np_round, sigma_to_t,
     train_sigmas_f32,
 };
 use crate::{NoiseSchedule, Scheduler};
 use burn::tensor::Tensor;
+use serde::Deserialize;
 use serde_json::Value;
 
 /// The config of [`EulerDiscreteScheduler`] (diffusers' `EulerDiscreteScheduler` keys and
 /// defaults).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
 pub struct EulerConfig {
     /// The training noise schedule.
+    #[serde(flatten)]
     pub betas: BetaConfig,
     /// `prediction_type` (default epsilon; epsilon, v_prediction, sample / original_sample).
     pub prediction_type: PredictionType,
     /// `use_karras_sigmas` (default false). `use_exponential_sigmas` and `use_beta_sigmas`
     /// are rejected.
+    #[serde(deserialize_with = "lenient::flag")]
     pub use_karras_sigmas: bool,
     /// `sigma_min` (default none: the schedule's own smallest sigma), for Karras sigmas.
+    #[serde(deserialize_with = "lenient::opt_float")]
     pub sigma_min: Option<f64>,
     /// `sigma_max` (default none: the schedule's own largest sigma), for Karras sigmas.
+    #[serde(deserialize_with = "lenient::opt_float")]
     pub sigma_max: Option<f64>,
     /// `timestep_spacing` (default linspace).
     pub timestep_spacing: TimestepSpacing,
     /// `steps_offset` (default 0).
+    #[serde(deserialize_with = "lenient::count")]
     pub steps_offset: usize,
     /// `final_sigmas_type` (default zero).
     pub final_sigmas_type: FinalSigmasType,
+}
+
+impl Default for EulerConfig {
+    /// diffusers' defaults.
+    fn default() -> Self {
+        Self {
+            betas: BetaConfig::default(),
+            prediction_type: PredictionType::Epsilon,
+            use_karras_sigmas: false,
+            sigma_min: None,
+            sigma_max: None,
+            timestep_spacing: TimestepSpacing::Linspace,
+            steps_offset: 0,
+            final_sigmas_type: FinalSigmasType::Zero,
+        }
+    }
 }
 
 impl EulerConfig {
@@ -42,57 +65,21 @@ impl EulerConfig {
     /// Only `interpolation_type = "linear"` is supported, and `timestep_type = "continuous"`
     /// is rejected with v-prediction (where it changes the timesteps).
     pub fn from_json(config: &Value) -> Result<Self> {
-        let r = ConfigReader::new(SchedulerKind::EulerDiscrete.class_name(), config)?;
-        let prediction_type = read_prediction_type(
-            &r,
-            &["epsilon", "v_prediction", "sample", "original_sample"],
-        )?;
-        let (interp, raw) = r.string("interpolation_type", "linear")?;
-        if interp != "linear" {
-            return Err(r.unsupported(
-                "interpolation_type",
-                &raw,
-                "only linear interpolation of the sigmas is implemented",
+        let class = SchedulerKind::EulerDiscrete.class_name();
+        let (cfg, keys): (Self, _) = parse(class, config)?;
+        if let Some(v) = keys.get("timestep_type")
+            && v == "continuous"
+            && cfg.prediction_type == PredictionType::VPrediction
+        {
+            return Err(unsupported(
+                class,
+                "timestep_type",
+                v,
+                "continuous timesteps (0.25 log sigma) with v_prediction are not implemented",
             ));
         }
-        let (ttype, raw) = r.string("timestep_type", "discrete")?;
-        match ttype.as_str() {
-            "discrete" => {}
-            "continuous" if prediction_type != PredictionType::VPrediction => {}
-            "continuous" => {
-                return Err(r.unsupported(
-                    "timestep_type",
-                    &raw,
-                    "continuous timesteps (0.25 log sigma) with v_prediction are not implemented",
-                ));
-            }
-            _ => {
-                return Err(r.unsupported(
-                    "timestep_type",
-                    &raw,
-                    "supported: discrete, continuous",
-                ));
-            }
-        }
-        let use_karras_sigmas = read_sigma_switches(&r)?;
-        Ok(Self {
-            betas: BetaConfig::read(&r, false, true)?,
-            prediction_type,
-            use_karras_sigmas,
-            sigma_min: r.opt_f64("sigma_min")?,
-            sigma_max: r.opt_f64("sigma_max")?,
-            timestep_spacing: read_spacing(
-                &r,
-                "linspace",
-                &[
-                    TimestepSpacing::Leading,
-                    TimestepSpacing::Trailing,
-                    TimestepSpacing::Linspace,
-                ],
-            )?,
-            steps_offset: r.usize("steps_offset", 0)?,
-            final_sigmas_type: read_final_sigmas(&r)?,
-        })
+        cfg.betas.validate(class)?;
+        Ok(cfg)
     }
 }
 
@@ -159,13 +146,7 @@ impl Scheduler for EulerDiscreteScheduler {
     fn set_timesteps(&mut self, num_inference_steps: usize) -> Result<()> {
         let num_train = self.config.betas.num_train_timesteps;
         let n = num_inference_steps;
-        if n == 0 || n > num_train {
-            return Err(SchedulerError::InvalidStepCount {
-                class: self.kind().class_name().to_string(),
-                steps: n,
-                max: num_train,
-            });
-        }
+        check_steps(self.kind().class_name(), n, num_train)?;
         // float32 timesteps, descending.
         let timesteps32: Vec<f32> = match self.config.timestep_spacing {
             TimestepSpacing::Linspace => np_linspace(0.0, (num_train - 1) as f64, n)
@@ -288,6 +269,7 @@ impl Scheduler for EulerDiscreteScheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::SchedulerError;
     use serde_json::json;
 
     #[test]

@@ -103,8 +103,16 @@ pub trait Scheduler: Send {
     }
 
     /// Scales the model input at step `step_index` (Euler divides by `sqrt(sigma² + 1)`; the
-    /// others return it unchanged).
-    fn scale_model_input(&self, sample: Tensor<4>, step_index: usize) -> Result<Tensor<4>>;
+    /// others return it unchanged, after checking the index).
+    fn scale_model_input(&self, sample: Tensor<4>, step_index: usize) -> Result<Tensor<4>> {
+        common::check_index(
+            self.kind().class_name(),
+            "scale_model_input",
+            step_index,
+            self.timesteps().len(),
+        )?;
+        Ok(sample)
+    }
 
     /// One sampling step at `step_index`: from the model output and the current sample, the
     /// sample at the next timestep (diffusers' `prev_sample`).
@@ -389,5 +397,144 @@ mod tests {
                 "{kind}: {e}"
             );
         }
+    }
+
+    /// diffusers' own configs (as `scheduler.config` and `scheduler_config.json` hold them,
+    /// copied from the fixtures) read into each class's typed config with every value kept.
+    #[test]
+    fn diffusers_configs_parse_with_their_values() {
+        let text = include_str!("../tests/data/diffusers_scheduler_configs.json");
+        let entries = json::parse_python_json(text, "diffusers_scheduler_configs.json").unwrap();
+        let entries = entries.as_array().unwrap();
+        assert_eq!(entries.len(), 14);
+        for entry in entries {
+            let (class, cfg) = (entry["class"].as_str().unwrap(), &entry["config"]);
+            let source = entry["source"].as_str().unwrap();
+            let f = |k: &str| json::lenient_f64(&cfg[k]).unwrap();
+            let s = |k: &str| cfg[k].as_str().unwrap();
+            let b = |k: &str| cfg[k].as_bool().unwrap();
+            let n = |k: &str| cfg[k].as_u64().unwrap() as usize;
+            let check_betas = |betas: &BetaConfig| {
+                assert_eq!(
+                    betas.num_train_timesteps,
+                    n("num_train_timesteps"),
+                    "{source}"
+                );
+                assert_eq!(betas.beta_start, f("beta_start"), "{source}");
+                assert_eq!(betas.beta_end, f("beta_end"), "{source}");
+                assert_eq!(betas.beta_schedule.as_str(), s("beta_schedule"), "{source}");
+                assert_eq!(betas.trained_betas, None, "{source}");
+            };
+            match SchedulerKind::from_name(class).unwrap() {
+                kind @ (SchedulerKind::Ddim | SchedulerKind::DdimInverse) => {
+                    let dir = if kind == SchedulerKind::Ddim {
+                        DdimDirection::Sample
+                    } else {
+                        DdimDirection::Invert
+                    };
+                    let c = DdimConfig::read(cfg, dir).unwrap();
+                    check_betas(&c.betas);
+                    assert_eq!(c.betas.rescale_betas_zero_snr, b("rescale_betas_zero_snr"));
+                    assert_eq!(c.clip_sample, b("clip_sample"), "{source}");
+                    assert_eq!(c.clip_sample_range, f("clip_sample_range"), "{source}");
+                    assert_eq!(c.set_alpha_to_one, b("set_alpha_to_one"), "{source}");
+                    assert_eq!(c.steps_offset, n("steps_offset"), "{source}");
+                    assert_eq!(c.prediction_type.as_str(), s("prediction_type"), "{source}");
+                    assert_eq!(
+                        c.timestep_spacing.as_str(),
+                        s("timestep_spacing"),
+                        "{source}"
+                    );
+                }
+                SchedulerKind::Pndm => {
+                    let c = PndmConfig::from_json(cfg).unwrap();
+                    check_betas(&c.betas);
+                    assert!(c.skip_prk_steps && b("skip_prk_steps"), "{source}");
+                    assert_eq!(c.set_alpha_to_one, b("set_alpha_to_one"), "{source}");
+                    assert_eq!(c.steps_offset, n("steps_offset"), "{source}");
+                    assert_eq!(c.prediction_type.as_str(), s("prediction_type"), "{source}");
+                    assert_eq!(
+                        c.timestep_spacing.as_str(),
+                        s("timestep_spacing"),
+                        "{source}"
+                    );
+                }
+                SchedulerKind::EulerDiscrete => {
+                    let c = EulerConfig::from_json(cfg).unwrap();
+                    check_betas(&c.betas);
+                    assert_eq!(c.use_karras_sigmas, b("use_karras_sigmas"), "{source}");
+                    assert_eq!(c.steps_offset, n("steps_offset"), "{source}");
+                    assert_eq!(c.prediction_type.as_str(), s("prediction_type"), "{source}");
+                    assert_eq!(
+                        c.timestep_spacing.as_str(),
+                        s("timestep_spacing"),
+                        "{source}"
+                    );
+                    assert_eq!(c.sigma_min, cfg["sigma_min"].as_f64(), "{source}");
+                    assert_eq!(c.sigma_max, cfg["sigma_max"].as_f64(), "{source}");
+                }
+                SchedulerKind::DpmSolverMultistep => {
+                    let c = DpmSolverConfig::from_json(cfg).unwrap();
+                    check_betas(&c.betas);
+                    assert_eq!(c.solver_order, n("solver_order"), "{source}");
+                    assert_eq!(c.use_karras_sigmas, b("use_karras_sigmas"), "{source}");
+                    assert_eq!(c.lower_order_final, b("lower_order_final"), "{source}");
+                    assert_eq!(c.euler_at_final, b("euler_at_final"), "{source}");
+                    assert_eq!(c.lambda_min_clipped, f("lambda_min_clipped"), "{source}");
+                    assert_eq!(c.steps_offset, n("steps_offset"), "{source}");
+                    assert_eq!(c.prediction_type.as_str(), s("prediction_type"), "{source}");
+                    assert_eq!(
+                        c.timestep_spacing.as_str(),
+                        s("timestep_spacing"),
+                        "{source}"
+                    );
+                }
+            }
+            scheduler_from_config(class, cfg).unwrap();
+        }
+    }
+
+    /// Absent keys take diffusers' defaults for each class.
+    #[test]
+    fn absent_keys_take_diffusers_defaults() {
+        let empty = json!({});
+        let ddim = DdimConfig::from_json(&empty).unwrap();
+        assert_eq!(ddim, DdimConfig::default());
+        assert_eq!(
+            DdimConfig::read(&empty, DdimDirection::Invert).unwrap(),
+            ddim
+        );
+        assert!(ddim.clip_sample && ddim.set_alpha_to_one && ddim.clip_sample_range == 1.0);
+        assert_eq!(ddim.timestep_spacing, TimestepSpacing::Leading);
+        let betas = &ddim.betas;
+        assert_eq!(
+            (betas.num_train_timesteps, betas.beta_start, betas.beta_end),
+            (1000, 0.0001, 0.02)
+        );
+        assert_eq!(betas.beta_schedule, BetaSchedule::Linear);
+        let pndm = PndmConfig::from_json(&json!({"skip_prk_steps": true})).unwrap();
+        assert!(!pndm.set_alpha_to_one);
+        assert_eq!(pndm.timestep_spacing, TimestepSpacing::Leading);
+        let euler = EulerConfig::from_json(&empty).unwrap();
+        assert_eq!(euler, EulerConfig::default());
+        assert_eq!(euler.timestep_spacing, TimestepSpacing::Linspace);
+        assert_eq!(euler.final_sigmas_type, FinalSigmasType::Zero);
+        let dpm = DpmSolverConfig::from_json(&empty).unwrap();
+        assert_eq!(dpm, DpmSolverConfig::default());
+        assert_eq!((dpm.solver_order, dpm.lower_order_final), (2, true));
+        assert_eq!(dpm.lambda_min_clipped, f64::NEG_INFINITY);
+        assert_eq!(
+            DdpmConfig::from_json(&empty).unwrap(),
+            DdpmConfig::default()
+        );
+        // One key given, the rest defaulted.
+        let c = EulerConfig::from_json(&json!({"steps_offset": 1})).unwrap();
+        assert_eq!(
+            c,
+            EulerConfig {
+                steps_offset: 1,
+                ..EulerConfig::default()
+            }
+        );
     }
 }

@@ -1,42 +1,62 @@
 //! `PNDMScheduler` in PLMS mode (`skip_prk_steps = true`), Stable Diffusion 1.x's default.
 
-use crate::common::{alpha_at, check_index, check_same_shape, to_f64};
+use crate::common::{alpha_at, check_index, check_same_shape, check_steps, to_f64};
 use crate::config::{
-    BetaConfig, ConfigReader, PredictionType, SchedulerKind, TimestepSpacing, read_prediction_type,
-    read_spacing,
+    BetaConfig, PredictionType, SchedulerKind, TimestepSpacing, lenient, parse, unsupported,
 };
 use crate::error::{Result, SchedulerError};
 use crate::tables::{np_arange, np_linspace, np_round};
 use crate::{NoiseSchedule, Scheduler};
 use burn::tensor::Tensor;
+use serde::Deserialize;
 use serde_json::Value;
 
 /// The config of [`PndmScheduler`] (diffusers' `PNDMScheduler` keys and defaults).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
 pub struct PndmConfig {
     /// The training noise schedule (PNDM takes no `rescale_betas_zero_snr`).
+    #[serde(flatten)]
     pub betas: BetaConfig,
     /// `skip_prk_steps`: must be true here (the Runge-Kutta warm-up is not implemented).
     /// diffusers' default is false, so a config without the key is rejected; Stable
     /// Diffusion's PNDM configs set it to true.
+    #[serde(deserialize_with = "lenient::flag")]
     pub skip_prk_steps: bool,
     /// `set_alpha_to_one` (default false).
+    #[serde(deserialize_with = "lenient::flag")]
     pub set_alpha_to_one: bool,
     /// `prediction_type` (default epsilon; epsilon or v_prediction).
     pub prediction_type: PredictionType,
     /// `timestep_spacing` (default leading).
     pub timestep_spacing: TimestepSpacing,
     /// `steps_offset` (default 0).
+    #[serde(deserialize_with = "lenient::count")]
     pub steps_offset: usize,
+}
+
+impl Default for PndmConfig {
+    /// diffusers' defaults.
+    fn default() -> Self {
+        Self {
+            betas: BetaConfig::default(),
+            skip_prk_steps: false,
+            set_alpha_to_one: false,
+            prediction_type: PredictionType::Epsilon,
+            timestep_spacing: TimestepSpacing::Leading,
+            steps_offset: 0,
+        }
+    }
 }
 
 impl PndmConfig {
     /// Reads a diffusers config dict; absent keys take `PNDMScheduler`'s defaults.
     pub fn from_json(config: &Value) -> Result<Self> {
-        let r = ConfigReader::new(SchedulerKind::Pndm.class_name(), config)?;
-        let skip_prk_steps = r.bool("skip_prk_steps", false)?;
-        if !skip_prk_steps {
-            return Err(r.unsupported(
+        let class = SchedulerKind::Pndm.class_name();
+        let (mut cfg, _): (Self, _) = parse(class, config)?;
+        if !cfg.skip_prk_steps {
+            return Err(unsupported(
+                class,
                 "skip_prk_steps",
                 &Value::Bool(false),
                 "the PRK (Runge-Kutta) warm-up steps are not implemented; only PLMS \
@@ -44,22 +64,10 @@ impl PndmConfig {
                  (an absent key means false, diffusers' default)",
             ));
         }
-        Ok(Self {
-            betas: BetaConfig::read(&r, false, false)?,
-            skip_prk_steps,
-            set_alpha_to_one: r.bool("set_alpha_to_one", false)?,
-            prediction_type: read_prediction_type(&r, &["epsilon", "v_prediction"])?,
-            timestep_spacing: read_spacing(
-                &r,
-                "leading",
-                &[
-                    TimestepSpacing::Leading,
-                    TimestepSpacing::Trailing,
-                    TimestepSpacing::Linspace,
-                ],
-            )?,
-            steps_offset: r.usize("steps_offset", 0)?,
-        })
+        // PNDMScheduler takes no `rescale_betas_zero_snr`: another class's value is ignored.
+        cfg.betas.rescale_betas_zero_snr = false;
+        cfg.betas.validate(class)?;
+        Ok(cfg)
     }
 }
 
@@ -154,13 +162,7 @@ impl Scheduler for PndmScheduler {
     fn set_timesteps(&mut self, num_inference_steps: usize) -> Result<()> {
         let num_train = self.config.betas.num_train_timesteps;
         let n = num_inference_steps;
-        if n == 0 || n > num_train {
-            return Err(SchedulerError::InvalidStepCount {
-                class: self.kind().class_name().to_string(),
-                steps: n,
-                max: num_train,
-            });
-        }
+        check_steps(self.kind().class_name(), n, num_train)?;
         // Ascending base timesteps.
         let base: Vec<i64> = match self.config.timestep_spacing {
             TimestepSpacing::Linspace => np_linspace(0.0, (num_train - 1) as f64, n)
@@ -201,16 +203,6 @@ impl Scheduler for PndmScheduler {
 
     fn timesteps(&self) -> &[f64] {
         &self.timesteps
-    }
-
-    fn scale_model_input(&self, sample: Tensor<4>, step_index: usize) -> Result<Tensor<4>> {
-        check_index(
-            self.kind().class_name(),
-            "scale_model_input",
-            step_index,
-            self.timesteps.len(),
-        )?;
-        Ok(sample)
     }
 
     fn step(
