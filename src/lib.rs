@@ -7,6 +7,7 @@
 //! | module | crate | holds |
 //! |---|---|---|
 //! | [`core`] | `sonic-core` | weight loading, configs, devices, fixtures |
+//! | [`kernels`] | `sonic-kernels` | CPU kernels for the flex backend (fused attention, GroupNorm) |
 //! | [`schedulers`] | `sonic-schedulers` | DDIM, DDIM-inverse, PNDM, Euler, DPM-Solver++ 2M, DDPM |
 //! | [`clip`] | `sonic-clip` | CLIP tokenizer and text encoder |
 //! | [`layers`] | `sonic-layers` | resnet / up / down sampling blocks |
@@ -17,6 +18,10 @@
 //! | [`projector`] | `sonic-projector` | the audio projector (CLAP embedding to audio tokens) |
 //! | [`pipeline`] | `sonic-pipeline` | model loading, generation, editing, hub downloads, output |
 //! | [`train`] | `sonic-train` | datasets, caches, the stage-1 / stage-2 trainers |
+//! | [`hub`] | `sonic-hub` | verified, resumable Hugging Face hub downloads |
+//! | [`tune`] | `sonic-tune` | hyperparameter search (spaces, samplers, pruners, studies) |
+//! | [`parity`] | `sonic-parity` | parity runners for the PyTorch reference fixtures |
+//! | [`bench`] | `sonic-bench` | the toy-world learnability benchmark |
 //!
 //! [`burn`] and [`image`] are re-exported too, so a downstream crate needs no other
 //! dependency: its tensors are `burn::tensor::Tensor`, its pictures `image::RgbImage`.
@@ -43,13 +48,17 @@ pub use burn;
 pub use image;
 pub use sonic_attn as attn;
 pub use sonic_audio as audio;
+pub use sonic_bench as bench;
 pub use sonic_clip as clip;
 pub use sonic_core as core;
+pub use sonic_hub as hub;
 pub use sonic_kernels as kernels;
 pub use sonic_layers as layers;
+pub use sonic_parity as parity;
 pub use sonic_pipeline as pipeline;
 pub use sonic_projector as projector;
 pub use sonic_schedulers as schedulers;
 pub use sonic_train as train;
+pub use sonic_tune as tune;
 pub use sonic_unet as unet;
 pub use sonic_vae as vae;

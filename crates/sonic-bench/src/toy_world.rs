@@ -55,6 +55,7 @@ use rand_distr::StandardNormal;
 use sonic_audio::{ClapAudioConfig, ClapAudioEncoder};
 use sonic_clip::ClipTextModel;
 use sonic_clip::tokenizer::ClipTokenizer;
+use sonic_pipeline::sampling::{Conditioning, Guidance, ProgressOnly, denoise};
 use sonic_projector::{BlockMode, Projector, ProjectorConfig};
 use sonic_schedulers::{DdimScheduler, DdpmSchedule, Scheduler};
 use sonic_train::config::{
@@ -67,7 +68,6 @@ use sonic_train::optim::adamw;
 use sonic_train::params::{select_trainable, untracked};
 use sonic_train::stage1::{Stage1Data, Stage1Trainer};
 use sonic_train::stage2::{Stage2Data, Stage2Trainer};
-use sonic_unet::hooks::NoHook;
 use sonic_unet::{AdapterPlacement, AdapterStrength, UNet2DConditionModel, UNetConfig};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -110,6 +110,9 @@ pub enum ToyWorldError {
     /// A model or training step failed.
     #[error("toy world: {0}")]
     Train(#[from] TrainError),
+    /// Sampling failed.
+    #[error("toy world: sampling: {0}")]
+    Sampling(#[from] sonic_pipeline::error::PipelineError),
     /// The tokenizer failed.
     #[error("toy world: tokenizer: {0}")]
     Tokenizer(#[from] sonic_clip::tokenizer::ClipTokenizerError),
@@ -1127,27 +1130,27 @@ fn sample(
             [2 * m, t, d],
             device,
         );
-        let mut x = tensor4(
+        let x = tensor4(
             noise[start * plane..(start + m) * plane].to_vec(),
             [m, 3, s, s],
             device,
         )
         .mul_scalar(scheduler.init_noise_sigma());
-        let timesteps = scheduler.timesteps().to_vec();
-        for (i, &ts) in timesteps.iter().enumerate() {
-            let input = tr!(scheduler.scale_model_input(x.clone(), i))?;
-            let eps = tr!(unet.forward_with(
-                Tensor::cat(vec![input.clone(), input], 0),
-                &[ts as f32],
-                text.clone(),
-                Some(&adapters),
-                &mut NoHook,
-            ))?;
-            let eps_null = eps.clone().narrow(0, 0, m);
-            let eps_audio = eps.narrow(0, m, m);
-            let guided = eps_null.clone() + (eps_audio - eps_null).mul_scalar(o.guidance);
-            x = tr!(scheduler.step(guided, i, x))?;
-        }
+        let cond = Conditioning {
+            text,
+            adapter: Some(adapters),
+        };
+        let mut no_progress = |_: usize, _: usize, _: f64| {};
+        let mut observer = ProgressOnly::new(&mut no_progress, o.sample_steps);
+        let x = denoise(
+            unet,
+            &mut scheduler,
+            x,
+            &cond,
+            Guidance::Single(f64::from(o.guidance)),
+            0,
+            &mut observer,
+        )?;
         out.extend(host(&x)?);
         start += m;
     }

@@ -32,12 +32,14 @@
 
 use crate::audio_to_image::AudioToImage;
 use crate::error::PipelineError;
-use crate::sampling::{Conditioning, Guidance, ProgressOnly, denoise};
+use crate::sampling::{
+    Conditioning, Guidance, ProgressOnly, SamplingObserver, StepTensors, denoise,
+};
 use crate::stable_diffusion::StableDiffusion;
 use crate::text_to_image::{Progress, ensure_finite, seeded_noise};
 use burn::tensor::Tensor;
-use sonic_schedulers::{PredictionType, Scheduler};
-use sonic_unet::hooks::UNetHook;
+use sonic_schedulers::{DdimConfig, DdimScheduler, DdimStepRule, Scheduler};
+use sonic_unet::hooks::{NoHook, UNetHook};
 
 /// Encodes images `[B, 3, H, W]` in `[-1, 1]` to latents: the VAE posterior mean times the
 /// scaling factor (0.18215 for SD 1.x).
@@ -101,16 +103,6 @@ fn check_positive(name: &'static str, v: usize) -> Result<(), PipelineError> {
     Ok(())
 }
 
-/// `alphas_cumprod` after the last DDIM step (`set_alpha_to_one`: 1, else `alphas_cumprod[0]`).
-fn final_alpha(sd: &StableDiffusion, ac: &[f64]) -> f64 {
-    let one = sd
-        .scheduler_config
-        .get("set_alpha_to_one")
-        .and_then(|v| v.as_bool())
-        .unwrap_or(true);
-    if one { 1.0 } else { ac[0] }
-}
-
 fn alpha_at(ac: &[f64], t: f64) -> Result<f64, PipelineError> {
     ac.get(t.round().max(0.0) as usize)
         .copied()
@@ -128,7 +120,8 @@ fn alpha_at(ac: &[f64], t: f64) -> Result<f64, PipelineError> {
 /// Step `j` (ascending timesteps `t_j`) evaluates the UNet at `t_j` on the latent of level
 /// `t_{j-1}` (the final alpha for `j = 0`) and moves it to level `t_j`:
 /// `x_{t_j} = sqrt(a_j) x0 + sqrt(1 - a_j) eps`, `x0 = (x - sqrt(1 - a_{j-1}) eps) / sqrt(a_{j-1})`
-/// (pnp-diffusers' `ddim_inversion`).
+/// (pnp-diffusers' `ddim_inversion`): the shared [`denoise`] loop with the model's DDIM run
+/// backwards over its own sampling timesteps ([`DdimStepRule::Schedule`], no x0 clipping).
 pub fn ddim_invert(
     sd: &StableDiffusion,
     latent: Tensor<4>,
@@ -136,53 +129,59 @@ pub fn ddim_invert(
     source: &SourceConditioning,
     progress: &mut dyn FnMut(usize, usize, f64),
 ) -> Result<Inversion, PipelineError> {
-    let scheduler = ddim_scheduler(sd, steps)?;
-    let timesteps = scheduler.timesteps().to_vec();
-    let ac = scheduler.alphas_cumprod().to_vec();
-    let prediction = scheduler.prediction_type();
+    check_positive("steps", steps)?;
+    let mut config = DdimConfig::from_json(&sd.scheduler_config)?;
+    // pnp-diffusers' inversion never clips the predicted x0.
+    config.clip_sample = false;
+    let mut scheduler = DdimScheduler::inverse(config).with_step_rule(DdimStepRule::Schedule);
+    scheduler.set_timesteps(steps)?;
     let b = latent.dims()[0];
-    let text = source.inversion_text.clone().repeat_dim(0, b);
-    let mut x = latent.clone();
-    let mut a_prev = final_alpha(sd, &ac);
-    let mut saved = Vec::with_capacity(timesteps.len());
-    let total = timesteps.len();
-    for (j, &t) in timesteps.iter().rev().enumerate() {
-        let a_t = alpha_at(&ac, t)?;
-        let out = sd.unet.forward_with(
-            x.clone(),
-            &[t as f32],
-            text.clone(),
-            None,
-            &mut sonic_unet::hooks::NoHook,
-        )?;
-        let (sp, sq) = (a_prev.sqrt(), (1.0 - a_prev).sqrt());
-        let (eps, x0) = match prediction {
-            PredictionType::Epsilon => {
-                let x0 = (x.clone() - out.clone().mul_scalar(sq)).div_scalar(sp);
-                (out, x0)
-            }
-            PredictionType::VPrediction => {
-                let x0 = x.clone().mul_scalar(sp) - out.clone().mul_scalar(sq);
-                let eps = out.mul_scalar(sp) + x.clone().mul_scalar(sq);
-                (eps, x0)
-            }
-            PredictionType::Sample => {
-                let eps = (x.clone() - out.clone().mul_scalar(sp)).div_scalar(sq.max(1e-12));
-                (eps, out)
-            }
-        };
-        x = x0.mul_scalar(a_t.sqrt()) + eps.mul_scalar((1.0 - a_t).sqrt());
-        saved.push(x.clone());
-        a_prev = a_t;
-        progress(j + 1, total, t);
-    }
+    let cond = Conditioning {
+        text: source.inversion_text.clone().repeat_dim(0, b),
+        adapter: None,
+    };
+    let mut observer = InversionObserver {
+        levels: Vec::with_capacity(steps),
+        progress,
+        hook: NoHook,
+    };
+    let x = denoise(
+        &sd.unet,
+        &mut scheduler,
+        latent.clone(),
+        &cond,
+        Guidance::None,
+        0,
+        &mut observer,
+    )?;
     ensure_finite(&x, "the inverted latent")?;
-    saved.reverse();
+    let mut levels = observer.levels;
+    levels.reverse();
+    let mut timesteps = scheduler.timesteps().to_vec();
+    timesteps.reverse();
     Ok(Inversion {
         timesteps,
-        latents_per_step: saved,
+        latents_per_step: levels,
         start: latent,
     })
+}
+
+/// Keeps every level of the inversion and reports progress.
+struct InversionObserver<'a> {
+    levels: Vec<Tensor<4>>,
+    progress: &'a mut dyn FnMut(usize, usize, f64),
+    hook: NoHook,
+}
+
+impl SamplingObserver for InversionObserver<'_> {
+    fn unet_hook(&mut self) -> &mut dyn UNetHook {
+        &mut self.hook
+    }
+
+    fn after_step(&mut self, step: &StepTensors) {
+        self.levels.push(step.latents.clone());
+        (self.progress)(step.index + 1, self.levels.capacity(), step.timestep);
+    }
 }
 
 /// The text conditioning of the inversion and of the PnP source branch, as the official code:
@@ -397,6 +396,35 @@ pub fn branch_conditioning(
     Ok((guidance, prompts, tokens))
 }
 
+/// Plug-and-Play in the shared loop: step `i` puts the inversion's level `i` in front as the
+/// source rows and switches the injection on for the first `steps` steps.
+struct PnpObserver<'a> {
+    hook: PnpHook,
+    levels: &'a [Tensor<4>],
+    /// `(residual steps, attention steps)`.
+    steps: (usize, usize),
+    progress: &'a mut dyn FnMut(usize, usize, f64),
+}
+
+impl SamplingObserver for PnpObserver<'_> {
+    fn before_step(&mut self, index: usize, _t: f64) {
+        self.hook.inject_resnets = index < self.steps.0;
+        self.hook.inject_attention = index < self.steps.1;
+    }
+
+    fn leading_rows(&mut self, index: usize) -> Option<Tensor<4>> {
+        self.levels.get(index).cloned()
+    }
+
+    fn unet_hook(&mut self) -> &mut dyn UNetHook {
+        &mut self.hook
+    }
+
+    fn after_step(&mut self, step: &StepTensors) {
+        (self.progress)(step.index + 1, self.levels.len(), step.timestep);
+    }
+}
+
 /// Plug-and-Play sampling from an inversion. `tokens` = `(audio tokens, null tokens)` for a UNet
 /// with adapters (strength `req.audio_strength`, every branch); the source branch gets
 /// `source.source_text` (the empty prompt) and the null tokens.
@@ -421,10 +449,8 @@ pub fn pnp_sample(
     }
     let (n_res, n_attn) = pnp.step_counts(steps)?;
     let mut scheduler = ddim_scheduler(sd, steps)?;
-    let timesteps = scheduler.timesteps().to_vec();
     let b = inversion.start.dims()[0];
     let (guidance, prompts, branch_tokens) = branch_conditioning(sd, req, b, tokens)?;
-    let n = guidance.branches();
     let text = Tensor::cat(
         vec![
             source.source_text.clone().repeat_dim(0, b),
@@ -443,40 +469,28 @@ pub fn pnp_sample(
         }
         _ => None,
     };
-    let mut hook = PnpHook {
-        batch: b,
-        resnets: pnp.resnets.clone(),
-        attentions: pnp.attentions.clone(),
-        inject_resnets: false,
-        inject_attention: false,
+    let mut observer = PnpObserver {
+        hook: PnpHook {
+            batch: b,
+            resnets: pnp.resnets.clone(),
+            attentions: pnp.attentions.clone(),
+            inject_resnets: false,
+            inject_attention: false,
+        },
+        levels: &inversion.latents_per_step,
+        steps: (n_res, n_attn),
+        progress,
     };
-    let mut x = inversion.noisiest();
-    for (i, &t) in timesteps.iter().enumerate() {
-        hook.inject_resnets = i < n_res;
-        hook.inject_attention = i < n_attn;
-        let mut rows = vec![inversion.latents_per_step[i].clone()];
-        rows.extend(std::iter::repeat_n(x.clone(), n));
-        let input = scheduler.scale_model_input(Tensor::cat(rows, 0), i)?;
-        let eps_all = sd.unet.forward_with(
-            input,
-            &[t as f32],
-            text.clone(),
-            adapter.as_ref(),
-            &mut hook,
-        )?;
-        let branch_eps: Vec<Tensor<4>> = (1..=n)
-            .map(|k| eps_all.clone().narrow(0, k * b, b))
-            .collect();
-        let eps = guidance
-            .combine(&branch_eps)
-            .ok_or_else(|| PipelineError::InvalidParameter {
-                name: "guidance",
-                value: format!("{} branches", branch_eps.len()),
-                reason: format!("{guidance:?} needs {n}"),
-            })?;
-        x = scheduler.step(eps, i, x)?;
-        progress(i + 1, steps, t);
-    }
+    let cond = Conditioning { text, adapter };
+    let x = denoise(
+        &sd.unet,
+        scheduler.as_mut(),
+        inversion.noisiest(),
+        &cond,
+        guidance,
+        0,
+        &mut observer,
+    )?;
     ensure_finite(&x, "the edited latents")?;
     Ok(x)
 }

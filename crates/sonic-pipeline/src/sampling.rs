@@ -77,10 +77,17 @@ pub struct StepTensors {
     pub latents: Tensor<4>,
 }
 
-/// Observes the loop and may provide a UNet hook per step (Plug-and-Play injection).
+/// Observes the loop and may provide a UNet hook per step (Plug-and-Play injection) and rows
+/// of its own in front of the model input (Plug-and-Play's source branch).
 pub trait SamplingObserver {
     /// Called before step `index` (timestep `t`) runs.
     fn before_step(&mut self, _index: usize, _t: f64) {}
+    /// Latent rows put in front of the branches' rows in step `index`'s model input (their
+    /// conditioning leads [`Conditioning`] too); their predictions are not guided, only seen by
+    /// the hook. Default: none.
+    fn leading_rows(&mut self, _index: usize) -> Option<Tensor<4>> {
+        None
+    }
     /// The hook for the current step's UNet call.
     fn unet_hook(&mut self) -> &mut dyn UNetHook;
     /// Called after each step.
@@ -118,7 +125,9 @@ impl SamplingObserver for ProgressOnly<'_> {
 }
 
 /// Runs the scheduler's steps from index `start` on `latents` (batch `b`, already scaled by
-/// the scheduler's `init_noise_sigma` or noised to the start step).
+/// the scheduler's `init_noise_sigma` or noised to the start step). Each step's model input is
+/// the observer's leading rows (if any), then `latents` once per guidance branch; `cond` holds
+/// the conditioning of all those rows in that order.
 pub fn denoise(
     unet: &UNet2DConditionModel,
     scheduler: &mut dyn Scheduler,
@@ -131,20 +140,26 @@ pub fn denoise(
     let b = latents.dims()[0];
     let n = guidance.branches();
     let rows = cond.text.dims()[0];
-    if rows != n * b {
-        return Err(PipelineError::InvalidParameter {
-            name: "conditioning",
-            value: format!("{rows} text rows"),
-            reason: format!("{n} branches x batch {b} = {} expected", n * b),
-        });
-    }
     let timesteps = scheduler.timesteps().to_vec();
     for (i, &t) in timesteps.iter().enumerate().skip(start) {
         observer.before_step(i, t);
-        let input = if n == 1 {
+        let mut parts: Vec<Tensor<4>> = observer.leading_rows(i).into_iter().collect();
+        let lead: usize = parts.iter().map(|p| p.dims()[0]).sum();
+        if rows != lead + n * b {
+            return Err(PipelineError::InvalidParameter {
+                name: "conditioning",
+                value: format!("{rows} text rows"),
+                reason: format!(
+                    "{lead} leading rows + {n} branches x batch {b} = {} expected",
+                    lead + n * b
+                ),
+            });
+        }
+        parts.extend(std::iter::repeat_n(latents.clone(), n));
+        let input = if parts.len() == 1 {
             latents.clone()
         } else {
-            Tensor::cat(vec![latents.clone(); n], 0)
+            Tensor::cat(parts, 0)
         };
         let input = scheduler.scale_model_input(input, i)?;
         let eps_all = unet.forward_with(
@@ -155,7 +170,7 @@ pub fn denoise(
             observer.unet_hook(),
         )?;
         let branch_eps: Vec<Tensor<4>> = (0..n)
-            .map(|k| eps_all.clone().narrow(0, k * b, b))
+            .map(|k| eps_all.clone().narrow(0, lead + k * b, b))
             .collect();
         let eps = guidance
             .combine(&branch_eps)

@@ -32,6 +32,20 @@ impl DdimDirection {
     }
 }
 
+/// Where a [`DdimScheduler`] step's other end lies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DdimStepRule {
+    /// `t ∓ num_train_timesteps / n` (integer division), as diffusers' `DDIMScheduler` and
+    /// `DDIMInverseScheduler`; the inverse's timesteps are its own (leading or trailing).
+    #[default]
+    Ratio,
+    /// The neighbouring timestep of the sampling schedule: inverting runs the sampler's own
+    /// timesteps (any spacing) backwards and step `i` starts from the level of timestep
+    /// `i - 1` (the edge ᾱ before the first), as pnp-diffusers' `ddim_inversion`; sampling
+    /// steps to the next timestep of the list (the edge ᾱ after the last).
+    Schedule,
+}
+
 /// The config of [`DdimScheduler`] (the keys and defaults of diffusers' `DDIMScheduler`, which
 /// `DDIMInverseScheduler` shares; [`DdimConfig::read`] reads either class).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -162,6 +176,7 @@ pub struct DdimScheduler {
     /// ᾱ outside the table (diffusers' `final_alpha_cumprod` when sampling,
     /// `initial_alpha_cumprod` when inverting).
     edge_alpha_cumprod: f32,
+    rule: DdimStepRule,
     num_inference_steps: usize,
     timesteps: Vec<f64>,
 }
@@ -190,6 +205,7 @@ impl DdimScheduler {
             edge_alpha_cumprod,
             config,
             direction,
+            rule: DdimStepRule::Ratio,
             num_inference_steps: 0,
             timesteps: Vec::new(),
         }
@@ -217,6 +233,17 @@ impl DdimScheduler {
     pub fn direction(&self) -> DdimDirection {
         self.direction
     }
+
+    /// The same scheduler with another [`DdimStepRule`] (takes effect at `set_timesteps`).
+    pub fn with_step_rule(mut self, rule: DdimStepRule) -> Self {
+        self.rule = rule;
+        self
+    }
+
+    /// Where a step's other end lies.
+    pub fn step_rule(&self) -> DdimStepRule {
+        self.rule
+    }
 }
 
 impl Scheduler for DdimScheduler {
@@ -228,16 +255,19 @@ impl Scheduler for DdimScheduler {
         let num_train = self.config.betas.num_train_timesteps;
         let class = self.kind().class_name();
         check_steps(class, num_inference_steps, num_train)?;
-        let timesteps = match self.direction {
-            DdimDirection::Sample => ddim_timesteps,
-            DdimDirection::Invert => inverse_timesteps,
+        let timesteps = match (self.direction, self.rule) {
+            (DdimDirection::Invert, DdimStepRule::Ratio) => inverse_timesteps,
+            _ => ddim_timesteps,
         };
-        let ts = timesteps(
+        let mut ts = timesteps(
             self.config.timestep_spacing,
             num_inference_steps,
             num_train,
             self.config.steps_offset,
         );
+        if (self.direction, self.rule) == (DdimDirection::Invert, DdimStepRule::Schedule) {
+            ts.reverse();
+        }
         self.timesteps = to_f64(&ts);
         self.num_inference_steps = num_inference_steps;
         tracing::debug!(class, steps = num_inference_steps, "set_timesteps");
@@ -261,9 +291,18 @@ impl Scheduler for DdimScheduler {
         let t = self.timesteps[step_index] as i64;
         let ratio = num_train / self.num_inference_steps as i64;
         // The step moves the sample from timestep `from` to timestep `to`.
-        let (from, to) = match self.direction {
-            DdimDirection::Sample => (t, t - ratio),
-            DdimDirection::Invert => ((t - ratio).min(num_train - 1), t),
+        // A negative timestep stands for the edge ᾱ.
+        let neighbour = |i: Option<usize>| {
+            i.and_then(|i| self.timesteps.get(i))
+                .map_or(-1, |&t| t as i64)
+        };
+        let (from, to) = match (self.direction, self.rule) {
+            (DdimDirection::Sample, DdimStepRule::Ratio) => (t, t - ratio),
+            (DdimDirection::Invert, DdimStepRule::Ratio) => ((t - ratio).min(num_train - 1), t),
+            (DdimDirection::Sample, DdimStepRule::Schedule) => (t, neighbour(Some(step_index + 1))),
+            (DdimDirection::Invert, DdimStepRule::Schedule) => {
+                (neighbour(step_index.checked_sub(1)), t)
+            }
         };
         let alpha_from = alpha_at(
             self.schedule.alphas_cumprod(),
@@ -295,6 +334,7 @@ impl Scheduler for DdimScheduler {
 mod tests {
     use super::*;
     use crate::error::SchedulerError;
+    use burn::tensor::TensorData;
     use serde_json::json;
 
     #[test]
@@ -343,5 +383,66 @@ mod tests {
             e,
             SchedulerError::InvalidStepCount { steps: 0, .. }
         ));
+    }
+
+    /// The pnp-diffusers rule: the sampler's own timesteps backwards (any spacing) and each
+    /// step from the previous timestep's level; it agrees with diffusers' inverse where the
+    /// spacing is uniform and differs where it is not.
+    #[test]
+    fn the_schedule_rule_inverts_along_the_sampling_timesteps() {
+        let device = burn::tensor::Device::flex();
+        let config = json!({"timestep_spacing": "trailing", "clip_sample": false});
+        let value = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap()[0];
+        let one = |v: f32| Tensor::<4>::from_data(TensorData::new(vec![v], [1, 1, 1, 1]), &device);
+        let mut sampler = DdimScheduler::from_json(&config).unwrap();
+        let mut pnp = DdimScheduler::inverse(DdimConfig::from_json(&config).unwrap())
+            .with_step_rule(DdimStepRule::Schedule);
+        let mut ratio = DdimScheduler::inverse_from_json(&config).unwrap();
+        // 1000 / 30 is not whole: trailing timesteps are 33 or 34 apart.
+        for s in [&mut sampler, &mut pnp, &mut ratio] {
+            s.set_timesteps(30).unwrap();
+        }
+        let mut reversed = sampler.timesteps().to_vec();
+        reversed.reverse();
+        assert_eq!(pnp.timesteps(), &reversed[..]);
+        let ac = pnp.alphas_cumprod().to_vec();
+        let expect = |from: f32, to: f32| {
+            let x0 = (1.0f32 - (1.0 - from).sqrt() * 0.5) / from.sqrt();
+            to.sqrt() * x0 + (1.0 - to).sqrt() * 0.5
+        };
+        for i in 0..30 {
+            let t = pnp.timesteps()[i] as usize;
+            let from = if i == 0 {
+                1.0
+            } else {
+                ac[pnp.timesteps()[i - 1] as usize] as f32
+            };
+            let got = value(pnp.step(one(0.5), i, one(1.0)).unwrap());
+            let want = expect(from, ac[t] as f32);
+            assert!(
+                (got - want).abs() <= 1e-6 * want.abs(),
+                "step {i}: {got} vs {want}"
+            );
+        }
+        // diffusers' inverse steps from `t - 33` instead: not the same levels.
+        let differs = (1..30).any(|i| {
+            value(pnp.step(one(0.5), i, one(1.0)).unwrap())
+                != value(ratio.step(one(0.5), i, one(1.0)).unwrap())
+        });
+        assert!(differs);
+        // With leading spacing (SD 1.x) the two rules are the same schedule and the same steps.
+        let leading = json!({"steps_offset": 1, "clip_sample": false});
+        let mut pnp = DdimScheduler::inverse(DdimConfig::from_json(&leading).unwrap())
+            .with_step_rule(DdimStepRule::Schedule);
+        let mut ratio = DdimScheduler::inverse_from_json(&leading).unwrap();
+        pnp.set_timesteps(50).unwrap();
+        ratio.set_timesteps(50).unwrap();
+        assert_eq!(pnp.timesteps(), ratio.timesteps());
+        for i in 0..50 {
+            assert_eq!(
+                value(pnp.step(one(0.5), i, one(1.0)).unwrap()),
+                value(ratio.step(one(0.5), i, one(1.0)).unwrap())
+            );
+        }
     }
 }

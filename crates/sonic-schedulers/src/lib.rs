@@ -60,7 +60,7 @@ pub use choice::SchedulerChoice;
 pub use config::{
     BetaConfig, BetaSchedule, FinalSigmasType, PredictionType, SchedulerKind, TimestepSpacing,
 };
-pub use ddim::{DdimConfig, DdimDirection, DdimScheduler};
+pub use ddim::{DdimConfig, DdimDirection, DdimScheduler, DdimStepRule};
 pub use ddpm::{DdpmConfig, DdpmSchedule};
 pub use dpm::{DpmSolverConfig, DpmSolverMultistepScheduler};
 pub use error::SchedulerError;
