@@ -8,7 +8,8 @@
 #   bash scripts/fixtures.sh --setup        # only create the venv
 #
 # DIR defaults to $XDG_CACHE_HOME/sonic-diffusion/fixtures (~/.cache/...). FOLDERs default to
-# every folder the tests use. The venv lives in $SONIC_FIXTURES_VENV (default
+# every folder the tests use. sonic-tiny reuses DIR/sd15-tiny (generate that first, or together:
+# the default order does). The venv lives in $SONIC_FIXTURES_VENV (default
 # $XDG_CACHE_HOME/sonic-diffusion/venv) and is reused. Needs python3 (>= 3.10) with venv.
 #
 # Download: PyPI's Linux torch wheel depends on NVIDIA's CUDA libraries, so the first run
