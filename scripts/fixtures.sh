@@ -8,7 +8,8 @@
 #   bash scripts/fixtures.sh --setup        # only create the venv
 #
 # DIR defaults to $XDG_CACHE_HOME/sonic-diffusion/fixtures (~/.cache/...). FOLDERs default to
-# every folder the tests use. The venv lives in $SONIC_FIXTURES_VENV (default
+# every folder the tests use. sonic-tiny reuses DIR/sd15-tiny (generate that first, or together:
+# the default order does). The venv lives in $SONIC_FIXTURES_VENV (default
 # $XDG_CACHE_HOME/sonic-diffusion/venv) and is reused. Needs python3 (>= 3.10) with venv.
 #
 # Download: PyPI's Linux torch wheel depends on NVIDIA's CUDA libraries, so the first run
@@ -28,6 +29,7 @@ VENV="${SONIC_FIXTURES_VENV:-$CACHE/venv}"
 REQ="$ROOT/tools/fixtures/requirements.txt"
 PY="$VENV/bin/python"
 OPEN_CLIP=3.3.0
+MSCLAP=1.3.4
 
 say() { echo "[fixtures] $*" >&2; }
 
@@ -57,6 +59,9 @@ if [ ! -x "$PY" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   "$PY" -m pip install --progress-bar on -r "$REQ"
   # open_clip_torch's wheel only for its copy of CLIP's BPE merge list (tools/fixtures/clip_bpe.py)
   "$PY" -m pip download --quiet --no-deps -d "$VENV/wheels" "open_clip_torch==$OPEN_CLIP"
+  # msclap's wheel only for its model code (msclap.models: Cnn14, Projection; sonic_tiny.py):
+  # its own pins (numpy<2, transformers<5) clash with ours, so it is not installed
+  "$PY" -m pip download --quiet --no-deps -d "$VENV/wheels" "msclap==$MSCLAP"
   echo "$want" > "$stamp"
 else
   say "using the venv $VENV"
