@@ -17,7 +17,7 @@ use burn::store::{
 };
 use burn::tensor::DType;
 use sonic_core::CoreError;
-use sonic_core::weights::{check_tensors, expected_tensors};
+use sonic_core::weights::{check_finite, check_tensors, expected_tensors};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -314,6 +314,12 @@ impl ClapCheckpoint {
             }
             .into());
         }
+        check_finite(
+            &model,
+            &self.path,
+            &|name| expected.contains_key(name),
+            &|name| self.full_key(name),
+        )?;
         tracing::debug!(
             file = %self.path.display(),
             applied = result.applied.len(),

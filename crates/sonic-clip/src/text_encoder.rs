@@ -100,6 +100,33 @@ impl ClipTextConfig {
                 );
             }
         }
+        use sonic_core::config::{check_limit, limits};
+        check_limit(origin, "hidden_size", self.hidden_size, limits::MAX_WIDTH)?;
+        check_limit(
+            origin,
+            "intermediate_size",
+            self.intermediate_size,
+            limits::MAX_WIDTH,
+        )?;
+        check_limit(
+            origin,
+            "num_hidden_layers",
+            self.num_hidden_layers,
+            limits::MAX_LAYERS,
+        )?;
+        check_limit(
+            origin,
+            "num_attention_heads",
+            self.num_attention_heads,
+            limits::MAX_HEADS,
+        )?;
+        check_limit(
+            origin,
+            "max_position_embeddings",
+            self.max_position_embeddings,
+            limits::MAX_POSITIONS,
+        )?;
+        check_limit(origin, "vocab_size", self.vocab_size, limits::MAX_VOCAB)?;
         Ok(())
     }
 }
@@ -269,6 +296,7 @@ impl ClipTextModel {
             remaps: vec![Remap::new(r"^text_model\.", "")],
             ignore: vec![r"position_ids$".into()],
             subset: None,
+            ..Default::default()
         };
         let model = load_safetensors(Self::new(config, act, device), weights, &options)?;
         Ok(model)

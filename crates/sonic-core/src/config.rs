@@ -138,6 +138,51 @@ pub fn unsupported(
     }
 }
 
+/// Sanity limits on model config values, checked before a model is built: far above any
+/// released checkpoint (SD 1.x / 2.x, CLIP ViT-L / H, CLAP), low enough that a typo or a
+/// malicious config cannot make the process reserve absurd memory for tables sized by the
+/// config alone (position embeddings, time-step tables). A value above its limit is a
+/// [`CoreError::UnsupportedConfig`] naming the key and the limit.
+pub mod limits {
+    /// Channels, hidden sizes, embedding and intermediate widths (SD: 1280; CLIP-H MLP: 5120).
+    pub const MAX_WIDTH: usize = 1 << 16;
+    /// Layers per block, transformer layers, encoder layers (CLIP-bigG: 32).
+    pub const MAX_LAYERS: usize = 256;
+    /// Resolution levels of a UNet or VAE (SD: 4).
+    pub const MAX_LEVELS: usize = 16;
+    /// Attention heads (SD 2: 20 per level).
+    pub const MAX_HEADS: usize = 4096;
+    /// Vocabulary entries (CLIP: 49,408).
+    pub const MAX_VOCAB: usize = 1 << 22;
+    /// Positions of a text encoder (CLIP: 77).
+    pub const MAX_POSITIONS: usize = 1 << 16;
+    /// Input / output / latent channels (SD: 4; inpainting: 9).
+    pub const MAX_IO_CHANNELS: usize = 1024;
+    /// Training timesteps of a noise schedule (SD: 1000).
+    pub const MAX_TRAIN_TIMESTEPS: usize = 1 << 20;
+}
+
+/// `Ok` when `value` is at most `max`, else [`CoreError::UnsupportedConfig`] for `key` in
+/// `path` naming the limit (see [`limits`]).
+pub fn check_limit(path: &Path, key: &str, value: usize, max: usize) -> Result<()> {
+    if value > max {
+        return Err(unsupported(
+            path,
+            key,
+            value,
+            &format!("above this implementation's sanity limit of {max}"),
+        ));
+    }
+    Ok(())
+}
+
+/// [`check_limit`] on every value of a list (the key names the list).
+pub fn check_limits(path: &Path, key: &str, values: &[usize], max: usize) -> Result<()> {
+    values
+        .iter()
+        .try_for_each(|&v| check_limit(path, key, v, max))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

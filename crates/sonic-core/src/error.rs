@@ -108,6 +108,18 @@ pub enum CoreError {
         /// Which tensor.
         what: String,
     },
+    /// A weights file holds NaN or infinite values in a tensor the model loads.
+    #[error("tensor `{key}` in {path} holds NaN or infinite values ({count} of {numel})")]
+    NonFiniteWeight {
+        /// The file.
+        path: PathBuf,
+        /// The tensor (the file's own name, PyTorch naming).
+        key: String,
+        /// How many of its values are not finite.
+        count: usize,
+        /// How many values it has.
+        numel: usize,
+    },
     /// Reading a tensor back from the device failed.
     #[error("cannot read tensor back from the device: {0}")]
     Readback(String),

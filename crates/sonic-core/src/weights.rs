@@ -9,12 +9,13 @@
 //! (`*.fp16.safetensors`) are cast to the run dtype (`f32`) on load.
 
 use crate::error::{CoreError, Result};
-use burn::module::Module;
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::store::{
-    BurnToPyTorchAdapter, ChainAdapter, FloatCastAdapter, KeyRemapper, ModuleSnapshot,
-    PyTorchToBurnAdapter, PytorchStore, SafetensorsStore,
+    ChainAdapter, FloatCastAdapter, KeyRemapper, ModuleSnapshot, PyTorchToBurnAdapter,
+    PytorchStore, SafetensorsStore,
 };
 use burn::tensor::DType;
+use burn::tensor::{Bool, Int, Tensor};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -51,6 +52,9 @@ pub struct LoadOptions {
     /// loaded (e.g. the adapters of a UNet from an adapter-only file); the rest of the module
     /// keeps its weights.
     pub subset: Option<String>,
+    /// Skip the check that every loaded tensor is finite (on by default: a NaN or an infinity
+    /// in a weight is a [`CoreError::NonFiniteWeight`] naming the tensor).
+    pub allow_non_finite: bool,
 }
 
 /// Where weights come from.
@@ -232,13 +236,202 @@ pub fn read_safetensors_header(path: &Path) -> Result<BTreeMap<String, HeaderEnt
     Ok(out)
 }
 
+/// Where a module traversal stands: the module path (enum variants skipped, as the stores
+/// do) and the container types, so a parameter gets its PyTorch name and layout.
+#[derive(Default)]
+struct ParamPath {
+    path: Vec<String>,
+    containers: Vec<String>,
+}
+
+impl ParamPath {
+    fn enter(&mut self, name: &str, container_type: &str) {
+        self.containers.push(container_type.to_string());
+        if !container_type.starts_with("Enum:") {
+            self.path.push(name.to_string());
+        }
+    }
+
+    fn exit(&mut self, container_type: &str) {
+        self.containers.pop();
+        if !container_type.starts_with("Enum:") {
+            self.path.pop();
+        }
+    }
+
+    /// The innermost user-defined module holding the parameter (`Struct:Linear`, ...).
+    fn module_type(&self) -> Option<&str> {
+        self.containers
+            .iter()
+            .rev()
+            .find(|c| c.starts_with("Struct:") || c.starts_with("Enum:"))
+            .map(String::as_str)
+    }
+
+    /// The parameter's PyTorch name and shape given its Burn shape: norms' `gamma` / `beta`
+    /// are `weight` / `bias`, linear weights are `[out, in]` (burn-store's
+    /// `BurnToPyTorchAdapter`, without touching the data).
+    fn pytorch(&self, shape: &[usize]) -> (String, Vec<usize>) {
+        let module = self.module_type().unwrap_or_default();
+        let mut path = self.path.clone();
+        let mut shape = shape.to_vec();
+        if let Some(last) = path.last_mut() {
+            let norm = matches!(
+                module,
+                "Struct:BatchNorm" | "Struct:LayerNorm" | "Struct:GroupNorm" | "Struct:RmsNorm"
+            );
+            if module == "Struct:Linear" && last == "weight" && shape.len() == 2 {
+                shape.swap(0, 1);
+            } else if norm && last == "gamma" {
+                *last = "weight".into();
+            } else if norm && last == "beta" {
+                *last = "bias".into();
+            }
+        }
+        (path.join("."), shape)
+    }
+}
+
+/// Collects parameter shapes without initialising lazily created parameters.
+#[derive(Default)]
+struct ShapeCollector {
+    at: ParamPath,
+    shapes: BTreeMap<String, Vec<usize>>,
+}
+
+impl ShapeCollector {
+    fn add(&mut self, shape: burn::tensor::Shape) {
+        let (name, shape) = self.at.pytorch(&shape.to_vec());
+        self.shapes.insert(name, shape);
+    }
+}
+
+impl ModuleVisitor for ShapeCollector {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.at.enter(name, container_type);
+    }
+    fn exit_module(&mut self, _name: &str, container_type: &str) {
+        self.at.exit(container_type);
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        self.add(param.lazy_shape());
+    }
+    fn visit_int<const D: usize>(&mut self, param: &Param<Tensor<D, Int>>) {
+        self.add(param.lazy_shape());
+    }
+    fn visit_bool<const D: usize>(&mut self, param: &Param<Tensor<D, Bool>>) {
+        self.add(param.lazy_shape());
+    }
+}
+
 /// The tensors a module expects, in PyTorch naming and layout: path -> shape.
-pub fn expected_tensors<M: ModuleSnapshot>(module: &M) -> BTreeMap<String, Vec<usize>> {
-    module
-        .collect(None, Some(Box::new(BurnToPyTorchAdapter)), true)
-        .into_iter()
-        .map(|t| (t.name.clone(), t.shape.to_vec()))
-        .collect()
+///
+/// Reads each parameter's shape without initialising it: a module built from a config is not
+/// allocated until its weights are applied, so a config that disagrees with a weights file
+/// (or implies terabytes) is caught by [`check_tensors`] before any memory is taken.
+pub fn expected_tensors<M: Module>(module: &M) -> BTreeMap<String, Vec<usize>> {
+    let mut collector = ShapeCollector::default();
+    module.visit(&mut collector);
+    collector.shapes
+}
+
+/// For each float parameter whose PyTorch name `select` accepts, a one-element tensor that is
+/// 0 when the parameter is finite and NaN when it holds a NaN or an infinity.
+struct FiniteProbe<'a> {
+    at: ParamPath,
+    select: &'a dyn Fn(&str) -> bool,
+    probes: Vec<(String, Tensor<1>)>,
+}
+
+impl ModuleVisitor for FiniteProbe<'_> {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.at.enter(name, container_type);
+    }
+    fn exit_module(&mut self, _name: &str, container_type: &str) {
+        self.at.exit(container_type);
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let (name, _) = self.at.pytorch(&param.lazy_shape().to_vec());
+        if !param.is_initialized() || !(self.select)(&name) {
+            return;
+        }
+        // x * 0 is exactly 0 for finite x and NaN for NaN or ±inf; the sum keeps any NaN.
+        let probe = param.val().mul_scalar(0.0).sum();
+        self.probes.push((name, probe));
+    }
+}
+
+/// Checks that every loaded float parameter of `module` that `select` accepts (by PyTorch
+/// name) is finite: one elementwise pass and one reduction per tensor, read back together. The
+/// first non-finite tensor is a [`CoreError::NonFiniteWeight`] naming `path` and its key
+/// (`file_key` maps a module name back to the file's name).
+pub fn check_finite<M: Module>(
+    module: &M,
+    path: &Path,
+    select: &dyn Fn(&str) -> bool,
+    file_key: &dyn Fn(&str) -> String,
+) -> Result<()> {
+    let mut probe = FiniteProbe {
+        at: ParamPath::default(),
+        select,
+        probes: Vec::new(),
+    };
+    module.visit(&mut probe);
+    if probe.probes.is_empty() {
+        return Ok(());
+    }
+    let (names, probes): (Vec<String>, Vec<Tensor<1>>) = probe.probes.into_iter().unzip();
+    let values = Tensor::cat(probes, 0)
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| CoreError::Readback(format!("{e:?}")))?;
+    let Some(bad) = values.iter().position(|v| !v.is_finite()) else {
+        return Ok(());
+    };
+    let name = &names[bad];
+    let mut count = 0;
+    let mut numel = 0;
+    let mut counter = NonFiniteCounter {
+        at: ParamPath::default(),
+        name,
+        count: &mut count,
+        numel: &mut numel,
+    };
+    module.visit(&mut counter);
+    Err(CoreError::NonFiniteWeight {
+        path: path.to_path_buf(),
+        key: file_key(name),
+        count,
+        numel,
+    })
+}
+
+/// Counts the non-finite values of the one parameter named `name`.
+struct NonFiniteCounter<'a> {
+    at: ParamPath,
+    name: &'a str,
+    count: &'a mut usize,
+    numel: &'a mut usize,
+}
+
+impl ModuleVisitor for NonFiniteCounter<'_> {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.at.enter(name, container_type);
+    }
+    fn exit_module(&mut self, _name: &str, container_type: &str) {
+        self.at.exit(container_type);
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let (name, shape) = self.at.pytorch(&param.lazy_shape().to_vec());
+        if name != self.name {
+            return;
+        }
+        *self.numel = shape.iter().product();
+        let finite = param.val().is_finite().int().sum().into_scalar::<i64>();
+        let finite = usize::try_from(finite).unwrap_or(0);
+        *self.count = self.numel.saturating_sub(finite);
+    }
 }
 
 fn compile_remaps(remaps: &[Remap], origin: &Path) -> Result<Vec<(regex::Regex, String)>> {
@@ -374,6 +567,7 @@ where
         .transpose()
         .map_err(bad_pattern)?;
     let mut found = BTreeMap::new();
+    let mut file_keys = BTreeMap::new();
     for (key, entry) in &listing {
         if ignore.iter().any(|re| re.is_match(key)) {
             continue;
@@ -385,7 +579,9 @@ where
                 dtype: entry.dtype.clone(),
             });
         }
-        found.insert(apply_remaps(key, &remaps), entry.shape.clone());
+        let module_key = apply_remaps(key, &remaps);
+        found.insert(module_key.clone(), entry.shape.clone());
+        file_keys.insert(module_key, key.clone());
     }
     let mut expected = expected_tensors(&module);
     if let Some(re) = &subset {
@@ -465,6 +661,19 @@ where
             key: missing.clone(),
             expected: expected.get(missing).cloned().unwrap_or_default(),
         });
+    }
+    if !options.allow_non_finite {
+        check_finite(
+            &module,
+            path,
+            &|name| expected.contains_key(name),
+            &|name| {
+                file_keys
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_else(|| name.to_string())
+            },
+        )?;
     }
     tracing::debug!(
         file = %path.display(),

@@ -104,6 +104,13 @@ pub fn audio_to_image(
         None if req.guidance_scale > 1.0 => Guidance::Single(req.guidance_scale),
         None => Guidance::None,
     };
+    let branches = match guidance {
+        Guidance::None => 1,
+        Guidance::Single(_) => 2,
+        Guidance::TextAudio { .. } => 3,
+    };
+    let run = crate::memory::ImageRun::new(req.width, req.height, b, branches, &sd.device);
+    crate::memory::check_loaded_run(sd, &run, "audio-to-image")?;
     let audio = rows3(audio_tokens, b)?;
     let null = rows3(null_tokens, b)?;
     // Branches: text rows and token rows, branch-major.

@@ -1,5 +1,6 @@
 //! The error type of `sonic-pipeline`.
 
+use crate::memory::human_bytes;
 use std::path::PathBuf;
 
 /// Errors of the pipelines.
@@ -58,6 +59,27 @@ pub enum PipelineError {
         path: PathBuf,
         /// What went wrong.
         message: String,
+    },
+    /// A run's memory estimate exceeds the budget (see [`crate::memory`]).
+    #[error(
+        "{what} needs about {} ({} of weights + {} of activations), over the memory budget of \
+         {} ({budget_from}); use a smaller size, batch or frame count, or raise --max-memory",
+        human_bytes(weights.saturating_add(*activations)),
+        human_bytes(*weights),
+        human_bytes(*activations),
+        human_bytes(*budget)
+    )]
+    OverMemoryBudget {
+        /// The run.
+        what: String,
+        /// The weights part of the estimate, in bytes.
+        weights: u64,
+        /// The activations part of the estimate, in bytes.
+        activations: u64,
+        /// The budget, in bytes.
+        budget: u64,
+        /// Where the budget came from (`--max-memory`, available memory).
+        budget_from: &'static str,
     },
     /// The model produced NaN or infinite values.
     #[error("non-finite values in {0}; try float32 or fewer steps")]

@@ -19,6 +19,7 @@ pub mod edit;
 pub mod error;
 pub mod hub;
 pub mod image_input;
+pub mod memory;
 pub mod output;
 pub mod sampling;
 pub mod sonic;

@@ -6,8 +6,8 @@ use sonic_clip::ClipTextModel;
 use sonic_clip::tokenizer::ClipTokenizer;
 use sonic_core::weights::WeightSource;
 use sonic_schedulers::{Scheduler, read_python_json, scheduler_by_name};
-use sonic_unet::UNet2DConditionModel;
-use sonic_vae::AutoencoderKL;
+use sonic_unet::{UNet2DConditionModel, UNetConfig};
+use sonic_vae::{AutoencoderKL, VaeConfig};
 use std::path::{Path, PathBuf};
 
 /// The components of a Stable Diffusion 1.x / 2.x model.
@@ -22,6 +22,10 @@ pub struct StableDiffusion {
     pub unet: UNet2DConditionModel,
     /// The VAE.
     pub vae: AutoencoderKL,
+    /// The UNet's config (`unet/config.json`).
+    pub unet_config: UNetConfig,
+    /// The VAE's config (`vae/config.json`).
+    pub vae_config: VaeConfig,
     /// The scheduler config of the model (`scheduler/scheduler_config.json`).
     pub scheduler_config: serde_json::Value,
     /// The device every component lives on.
@@ -63,13 +67,18 @@ impl StableDiffusion {
         let scheduler_config =
             read_python_json(&dir.join("scheduler").join("scheduler_config.json"))?;
         tracing::info!(model = %dir.display(), "loading Stable Diffusion");
+        let unet_config = UNetConfig::from_file(&dir.join("unet").join("config.json"))?;
+        let vae_config = VaeConfig::from_file(&dir.join("vae").join("config.json"))?;
+        let weights = crate::memory::model_weight_files(dir)?;
         Ok(Self {
             dir: dir.to_path_buf(),
             tokenizer: ClipTokenizer::from_dir(dir.join("tokenizer"))
                 .map_err(sonic_clip::ClipError::from)?,
             text_encoder: ClipTextModel::from_dir(&dir.join("text_encoder"), device)?,
-            unet: UNet2DConditionModel::from_dir(&dir.join("unet"), device)?,
-            vae: AutoencoderKL::from_dir(&dir.join("vae"), device)?,
+            unet: UNet2DConditionModel::from_weights(&unet_config, &weights[1], device)?,
+            vae: AutoencoderKL::from_weights(&vae_config, &weights[2], device)?,
+            unet_config,
+            vae_config,
             scheduler_config,
             device: device.clone(),
         })

@@ -160,6 +160,8 @@ pub fn text_to_image(
     let b = req.batch_size;
     let cfg = req.guidance_scale > 1.0;
     let device = &sd.device;
+    let run = crate::memory::ImageRun::new(req.width, req.height, b, 1 + cfg as usize, device);
+    crate::memory::check_loaded_run(sd, &run, "text-to-image")?;
 
     // Text embeddings: [uncond x b, cond x b] with guidance, [cond x b] without.
     let mut prompts = Vec::with_capacity(2);

@@ -496,6 +496,7 @@ impl Stage2Trainer {
             remaps: vec![],
             ignore: vec![],
             subset: Some(UNet2DConditionModel::ADAPTER_PATTERN.to_string()),
+            ..Default::default()
         };
         let unet = load_weights(
             model.unet,

@@ -230,6 +230,69 @@ impl UNetConfig {
         self.block_out_channels[0] * 4
     }
 
+    /// The documented sanity limits ([`sonic_core::config::limits`]) on every size.
+    fn check_limits(
+        &self,
+        origin: &Path,
+        heads: &[usize],
+        layers_per_block: &[usize],
+        cross_attention_dim: &[usize],
+        transformer_layers: &[usize],
+        up_transformer_layers: &[usize],
+    ) -> Result<(), UNetError> {
+        use sonic_core::config::{check_limit, check_limits, limits};
+        check_limit(
+            origin,
+            "block_out_channels",
+            self.block_out_channels.len(),
+            limits::MAX_LEVELS,
+        )?;
+        check_limits(
+            origin,
+            "block_out_channels",
+            &self.block_out_channels,
+            limits::MAX_WIDTH,
+        )?;
+        check_limit(
+            origin,
+            "in_channels",
+            self.in_channels,
+            limits::MAX_IO_CHANNELS,
+        )?;
+        check_limit(
+            origin,
+            "out_channels",
+            self.out_channels,
+            limits::MAX_IO_CHANNELS,
+        )?;
+        check_limits(origin, "attention_head_dim", heads, limits::MAX_HEADS)?;
+        check_limits(
+            origin,
+            "layers_per_block",
+            layers_per_block,
+            limits::MAX_LAYERS,
+        )?;
+        check_limits(
+            origin,
+            "cross_attention_dim",
+            cross_attention_dim,
+            limits::MAX_WIDTH,
+        )?;
+        check_limits(
+            origin,
+            "transformer_layers_per_block",
+            transformer_layers,
+            limits::MAX_LAYERS,
+        )?;
+        check_limits(
+            origin,
+            "reverse_transformer_layers_per_block",
+            up_transformer_layers,
+            limits::MAX_LAYERS,
+        )?;
+        Ok(())
+    }
+
     /// Validates the config and derives the per-level sizes.
     pub fn levels(&self, origin: &Path) -> Result<LevelSizes, UNetError> {
         let n = self.block_out_channels.len();
@@ -465,6 +528,14 @@ impl UNetConfig {
                 "channels must be positive",
             ));
         }
+        self.check_limits(
+            origin,
+            &heads,
+            &layers_per_block,
+            &cross_attention_dim,
+            &transformer_layers,
+            &up_transformer_layers,
+        )?;
         Ok(LevelSizes {
             layers_per_block,
             heads,

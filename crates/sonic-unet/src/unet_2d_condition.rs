@@ -151,6 +151,7 @@ impl UNet2DConditionModel {
             remaps: feed_forward_remaps(),
             ignore: vec![],
             subset: None,
+            ..Default::default()
         }
     }
 
@@ -224,6 +225,7 @@ impl UNet2DConditionModel {
             remaps: vec![Remap::new(r"^unet\.", "")],
             ignore: vec![],
             subset: Some(Self::ADAPTER_PATTERN.to_string()),
+            ..Default::default()
         };
         Ok((load_weights(self, source, &options)?, placement))
     }

@@ -274,6 +274,7 @@ impl AutoencoderKL {
             remaps: Self::legacy_remaps(),
             ignore: vec![],
             subset: None,
+            ..Default::default()
         };
         Ok(load_safetensors(
             Self::new(config, device),

@@ -141,6 +141,27 @@ impl VaeConfig {
             )
             .into());
         }
+        use sonic_core::config::{check_limit, check_limits, limits};
+        check_limit(origin, "block_out_channels", n, limits::MAX_LEVELS)?;
+        check_limits(
+            origin,
+            "block_out_channels",
+            &self.block_out_channels,
+            limits::MAX_WIDTH,
+        )?;
+        check_limit(
+            origin,
+            "layers_per_block",
+            self.layers_per_block,
+            limits::MAX_LAYERS,
+        )?;
+        for (key, v) in [
+            ("in_channels", self.in_channels),
+            ("out_channels", self.out_channels),
+            ("latent_channels", self.latent_channels),
+        ] {
+            check_limit(origin, key, v, limits::MAX_IO_CHANNELS)?;
+        }
         Ok(())
     }
 }
