@@ -6,6 +6,7 @@ use burn::tensor::Device;
 use sonic_pipeline::AudioToImage;
 use sonic_pipeline::edit::{EditMode, EditRequest, PnpOptions, edit_file};
 use sonic_pipeline::image_input::ImageOptions;
+use sonic_pipeline::memory;
 use sonic_pipeline::sonic::{AudioSource, SonicPipeline};
 use sonic_schedulers::SchedulerChoice;
 use sonic_unet::AdapterStrength;
@@ -104,6 +105,11 @@ pub struct EditArgs {
     /// Budget on the pixels entering the VAE.
     #[arg(long, default_value_t = 1024 * 1024)]
     pub max_pixels: u64,
+    /// Refuse the edit when its memory estimate (weights + activations for the size)
+    /// exceeds this: bytes or K / M / G / T (powers of 1024), e.g. 8G. Default: the memory
+    /// available, on CPU devices.
+    #[arg(long, value_parser = crate::values::memory_size)]
+    pub max_memory: Option<u64>,
     /// The output image (.png, .jpg / .jpeg or .webp). Default: the first free
     /// edited-NNNN.png here (never overwritten; an explicit name is).
     #[arg(long)]
@@ -122,6 +128,34 @@ fn parse_size(s: &str) -> Result<(usize, usize)> {
             .parse()
             .with_context(|| format!("bad height in `{s}`"))?,
     ))
+}
+
+/// Refuses an edit whose memory estimate exceeds `--max-memory` (or the memory available)
+/// before any model is loaded. The picture's size is `--size`, else the largest square
+/// `--max-pixels` allows (the file is not decoded yet); PnP runs three UNet rows.
+fn check_memory(
+    args: &EditArgs,
+    paths: &crate::ui::ModelPaths,
+    size: Option<(usize, usize)>,
+    device: &Device,
+) -> Result<()> {
+    let Some(model) = &paths.model else {
+        return Ok(());
+    };
+    let side = ((args.max_pixels as f64).sqrt() as usize).max(8);
+    let (width, height) = size.unwrap_or((side, side));
+    let run = memory::ImageRun::new(width, height, 1, 3, device);
+    let extra: Vec<PathBuf> = [&paths.clap, &paths.projector, &paths.adapters]
+        .into_iter()
+        .flatten()
+        .filter(|p| p.is_file())
+        .cloned()
+        .collect();
+    let estimate = memory::estimate_model_run(model, &extra, &run)
+        .with_context(|| format!("loading model {}", model.display()))?;
+    let (budget, from) = memory::budget_or_default(args.max_memory, device);
+    memory::check_budget(&run.describe("edit"), &estimate, budget, from)?;
+    Ok(())
 }
 
 /// Runs `sonic edit`.
@@ -150,6 +184,8 @@ pub fn run(args: &EditArgs, device: &Device) -> Result<()> {
     };
     let seed = crate::ui::seed(args.seed);
     let out = crate::ui::output_path(args.out.as_deref(), "edited", 1)?;
+    let size = args.size.as_deref().map(parse_size).transpose()?;
+    check_memory(args, &paths, size, device)?;
     let pipe = with_spinner("loading the models", || pipe.build())?;
     let embedding = with_spinner("encoding the audio (CLAP)", || {
         pipe.embed(&[AudioSource::File(args.audio.clone())])
@@ -190,7 +226,7 @@ pub fn run(args: &EditArgs, device: &Device) -> Result<()> {
         strength: args.strength,
     };
     let opts = ImageOptions {
-        size: args.size.as_deref().map(parse_size).transpose()?,
+        size,
         max_pixels: args.max_pixels,
         ..ImageOptions::default()
     };

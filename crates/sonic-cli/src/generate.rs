@@ -3,6 +3,7 @@
 use crate::ui::{StepBar, with_spinner};
 use anyhow::{Context, Result};
 use burn::tensor::Device;
+use sonic_pipeline::memory;
 use sonic_pipeline::sonic::{AudioSource, SonicPipeline};
 use sonic_pipeline::{AudioToImage, StableDiffusion, TextToImage, text_to_image};
 use sonic_schedulers::SchedulerChoice;
@@ -49,6 +50,11 @@ pub struct GenerateArgs {
     /// Images to generate.
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
+    /// Refuse the run when its memory estimate (weights + activations for the size, batch and
+    /// frames) exceeds this: bytes or K / M / G / T (powers of 1024), e.g. 8G. Default: the
+    /// memory available, on CPU devices.
+    #[arg(long, value_parser = crate::values::memory_size)]
+    pub max_memory: Option<u64>,
     /// The output image; the format follows the extension: .png, .jpg / .jpeg or .webp (with
     /// several images: NAME-0.png, NAME-1.png, ...). Default: the first free sonic-NNNN.png
     /// here (never overwritten; an explicit name is).
@@ -120,6 +126,42 @@ fn apply_preset(args: &GenerateArgs) -> Result<GenerateArgs> {
     (args.model, args.clap, args.projector, args.adapters) =
         (paths.model, paths.clap, paths.projector, paths.adapters);
     Ok(args)
+}
+
+/// Refuses a run whose memory estimate exceeds `--max-memory` (or the memory available)
+/// before any model is loaded or any frame is built.
+fn check_memory(args: &GenerateArgs, device: &Device) -> Result<()> {
+    let model = model_dir(args)?;
+    let context = || format!("loading model {}", model.display());
+    let side = memory::default_side(&model).with_context(context)?;
+    // Interpolation makes one image per frame; otherwise --batch images.
+    let images = if args.interpolate.is_empty() {
+        args.batch
+    } else {
+        args.frames
+    };
+    let branches = match (args.wants_audio(), args.audio_guidance) {
+        (true, Some(_)) => 3,
+        _ if args.guidance > 1.0 => 2,
+        _ => 1,
+    };
+    let run = memory::ImageRun::new(
+        args.width.unwrap_or(side),
+        args.height.unwrap_or(side),
+        images,
+        branches,
+        device,
+    );
+    let extra: Vec<PathBuf> = [&args.clap, &args.projector, &args.adapters]
+        .into_iter()
+        .flatten()
+        .filter(|p| p.is_file())
+        .cloned()
+        .collect();
+    let estimate = memory::estimate_model_run(&model, &extra, &run).with_context(context)?;
+    let (budget, from) = memory::budget_or_default(args.max_memory, device);
+    memory::check_budget(&run.describe("generate"), &estimate, budget, from)?;
+    Ok(())
 }
 
 fn model_dir(args: &GenerateArgs) -> Result<PathBuf> {
@@ -248,6 +290,7 @@ pub fn run(args: &GenerateArgs, device: &Device) -> Result<()> {
         );
     }
     let args = &apply_preset(args)?;
+    check_memory(args, device)?;
     let seed = crate::ui::seed(args.seed);
     let out = crate::ui::output_path(args.out.as_deref(), "sonic", args.batch)?;
     if args.wants_audio() {

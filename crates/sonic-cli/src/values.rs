@@ -44,3 +44,8 @@ pub fn checkpoint_help(c: Checkpoint) -> &'static str {
         }
     }
 }
+
+/// Parses `--max-memory` (`8G`, `512MiB`, bytes) with the library's rules.
+pub fn memory_size(text: &str) -> Result<u64, String> {
+    sonic_pipeline::memory::parse_size(text).map_err(|e| e.to_string())
+}

@@ -214,6 +214,23 @@ pub fn estimate_model_run(
     })
 }
 
+/// The budget a user asked for (`Some`, e.g. `--max-memory`), else [`default_budget`]; with
+/// the words naming where it came from, for [`check_budget`].
+pub fn budget_or_default(given: Option<u64>, device: &Device) -> (Option<u64>, &'static str) {
+    match given {
+        Some(b) => (Some(b), "--max-memory"),
+        None => (default_budget(device), "the memory available"),
+    }
+}
+
+/// The image side of the model folder `dir` when the user gives none (see
+/// [`crate::stable_diffusion::default_image_size`]), from its configs alone.
+pub fn default_side(dir: &Path) -> Result<usize, PipelineError> {
+    let vae = VaeConfig::from_file(&dir.join("vae").join("config.json"))?;
+    let factor = 1usize << vae.block_out_channels.len().saturating_sub(1).min(16);
+    Ok(crate::stable_diffusion::default_image_size(dir, factor))
+}
+
 /// The memory the operating system reports available (`MemAvailable` of `/proc/meminfo`),
 /// `None` where it cannot be read.
 pub fn available_memory() -> Option<u64> {

@@ -321,6 +321,17 @@ impl SonicPipeline {
         let emb = self.embed(&[a.clone(), b.clone()])?;
         let host = sonic_core::fixtures::to_host(&emb)?;
         let d = host.len() / 2;
+        // The frames are built on the host, copied once into a tensor: about 3 copies.
+        let bytes = (frames as f64 * d as f64 * 4.0 * 3.0) as u64;
+        crate::memory::check_budget(
+            &format!("interpolating {frames} frames"),
+            &crate::memory::MemoryEstimate {
+                weights: 0,
+                activations: bytes,
+            },
+            crate::memory::available_memory(),
+            "the memory available now",
+        )?;
         let rows: Vec<f32> = slerp_frames(&host[..d], &host[d..], frames)
             .into_iter()
             .flatten()

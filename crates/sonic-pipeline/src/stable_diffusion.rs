@@ -118,11 +118,7 @@ impl StableDiffusion {
     /// The image side the model was trained at: the UNet config's `sample_size` times
     /// [`Self::vae_scale_factor`] (512 for SD 1.x); 512 when the config does not say.
     pub fn default_image_size(&self) -> usize {
-        std::fs::read_to_string(self.dir.join("unet").join("config.json"))
-            .ok()
-            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
-            .and_then(|v| v.get("sample_size")?.as_u64())
-            .map_or(512, |s| s as usize * self.vae_scale_factor())
+        default_image_size(&self.dir, self.vae_scale_factor())
     }
 
     /// Decodes latents (scaled by the VAE's scaling factor) to images in `[0, 1]`.
@@ -132,4 +128,15 @@ impl StableDiffusion {
             .decode(latents.div_scalar(self.vae.scaling_factor()))?;
         Ok(image.div_scalar(2.0).add_scalar(0.5).clamp(0.0, 1.0))
     }
+}
+
+/// The image side a model folder was trained at: `unet/config.json`'s `sample_size` times
+/// `vae_scale_factor`; 512 when the config does not say (or cannot be read).
+pub fn default_image_size(dir: &Path, vae_scale_factor: usize) -> usize {
+    std::fs::read_to_string(dir.join("unet").join("config.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .and_then(|v| v.get("sample_size")?.as_u64())
+        .and_then(|s| usize::try_from(s).ok()?.checked_mul(vae_scale_factor))
+        .unwrap_or(512)
 }

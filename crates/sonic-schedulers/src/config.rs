@@ -532,16 +532,18 @@ impl Default for BetaConfig {
 }
 
 impl BetaConfig {
-    /// Checks the values serde cannot: at least 2 training timesteps, finite non-negative
-    /// betas, one trained beta per training timestep.
+    /// Checks the values serde cannot: between 2 and
+    /// [`sonic_core::config::limits::MAX_TRAIN_TIMESTEPS`] training timesteps (the tables are
+    /// that long), finite non-negative betas, one trained beta per training timestep.
     pub(crate) fn validate(&self, class: &str) -> Result<()> {
         let n = self.num_train_timesteps;
-        if n < 2 {
+        let max = sonic_core::config::limits::MAX_TRAIN_TIMESTEPS;
+        if !(2..=max).contains(&n) {
             return Err(invalid(
                 class,
                 "num_train_timesteps",
                 &Value::from(n),
-                "an integer of at least 2",
+                &format!("an integer from 2 to {max} (this implementation's sanity limit)"),
             ));
         }
         for (key, v) in [("beta_start", self.beta_start), ("beta_end", self.beta_end)] {
