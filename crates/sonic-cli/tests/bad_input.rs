@@ -1026,7 +1026,7 @@ fn every_malformed_input_is_a_named_error_with_no_output() {
         for a in args {
             cmd.arg(fill(a));
         }
-        let has_out = args.iter().any(|a| *a == "--out");
+        let has_out = args.contains(&"--out");
         if !has_out && matches!(args[0], "generate" | "edit") {
             cmd.arg("--out").arg(d.join("out.png"));
         }
