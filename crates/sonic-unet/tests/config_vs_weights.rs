@@ -33,8 +33,7 @@ fn a_config_wider_than_its_weights_fails_before_allocating() {
     let config = parse(&v).unwrap();
     let weights = unet_dir().join("diffusion_pytorch_model.safetensors");
     let err = UNet2DConditionModel::from_weights(&config, &weights, &Device::flex())
-        .err()
-        .expect("a mismatch");
+        .expect_err("a mismatch");
     let text = err.to_string();
     assert!(
         matches!(
@@ -100,8 +99,7 @@ fn a_non_finite_weight_is_named() {
         let path = dir.path().join("unet.safetensors");
         write_safetensors_f32(&path, &tensors, None).unwrap();
         let err = UNet2DConditionModel::from_weights(&config, &path, &Device::flex())
-            .err()
-            .expect("non-finite weight accepted");
+            .expect_err("non-finite weight accepted");
         let text = err.to_string();
         assert!(
             matches!(
