@@ -21,7 +21,7 @@
 //! | [`hub`] | `sonic-hub` | verified, resumable Hugging Face hub downloads |
 //! | [`tune`] | `sonic-tune` | hyperparameter search (spaces, samplers, pruners, studies) |
 //! | [`parity`] | `sonic-parity` | parity runners for the PyTorch reference fixtures |
-//! | [`bench`] | `sonic-bench` | the toy-world learnability benchmark |
+//! | [`bench`](mod@bench) | `sonic-bench` | the toy-world learnability benchmark |
 //!
 //! [`burn`] and [`image`] are re-exported too, so a downstream crate needs no other
 //! dependency: its tensors are `burn::tensor::Tensor`, its pictures `image::RgbImage`.
