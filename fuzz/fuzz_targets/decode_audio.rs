@@ -31,14 +31,13 @@ fuzz_target!(|data: &[u8]| {
             assert!(audio.channels.iter().all(|c| c.len() == audio.frames()));
             assert!(audio.channels.iter().flatten().all(|v| v.is_finite()));
             let mono = audio.to_mono();
-            if audio.frames() <= 1 << 16 && audio.sample_rate <= 400_000 {
-                if let Ok(y) = sonic_audio::resample(&mono, audio.sample_rate, 44_100) {
-                    if !y.is_empty() {
-                        let fitted =
-                            sonic_audio::fit_to_length(&y, 4410, 44_100, Default::default());
-                        assert!(fitted.is_ok());
-                    }
-                }
+            if audio.frames() <= 1 << 16
+                && audio.sample_rate <= 400_000
+                && let Ok(y) = sonic_audio::resample(&mono, audio.sample_rate, 44_100)
+                && !y.is_empty()
+            {
+                let fitted = sonic_audio::fit_to_length(&y, 4410, 44_100, Default::default());
+                assert!(fitted.is_ok());
             }
         }
         Err(e) => {

@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use sonic_audio::ClapAudioEncoder;
 use sonic_core::weights::WeightSource;
-use sonic_pipeline::{AudioToImage, StableDiffusion};
+use sonic_pipeline::{AudioToImage, StableDiffusion, memory};
 use sonic_projector::{BlockMode, Projector, ProjectorConfig};
 use sonic_schedulers::ddpm::DdpmSchedule;
 use sonic_train::cache::EmbeddingCache;
@@ -86,6 +86,11 @@ pub struct StageArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// The memory the run may use (`8G`, `512MiB`, bytes); the estimate of the frozen
+    /// weights, the trained state, the cached embeddings and one micro-batch's backward pass
+    /// is checked against it before anything loads. Default: the memory available (CPU).
+    #[arg(long, value_parser = crate::values::memory_size)]
+    pub max_memory: Option<u64>,
 }
 
 /// Runs a `sonic train` command.
@@ -252,6 +257,23 @@ impl Reporter {
     }
 }
 
+/// Checks a stage's memory estimate against --max-memory or the memory available.
+fn check_memory(
+    stage: &str,
+    estimate: &memory::MemoryEstimate,
+    a: &StageArgs,
+    device: &burn::tensor::Device,
+) -> Result<()> {
+    let what = format!(
+        "{stage} training (batch from {}, data from {})",
+        a.config.display(),
+        a.manifest.display()
+    );
+    let (budget, from) = memory::budget_or_default(a.max_memory, device);
+    memory::check_budget(&what, estimate, budget, from)?;
+    Ok(())
+}
+
 fn open_data(a: &StageArgs, val_fraction: f64, seed: u64) -> Result<(Dataset, Dataset)> {
     let dataset = Dataset::open(&a.manifest)?;
     Ok(dataset.split(val_fraction, seed)?)
@@ -268,6 +290,8 @@ fn stage1(a: &StageArgs, device: Option<&str>) -> Result<()> {
     let (train, val) = open_data(a, cfg.training.val_fraction, cfg.training.seed)?;
     let sd_dir = need(&cfg.model.sd, "Stable Diffusion folder", "sd")?;
     let clap_path = need(&cfg.model.clap, "CLAP checkpoint", "clap")?;
+    let estimate = sonic_train::memory::stage1_estimate(&cfg, train.len() + val.len(), sd_dir)?;
+    check_memory("stage 1", &estimate, a, &device)?;
     let text = TextEncoder::load(sd_dir, &device)?;
     let encoder = ClapAudioEncoder::from_file(clap_path, &device)?;
     let mut cache = EmbeddingCache::open(&a.cache.clone().unwrap_or_else(|| a.out.join("cache")))?;
@@ -340,6 +364,8 @@ fn stage2(a: &StageArgs, device: Option<&str>) -> Result<()> {
         "projector (train stage 1 first)",
         "projector",
     )?;
+    let estimate = sonic_train::memory::stage2_estimate(&cfg, train.len() + val.len(), sd_dir)?;
+    check_memory("stage 2", &estimate, a, &device)?;
     let sd = StableDiffusion::from_dir(sd_dir, &device)?;
     let encoder = ClapAudioEncoder::from_file(clap_path, &device)?;
     let mut cache = EmbeddingCache::open(&a.cache.clone().unwrap_or_else(|| a.out.join("cache")))?;

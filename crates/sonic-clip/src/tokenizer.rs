@@ -194,6 +194,8 @@ pub struct ClipTokenizer {
     bos_id: u32,
     eos_id: u32,
     pad_id: u32,
+    /// `tokenizer.get_vocab_size(true)`, which copies the whole vocabulary: computed once.
+    vocab_size: usize,
 }
 
 impl ClipTokenizer {
@@ -271,7 +273,9 @@ impl ClipTokenizer {
         }
         tokenizer.add_special_tokens(&added);
 
+        let vocab_size = tokenizer.get_vocab_size(true);
         Ok(Self {
+            vocab_size,
             tokenizer,
             source,
             max_length: special.max_length,
@@ -367,7 +371,7 @@ impl ClipTokenizer {
 
     /// The vocabulary size, added tokens included (49408 for CLIP).
     pub fn vocab_size(&self) -> usize {
-        self.tokenizer.get_vocab_size(true)
+        self.vocab_size
     }
 
     /// Which files the tokenizer was built from.

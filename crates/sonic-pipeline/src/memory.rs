@@ -162,6 +162,66 @@ pub fn image_run_activations(unet: &UNetConfig, vae: &VaeConfig, run: &ImageRun)
     bytes as u64
 }
 
+/// The activations autodiff keeps for the backward pass of one UNet training step on
+/// `batch` latents of a `resolution` x `resolution` picture, in bytes (saturating). Training
+/// keeps every intermediate, so this is far above [`image_run_activations`].
+///
+/// Model, per sample, with `C_l` the width, `s_l` the latent positions, `n_l` the layers of
+/// level `l` and `T` the text tokens: each resnet saves `8 C_l s_l` values (two norms, two
+/// activations, two convolutions, the time embedding sum and the residual; 12 on the up path,
+/// whose input holds the skip connection too), each transformer block `20 C_l s_l` (three
+/// norms, the projections, the 8x-wide GEGLU) plus the self-attention scores and their
+/// softmax, `2 heads_l s_l^2`, and the cross-attention's `2 heads_l s_l T`; the mid block is
+/// two resnets and one transformer at the deepest level. The scores are counted whether or
+/// not inference would use flash attention: the backward pass needs them.
+pub fn unet_training_activations(
+    unet: &UNetConfig,
+    vae: &VaeConfig,
+    resolution: usize,
+    batch: usize,
+    text_tokens: usize,
+    element_bytes: usize,
+) -> u64 {
+    let Ok(levels) = unet.levels(Path::new("<unet config>")) else {
+        return 0;
+    };
+    let factor = (1u64 << vae.block_out_channels.len().saturating_sub(1).min(62)) as f64;
+    let side = (resolution as f64 / factor).floor();
+    let tokens = text_tokens as f64;
+    let transformer =
+        |c: f64, s: f64, heads: f64| 20.0 * c * s + 2.0 * heads * (s * s + s * tokens);
+    let mut values = 0f64;
+    let last = unet.block_out_channels.len().saturating_sub(1);
+    let up_layers = |l: usize| {
+        // up_transformer_layers is in up-block order (deepest level first).
+        levels
+            .up_transformer_layers
+            .get(last - l)
+            .copied()
+            .unwrap_or(1) as f64
+    };
+    for (l, &c) in unet.block_out_channels.iter().enumerate() {
+        let down = 2f64.powi(l as i32);
+        let s = (side / down).floor().max(1.0);
+        let s = s * s;
+        let c = c as f64;
+        let n = levels.layers_per_block[l] as f64;
+        let heads = levels.heads[l] as f64;
+        values += n * 8.0 * c * s + (n + 1.0) * 12.0 * c * s;
+        if levels.down_cross[l] {
+            values += n * levels.transformer_layers[l] as f64 * transformer(c, s, heads);
+        }
+        if levels.up_cross[l] {
+            values += (n + 1.0) * up_layers(l) * transformer(c, s, heads);
+        }
+        if l == last {
+            values +=
+                2.0 * 8.0 * c * s + levels.transformer_layers[l] as f64 * transformer(c, s, heads);
+        }
+    }
+    (values * batch as f64 * element_bytes.max(1) as f64) as u64
+}
+
 /// The bytes the tensors of weight files take at `element_bytes` per value: safetensors from
 /// their headers, other files (PyTorch pickles) by their size on disk.
 pub fn weight_bytes(files: &[PathBuf], element_bytes: usize) -> Result<u64, PipelineError> {

@@ -22,7 +22,7 @@
 //!
 //! [`Dataset::import_labels_csv`] reads a folder holding the audio clips, the images and a
 //! `labels.csv` with the columns `path,label` (a header line `path,label` is optional; CRLF is
-//! accepted; an optional third column `caption` is read when the header names it). `path` is
+//! accepted; a header `path,label,caption` adds a caption column; any other header is an error). `path` is
 //! the audio file, relative to the folder; its image is the file with the same path and stem
 //! and the first existing extension of `.jpg`, `.jpeg`, `.png`, `.webp`.
 
@@ -291,10 +291,21 @@ impl Dataset {
             if first {
                 first = false;
                 if trimmed.first() == Some(&"path") {
-                    if trimmed.get(1) != Some(&"label") {
-                        return Err(manifest_err(&path, n, "label", "header must be path,label"));
-                    }
-                    caption_col = trimmed.iter().position(|f| *f == "caption");
+                    caption_col = match trimmed.as_slice() {
+                        ["path", "label"] => None,
+                        ["path", "label", "caption"] => Some(2),
+                        _ => {
+                            return Err(manifest_err(
+                                &path,
+                                n,
+                                "<header>",
+                                format!(
+                                    "header must be path,label or path,label,caption, not {}",
+                                    trimmed.join(",")
+                                ),
+                            ));
+                        }
+                    };
                     continue;
                 }
             }

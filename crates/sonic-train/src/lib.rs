@@ -37,6 +37,7 @@ pub mod config;
 pub mod dataset;
 pub mod error;
 pub mod losses;
+pub mod memory;
 pub mod optim;
 pub mod params;
 pub mod prepare;

@@ -134,6 +134,29 @@ fn labels_csv_import_tolerates_crlf_and_writes_a_manifest() {
     assert_eq!(err_at(e), (2, "path".into()));
 }
 
+/// Found by the `manifest` fuzz target: a header naming `caption` after an extra column made
+/// rows of three fields index past their end (a panic).
+#[test]
+fn labels_csv_header_with_extra_columns_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for f in ["a.wav", "a.png"] {
+        touch(&d.join(f));
+    }
+    for header in [
+        "path,label,x,caption",
+        "path,label,caption,x",
+        "path,label,x",
+    ] {
+        std::fs::write(d.join("labels.csv"), format!("{header}\na.wav,dog,bark\n")).unwrap();
+        let e = Dataset::import_labels_csv(d).unwrap_err();
+        assert_eq!(err_at(e), (1, "<header>".into()), "{header}");
+    }
+    std::fs::write(d.join("labels.csv"), "path,label,caption\na.wav,dog,bark\n").unwrap();
+    let ds = Dataset::import_labels_csv(d).unwrap();
+    assert_eq!(ds.records[0].caption, "bark");
+}
+
 #[test]
 fn split_is_seeded_and_deterministic() {
     let dir = tempfile::tempdir().unwrap();
