@@ -28,12 +28,12 @@ const F32: u64 = 4;
 
 /// The widest CLAP embedding a released checkpoint produces (HTSAT: 1024 before the
 /// projection, 512 after); the cache holds one per clip and flip.
-const CLAP_VALUES: u64 = 1024;
+pub const CLAP_VALUES: u64 = 1024;
 
 /// Values held per projected sequence during a stage-1 step: the projector's output, its
 /// normalised and pooled copies for the InfoNCE logits, the token-MSE difference, and the
 /// gradients of each (8 per output value).
-const STAGE1_VALUES_PER_OUTPUT: u64 = 8;
+pub const STAGE1_VALUES_PER_OUTPUT: u64 = 8;
 
 /// The activation values of one stage-1 micro-batch: `batch` anchors, as many positives and
 /// `negatives` shared negatives, each projected to `tokens x context` values, with
