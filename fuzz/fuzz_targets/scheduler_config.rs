@@ -7,17 +7,6 @@
 use burn::tensor::{Device, Tensor};
 use libfuzzer_sys::fuzz_target;
 
-const NAMES: [&str; 8] = [
-    "model",
-    "ddim",
-    "ddim-inverse",
-    "pndm",
-    "euler",
-    "euler-karras",
-    "dpm++2m",
-    "dpm++2m-karras",
-];
-
 fuzz_target!(|data: &[u8]| {
     let Some((&steps, rest)) = data.split_first() else {
         return;
@@ -29,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let device = Device::flex();
-    for name in NAMES {
+    for name in sonic_schedulers::SCHEDULER_NAMES {
         let Ok(mut s) = sonic_schedulers::scheduler_by_name(name, &config) else {
             continue;
         };
