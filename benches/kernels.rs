@@ -105,6 +105,9 @@ fn conv_norm(c: &mut Criterion) {
         g.bench_function(format!("conv3x3-im2col-{name}"), |b| {
             b.iter(|| sync(sonic_diffusion::layers::conv2d_im2col(&conv, x.clone())))
         });
+        g.bench_function(format!("conv3x3-kernel-{name}"), |b| {
+            b.iter(|| sync(sonic_diffusion::kernels::conv::conv2d(&conv, x.clone())))
+        });
         let gn = sonic_diffusion::layers::group_norm(32, ch, 1e-5, &d);
         g.bench_function(format!("groupnorm-silu-burn-{name}"), |b| {
             b.iter(|| sync(burn::tensor::activation::silu(gn.forward(x.clone()))))
@@ -134,6 +137,9 @@ fn vae_conv(c: &mut Criterion) {
         });
         g.bench_function(format!("conv3x3-im2col-{name}"), |b| {
             b.iter(|| sync(sonic_diffusion::layers::conv2d_im2col(&conv, x.clone())))
+        });
+        g.bench_function(format!("conv3x3-kernel-{name}"), |b| {
+            b.iter(|| sync(sonic_diffusion::kernels::conv::conv2d(&conv, x.clone())))
         });
     }
     g.finish();

@@ -60,14 +60,14 @@ pub fn scaled_dot_product_burn(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tens
 }
 
 /// Whether the fused kernel takes these tensors: all on plain `flex`, same float dtype
-/// (f32 / bf16), consistent non-empty shapes.
+/// (f32 / bf16), consistent non-empty shapes, `attention` not in `SONIC_KERNELS_OFF`.
 pub fn fits(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>) -> bool {
     let [b, h, n, d] = q.dims();
     let [kb, kh, m, kd] = k.dims();
     let [vb, vh, vm, dv] = v.dims();
     let shapes = b == kb && b == vb && h == kh && h == vh && m == vm && d == kd;
     let nonempty = b * h * n * m * d * dv > 0;
-    shapes && nonempty && all_flex_float(&[q, k, v])
+    shapes && nonempty && all_flex_float(&[q, k, v]) && crate::cpu::enabled("attention")
 }
 
 /// A strided `[B, H, rows, d]` operand with a unit stride along `d`.

@@ -66,3 +66,21 @@ impl Isa {
         self.min(Isa::supported())
     }
 }
+
+/// Whether the kernel family `name` (`attention`, `conv`, `norm`) is enabled: all are, unless
+/// listed in `SONIC_KERNELS_OFF` (comma-separated, e.g. `conv,norm`), which sends those
+/// operations to Burn's own implementation. Read once; for measuring a kernel against Burn in
+/// the same binary and for ruling a kernel out when chasing a numerical difference.
+pub fn enabled(name: &str) -> bool {
+    static OFF: OnceLock<Vec<String>> = OnceLock::new();
+    !OFF.get_or_init(|| {
+        std::env::var("SONIC_KERNELS_OFF")
+            .unwrap_or_default()
+            .split(',')
+            .map(|s| s.trim().to_ascii_lowercase())
+            .filter(|s| !s.is_empty())
+            .collect()
+    })
+    .iter()
+    .any(|s| s == name)
+}

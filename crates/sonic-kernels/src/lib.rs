@@ -7,6 +7,8 @@
 //!
 //! - [`attention::scaled_dot_product`]: fused flash-style attention (blocked packed matrix
 //!   products, online softmax, vectorised exponential), f32 and bf16.
+//! - [`conv::conv2d`]: dense convolutions as banded im2col + packed products written in the
+//!   output's final layout (the weight used as stored, no per-call re-layout), f32 and bf16.
 //! - [`norm::group_norm`], [`norm::group_norm_silu`]: GroupNorm (+ SiLU) in three passes.
 //!
 //! ```no_run
@@ -20,6 +22,7 @@
 //! ```
 
 pub mod attention;
+pub mod conv;
 pub mod cpu;
 pub mod flex;
 pub mod norm;

@@ -28,7 +28,8 @@ pub fn group_norm_silu<const D: usize>(gn: &GroupNorm, x: Tensor<D>) -> Tensor<D
 }
 
 /// The fused kernel at level `isa` where it applies (plain `flex`, f32 / bf16, rank >= 3,
-/// channels divisible by the groups, matching `gn`), Burn's GroupNorm (and SiLU) otherwise.
+/// channels divisible by the groups, matching `gn`, `norm` not in `SONIC_KERNELS_OFF`), Burn's
+/// GroupNorm (and SiLU) otherwise.
 pub fn group_norm_with<const D: usize>(
     isa: Isa,
     gn: &GroupNorm,
@@ -43,6 +44,7 @@ pub fn group_norm_with<const D: usize>(
         && dims.iter().product::<usize>() > 0
         && matches!(x.dtype(), DType::F32 | DType::BF16)
         && on_plain_flex(&x.device())
+        && crate::cpu::enabled("norm")
         && (!gn.affine || (gn.gamma.is_some() && gn.beta.is_some()));
     if !fits {
         let y = gn.forward(x);

@@ -47,12 +47,16 @@ pub fn group_norm(groups: usize, channels: usize, eps: f64, device: &Device) -> 
 /// inputs are processed in bands of output rows (16 Mi elements = 64 MiB in float32).
 pub const IM2COL_BUDGET: usize = 16 << 20;
 
-/// Applies `conv` to `x` `[B, C, H, W]`, as `conv.forward(x)`, choosing the faster CPU path:
-/// [`conv2d_im2col`] when the output has at most `C_out` pixels (summed over the batch), i.e.
-/// where the weight is larger than the gathered input windows (the UNet's low-resolution
-/// levels: 1280 channels over 16x16 pixels or fewer), Burn's own convolution otherwise
-/// (measured per size in docs/PERFORMANCE.md).
+/// Applies `conv` to `x` `[B, C, H, W]`, as `conv.forward(x)`, choosing the faster path: on
+/// the plain `flex` device, `sonic_kernels::conv::conv2d` (banded im2col + packed products
+/// written in the output's final layout; faster than Burn's convolution at every UNet and VAE
+/// size measured in docs/PERFORMANCE.md). On other devices, [`conv2d_im2col`] when the output
+/// has at most `C_out` pixels (summed over the batch), i.e. where the weight is larger than the
+/// gathered input windows, Burn's own convolution otherwise.
 pub fn conv2d_forward(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    if sonic_kernels::conv::fits(conv, &x) {
+        return sonic_kernels::conv::conv2d(conv, x);
+    }
     match im2col_geometry(conv, x.dims()) {
         Some(g) if g.b * g.oh * g.ow <= g.c_out => im2col(conv, x, &g),
         _ => conv.forward(x),

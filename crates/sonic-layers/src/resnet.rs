@@ -65,7 +65,7 @@ impl ResnetBlock2D {
     /// Adds the (projected) input to a residual branch computed by [`Self::residual`].
     pub fn combine(&self, x: Tensor<4>, residual: Tensor<4>) -> Tensor<4> {
         let skip = match &self.conv_shortcut {
-            Some(c) => c.forward(x),
+            Some(c) => crate::conv2d_forward(c, x),
             None => x,
         };
         skip + residual

@@ -261,9 +261,11 @@ impl Transformer2DModel {
         name: &dyn Fn() -> String,
     ) -> Tensor<4> {
         let [b, c, hh, ww] = x.dims();
-        let h = self.norm.forward(x.clone());
+        let h = sonic_kernels::norm::group_norm(&self.norm, x.clone());
         let mut tokens = match &self.proj_in {
-            Projection::Conv(conv) => conv.forward(h).reshape([b, c, hh * ww]).swap_dims(1, 2),
+            Projection::Conv(conv) => sonic_layers::conv2d_forward(conv, h)
+                .reshape([b, c, hh * ww])
+                .swap_dims(1, 2),
             Projection::Linear(lin) => lin.forward(h.reshape([b, c, hh * ww]).swap_dims(1, 2)),
         };
         for (i, block) in self.transformer_blocks.iter().enumerate() {
@@ -282,7 +284,9 @@ impl Transformer2DModel {
             );
         }
         let out = match &self.proj_out {
-            Projection::Conv(conv) => conv.forward(tokens.swap_dims(1, 2).reshape([b, c, hh, ww])),
+            Projection::Conv(conv) => {
+                sonic_layers::conv2d_forward(conv, tokens.swap_dims(1, 2).reshape([b, c, hh, ww]))
+            }
             Projection::Linear(lin) => lin.forward(tokens).swap_dims(1, 2).reshape([b, c, hh, ww]),
         };
         out + x

@@ -10,7 +10,6 @@ use crate::unet_2d_blocks::{BlockSpec, DownBlock, MidBlock, UpBlock};
 use burn::module::Module;
 use burn::nn::GroupNorm;
 use burn::nn::conv::Conv2d;
-use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor};
 use sonic_core::weights::{
     LoadOptions, Remap, WeightSource, find_weights, load_safetensors, load_weights,
@@ -468,7 +467,7 @@ impl UNet2DConditionModel {
         }
         Ok(sonic_layers::conv2d_forward(
             &self.conv_out,
-            silu(self.conv_norm_out.forward(x)),
+            sonic_kernels::norm::group_norm_silu(&self.conv_norm_out, x),
         ))
     }
 }

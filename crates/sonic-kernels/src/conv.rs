@@ -1,0 +1,374 @@
+//! Dense 2-d convolution (any `kh x kw`, stride, explicit padding; no groups, no dilation) as
+//! banded im2col + packed matrix products, written straight into the `[B, C_out, OH, OW]`
+//! output.
+//!
+//! Burn's convolution on `flex` re-lays out the whole weight and converts the input to NHWC on
+//! every call, then writes each output tile back to NCHW value by value. Here the weight is
+//! used in its stored `[C_out, C_in * kh * kw]` order as the left operand (no copy for f32),
+//! and the work is cut into bands of whole output rows: for each (image, band) the input
+//! windows of the band are gathered into a `C_in * kh * kw x band` scratch matrix (row copies
+//! when the stride is 1) and one `gemm` call multiplies the weight by it, its result landing in
+//! the output's final layout (one contiguous run per output channel: the band's rows are
+//! whole rows). A `1 x 1` convolution with stride 1 and no padding skips the gather: the input
+//! itself is the right operand. Bands run in parallel on rayon; when there are fewer bands
+//! than threads, the products themselves are split over the threads instead.
+//!
+//! The sums run in another order than Burn's, so results equal Burn's up to float rounding.
+//! `bf16` is widened to `f32` once (input and weight), computed in `f32` and rounded once.
+
+use crate::flex::{from_flex, into_flex, on_plain_flex};
+use burn::backend::flex::FlexTensor;
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::Conv2d;
+use burn::tensor::{DType, Tensor, TensorData};
+use half::bf16;
+use rayon::prelude::*;
+
+/// Target number of scratch values (`C_in * kh * kw` times the band's pixels) per band: the
+/// band is as many whole output rows as keep the gathered windows near 1 Mi values (4 MiB),
+/// with at least [`MIN_BAND_PIXELS`] pixels.
+pub const BAND_VALUES: usize = 1 << 20;
+
+/// Fewest output pixels per band (one band is never less than one output row).
+pub const MIN_BAND_PIXELS: usize = 256;
+
+/// The shape of one convolution: input `[b, c_in, h, w]`, weight `[c_out, c_in, kh, kw]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    /// Batch.
+    pub b: usize,
+    /// Input channels.
+    pub c_in: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Output channels.
+    pub c_out: usize,
+    /// Kernel height.
+    pub kh: usize,
+    /// Kernel width.
+    pub kw: usize,
+    /// Stride along the height.
+    pub sh: usize,
+    /// Stride along the width.
+    pub sw: usize,
+    /// Padding: top, left, bottom, right.
+    pub pad: [usize; 4],
+}
+
+impl Geometry {
+    /// The geometry of `conv` applied to an input of `dims`, or `None` for a convolution the
+    /// kernel does not take (groups, dilation, `Same` padding, an empty output, channel
+    /// mismatch).
+    pub fn of(conv: &Conv2d, dims: [usize; 4]) -> Option<Geometry> {
+        let pad = match conv.padding {
+            PaddingConfig2d::Explicit(t, l, b, r) => [t, l, b, r],
+            PaddingConfig2d::Valid => [0; 4],
+            PaddingConfig2d::Same => return None,
+        };
+        let [c_out, c_w, kh, kw] = conv.weight.dims();
+        let [b, c_in, h, w] = dims;
+        let [sh, sw] = conv.stride;
+        let g = Geometry {
+            b,
+            c_in,
+            h,
+            w,
+            c_out,
+            kh,
+            kw,
+            sh,
+            sw,
+            pad,
+        };
+        let ok = conv.groups == 1
+            && conv.dilation == [1, 1]
+            && c_w == c_in
+            && sh > 0
+            && sw > 0
+            && kh > 0
+            && kw > 0
+            && h + pad[0] + pad[2] >= kh
+            && w + pad[1] + pad[3] >= kw
+            && b * c_in * c_out > 0
+            && g.oh() * g.ow() > 0;
+        ok.then_some(g)
+    }
+
+    /// Output height.
+    pub fn oh(&self) -> usize {
+        (self.h + self.pad[0] + self.pad[2] - self.kh) / self.sh + 1
+    }
+
+    /// Output width.
+    pub fn ow(&self) -> usize {
+        (self.w + self.pad[1] + self.pad[3] - self.kw) / self.sw + 1
+    }
+
+    /// Rows of the scratch matrix (the products' inner dimension).
+    pub fn k(&self) -> usize {
+        self.c_in * self.kh * self.kw
+    }
+
+    /// A `1 x 1` convolution with stride 1 and no padding: the input is the right operand.
+    fn pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.sh == 1 && self.sw == 1 && self.pad == [0; 4]
+    }
+
+    /// Output rows per band.
+    pub fn band_rows(&self) -> usize {
+        let pixels = (BAND_VALUES / self.k().max(1)).max(MIN_BAND_PIXELS);
+        pixels.div_ceil(self.ow()).clamp(1, self.oh())
+    }
+}
+
+/// `conv.forward(x)` for `x` `[B, C_in, H, W]`: the kernel on the plain `flex` device (f32 or
+/// bf16) where [`Geometry::of`] accepts the convolution, Burn's convolution otherwise.
+pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    if fits(conv, &x) {
+        fused(conv, x)
+    } else {
+        conv.forward(x)
+    }
+}
+
+/// Whether [`conv2d`] takes the kernel path for `conv` on `x` (never when `conv` is listed in
+/// `SONIC_KERNELS_OFF`, see [`crate::cpu::enabled`]).
+pub fn fits(conv: &Conv2d, x: &Tensor<4>) -> bool {
+    let dtype = x.dtype();
+    crate::cpu::enabled("conv")
+        && Geometry::of(conv, x.dims()).is_some()
+        && matches!(dtype, DType::F32 | DType::BF16)
+        && on_plain_flex(&x.device())
+        && conv.weight.val().dtype() == dtype
+        && on_plain_flex(&conv.weight.device())
+        && conv
+            .bias
+            .as_ref()
+            .is_none_or(|b| b.dims() == [conv.weight.dims()[0]])
+}
+
+/// Contiguous `f32` values of a flex tensor: borrowed for contiguous f32, else copied (bf16
+/// widened).
+enum F32Values {
+    Borrowed(FlexTensor),
+    Owned(Vec<f32>),
+}
+
+impl F32Values {
+    fn new(t: FlexTensor) -> Self {
+        let t = if t.is_contiguous() {
+            t
+        } else {
+            t.to_contiguous()
+        };
+        if t.dtype() == DType::F32 {
+            return F32Values::Borrowed(t);
+        }
+        let n = t.layout().shape().iter().product::<usize>();
+        let start = t.layout().start_offset();
+        F32Values::Owned(
+            t.storage::<bf16>()[start..start + n]
+                .par_iter()
+                .map(|v| v.to_f32())
+                .collect(),
+        )
+    }
+
+    fn values(&self) -> &[f32] {
+        match self {
+            F32Values::Borrowed(t) => {
+                let start = t.layout().start_offset();
+                let n = t.layout().shape().iter().product::<usize>();
+                &t.storage::<f32>()[start..start + n]
+            }
+            F32Values::Owned(v) => v,
+        }
+    }
+}
+
+fn fused(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let dims = x.dims();
+    let Some(g) = Geometry::of(conv, dims) else {
+        unreachable!("`fits` checked the geometry")
+    };
+    let dtype = x.dtype();
+    let (Some(xf), Some(wf)) = (into_flex(x), into_flex(conv.weight.val())) else {
+        unreachable!("`fits` checked that input and weight are plain flex tensors")
+    };
+    let bias: Option<Vec<f32>> = conv.bias.as_ref().and_then(|b| {
+        b.val()
+            .cast(DType::F32)
+            .into_data()
+            .try_into_vec::<f32>()
+            .ok()
+    });
+    let (xv, wv) = (F32Values::new(xf), F32Values::new(wf));
+    let out = conv2d_f32(&g, xv.values(), wv.values(), bias.as_deref());
+    let shape = vec![g.b, g.c_out, g.oh(), g.ow()];
+    let t = if dtype == DType::BF16 {
+        let out: Vec<bf16> = out.par_iter().map(|&v| bf16::from_f32(v)).collect();
+        FlexTensor::from_data(TensorData::new(out, shape))
+    } else {
+        FlexTensor::from_data(TensorData::new(out, shape))
+    };
+    from_flex(t)
+}
+
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: each task writes a disjoint set of output values (one image's band of rows).
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// The convolution on contiguous `f32` values: `x` `[b, c_in, h, w]`, `weight`
+/// `[c_out, c_in, kh, kw]`, optional `bias` `[c_out]`; returns `[b, c_out, oh, ow]`.
+///
+/// # Panics
+/// If the slices are shorter than `g` implies (the tensor entry point guarantees they are not).
+pub fn conv2d_f32(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    let (oh, ow, k) = (g.oh(), g.ow(), g.k());
+    assert!(
+        x.len() >= g.b * g.c_in * g.h * g.w,
+        "input shorter than its geometry"
+    );
+    assert!(
+        weight.len() >= g.c_out * k,
+        "weight shorter than its geometry"
+    );
+    assert!(
+        bias.is_none_or(|b| b.len() >= g.c_out),
+        "bias shorter than c_out"
+    );
+    let plane = oh * ow;
+    let mut out = vec![0f32; g.b * g.c_out * plane];
+    let rows = g.band_rows();
+    let bands = oh.div_ceil(rows);
+    let tasks = g.b * bands;
+    let threads = rayon::current_num_threads();
+    // Too few bands to keep every thread busy: split each product over the threads instead.
+    let inner = if tasks < threads {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    let out_ptr = OutPtr(out.as_mut_ptr());
+    let run = |scratch: &mut Vec<f32>, task: usize| {
+        let (bi, band) = (task / bands, task % bands);
+        let r0 = band * rows;
+        let n_rows = rows.min(oh - r0);
+        let n = n_rows * ow;
+        let image = &x[bi * g.c_in * g.h * g.w..(bi + 1) * g.c_in * g.h * g.w];
+        let (rhs, rhs_rs): (&[f32], usize) = if g.pointwise() {
+            (&image[r0 * ow..], g.h * g.w)
+        } else {
+            scratch.resize(k * n, 0.0);
+            gather(g, image, r0, n_rows, &mut scratch[..k * n]);
+            (&scratch[..k * n], n)
+        };
+        let dst_off = bi * g.c_out * plane + r0 * ow;
+        // SAFETY: this task alone writes `n` values from `dst_off + co * plane` for every
+        // output channel `co` (image `bi`, rows `r0 .. r0 + n_rows`), all inside `out`.
+        let dst = unsafe { out_ptr.get().add(dst_off) };
+        if let Some(bias) = bias {
+            for (co, &bv) in bias.iter().enumerate().take(g.c_out) {
+                // SAFETY: as above.
+                let run = unsafe { std::slice::from_raw_parts_mut(dst.add(co * plane), n) };
+                run.fill(bv);
+            }
+        }
+        // SAFETY: `dst` is `c_out x n` with row stride `plane` (see above); `weight` is
+        // `c_out x k` row-major; `rhs` is `k x n` with row stride `rhs_rs` and unit column
+        // stride, and `(k - 1) * rhs_rs + n <= rhs.len()` (checked by the geometry: the
+        // scratch is exactly `k x n`; the pointwise input holds `k` planes of `h * w >= r0 *
+        // ow + n` values).
+        unsafe {
+            gemm::gemm(
+                g.c_out,
+                n,
+                k,
+                dst,
+                1,
+                plane as isize,
+                bias.is_some(),
+                weight.as_ptr(),
+                1,
+                k as isize,
+                rhs.as_ptr(),
+                1,
+                rhs_rs as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                inner,
+            );
+        }
+    };
+    if tasks < threads {
+        let mut scratch = Vec::new();
+        for task in 0..tasks {
+            run(&mut scratch, task);
+        }
+    } else {
+        (0..tasks)
+            .into_par_iter()
+            .for_each_init(Vec::new, |scratch, task| run(scratch, task));
+    }
+    out
+}
+
+/// Gathers the input windows of output rows `r0 .. r0 + n_rows` of one image `[c_in, h, w]`
+/// into `cols` `[c_in * kh * kw, n_rows * ow]` (zeros where a window reaches into the padding).
+fn gather(g: &Geometry, image: &[f32], r0: usize, n_rows: usize, cols: &mut [f32]) {
+    let ow = g.ow();
+    let n = n_rows * ow;
+    let [top, left, _, _] = g.pad;
+    // Output columns whose input column `ox * sw + kx - left` lies inside the image.
+    let valid = |kx: usize| -> (usize, usize) {
+        let lo = left.saturating_sub(kx).div_ceil(g.sw);
+        let hi = if g.w + left > kx {
+            ((g.w + left - kx - 1) / g.sw + 1).min(ow)
+        } else {
+            0
+        };
+        (lo.min(hi), hi)
+    };
+    for ci in 0..g.c_in {
+        let chan = &image[ci * g.h * g.w..(ci + 1) * g.h * g.w];
+        for ky in 0..g.kh {
+            for kx in 0..g.kw {
+                let row = (ci * g.kh + ky) * g.kw + kx;
+                let dst_row = &mut cols[row * n..(row + 1) * n];
+                let (lo, hi) = valid(kx);
+                for r in 0..n_rows {
+                    let dst = &mut dst_row[r * ow..(r + 1) * ow];
+                    let iy = (r0 + r) * g.sh + ky;
+                    if iy < top || iy - top >= g.h || lo >= hi {
+                        dst.fill(0.0);
+                        continue;
+                    }
+                    let src = &chan[(iy - top) * g.w..(iy - top + 1) * g.w];
+                    dst[..lo].fill(0.0);
+                    dst[hi..].fill(0.0);
+                    let ix0 = lo * g.sw + kx - left;
+                    if g.sw == 1 {
+                        dst[lo..hi].copy_from_slice(&src[ix0..ix0 + (hi - lo)]);
+                    } else {
+                        for (j, d) in dst[lo..hi].iter_mut().enumerate() {
+                            *d = src[ix0 + j * g.sw];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
