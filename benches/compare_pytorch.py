@@ -37,6 +37,43 @@ SD14_VAE = dict(
     layers_per_block=2, norm_num_groups=32, out_channels=3, sample_size=512,
     up_block_types=["UpDecoderBlock2D"] * 4,
 )
+SD14_SCHEDULER = dict(
+    beta_end=0.012, beta_schedule="scaled_linear", beta_start=0.00085,
+    num_train_timesteps=1000, set_alpha_to_one=False, skip_prk_steps=True, steps_offset=1,
+)
+
+
+def sd14_text_encoder():
+    from transformers import CLIPTextConfig, CLIPTextModel
+    cfg = CLIPTextConfig(vocab_size=49408, hidden_size=768, intermediate_size=3072,
+                         num_attention_heads=12, num_hidden_layers=12,
+                         max_position_embeddings=77, hidden_act="quick_gelu",
+                         layer_norm_eps=1e-5)
+    return CLIPTextModel(cfg)
+
+
+def write_test_wav(path, seconds=10.0):
+    """The signal of `sonic bench`'s audio case: a rising tone with a little noise, 16-bit
+    mono 44.1 kHz."""
+    import wave
+    n = int(seconds * 44100)
+    t = torch.arange(n, dtype=torch.float64) / 44100.0
+    tone = torch.sin(2 * math.pi * (200.0 + 100.0 * t) * t) * 0.5
+    noise = (torch.rand(n, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+             - 0.5) * 0.1
+    pcm = ((tone + noise) * 32767.0).to(torch.int16)
+    with wave.open(path, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(44100)
+        w.writeframes(pcm.numpy().tobytes())
+
+
+def read_wav_mono(path):
+    import wave
+    with wave.open(path, "rb") as w:
+        raw = w.readframes(w.getnframes())
+    return torch.frombuffer(bytearray(raw), dtype=torch.int16).to(torch.float32) / 32768.0
 
 
 def peak_rss_bytes():
@@ -231,12 +268,7 @@ def run_case(case, runs, warmup, dtype, fixtures):
         x = (torch.rand(1, 3, 512, 512) * 2 - 1).to(dtype)
         times = time_runs(runs, warmup, lambda: vae.encode(x).latent_dist.mean)
     elif case == "text-encoder":
-        from transformers import CLIPTextConfig, CLIPTextModel
-        cfg = CLIPTextConfig(vocab_size=49408, hidden_size=768, intermediate_size=3072,
-                             num_attention_heads=12, num_hidden_layers=12,
-                             max_position_embeddings=77, hidden_act="quick_gelu",
-                             layer_norm_eps=1e-5)
-        model = cast(CLIPTextModel(cfg), dtype)
+        model = cast(sd14_text_encoder(), dtype)
         ids = torch.randint(0, 49406, (2, 77))
         ids[:, -1] = 49407
         times = time_runs(runs, warmup, lambda: model(ids)[0])
@@ -279,6 +311,51 @@ def run_case(case, runs, warmup, dtype, fixtures):
         times = time_runs(runs, warmup, lambda: pipe(
             prompt, num_inference_steps=20, guidance_scale=7.5, output_type="latent",
             generator=torch.Generator().manual_seed(0)).images)
+    elif case == "audio-to-image-512":
+        # The whole wait of `sonic generate --audio clip.wav --steps 10`: read the WAV, CLAP,
+        # projector (and its null tokens), 10 PNDM steps of the UNet with the 10 adapters under
+        # guidance 7.5 (batch 2), VAE decode to 512x512, as diffusers' pipeline loop does.
+        import tempfile
+        from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
+        from transformers import CLIPTokenizer
+        unet = UNet2DConditionModel(**SD14_UNET)
+        blocks = add_adapters(unet)
+        if len(blocks) != 10:
+            raise RuntimeError(f"SD1.4 should get 10 adapters, got {len(blocks)}")
+        unet = cast(unet, dtype)
+        vae = cast(AutoencoderKL(**SD14_VAE), dtype)
+        text = cast(sd14_text_encoder(), dtype)
+        tok = CLIPTokenizer.from_pretrained(os.path.join(fixtures, "sd15-tiny", "tokenizer"))
+        clap = cast(ClapAudio(), dtype)
+        proj = cast(Projector(), dtype)
+        sched = PNDMScheduler(**SD14_SCHEDULER)
+        folder = tempfile.mkdtemp()
+        path = os.path.join(folder, "clip.wav")
+        write_test_wav(path)
+
+        def run():
+            wave = read_wav_mono(path)[None].to(dtype)
+            e = clap(wave)
+            tokens = proj(e)
+            null = proj(torch.zeros_like(e))
+            ids = tok(["", ""], padding="max_length", max_length=77, truncation=True,
+                      return_tensors="pt").input_ids
+            ctx = text(ids)[0]
+            for b in blocks:
+                b.audio_tokens = torch.cat([null, tokens])
+            sched.set_timesteps(10)
+            lat = torch.randn(1, 4, 64, 64, generator=torch.Generator().manual_seed(0))
+            lat = (lat * sched.init_noise_sigma).to(dtype)
+            for t in sched.timesteps:
+                inp = sched.scale_model_input(torch.cat([lat, lat]), t)
+                eps = unet(inp, t, encoder_hidden_states=ctx).sample
+                u, c = eps.chunk(2)
+                lat = sched.step(u + 7.5 * (c - u), t, lat).prev_sample
+            img = vae.decode(lat / 0.18215).sample
+            return (img / 2 + 0.5).clamp(0, 1)
+
+        times = time_runs(runs, warmup, run)
+        extra = dict(steps=10, adapters=len(blocks))
     else:
         raise SystemExit(f"unknown case {case}")
     out = dict(case=case, impl="pytorch", torch=torch.__version__,

@@ -83,17 +83,7 @@ impl ClapAudioEncoder {
         })?;
         let ckpt = ClapCheckpoint::open(path)?;
         let sizes = ckpt.sizes()?;
-        // Five 2x2 poolings need at least 32 frames and 32 mel bins.
-        let frames = config.clip_samples / config.hop_size + 1;
-        if frames < MIN_POOLED || sizes.mel_bins < MIN_POOLED {
-            return Err(AudioError::BadInput {
-                what: "CLAP config".into(),
-                reason: format!(
-                    "{frames} frames x {} mel bins: Cnn14 needs at least {MIN_POOLED} of each",
-                    sizes.mel_bins
-                ),
-            });
-        }
+        check_pooling(&config, &sizes)?;
         if sizes.mel_bins != config.mel_bins {
             tracing::debug!(
                 config = config.mel_bins,
@@ -103,6 +93,49 @@ impl ClapAudioEncoder {
         }
         let front_end = build_front_end(&ckpt, &config, &sizes, device)?;
         let model = ckpt.load_into(ClapAudioModel::new(&sizes, device))?;
+        Ok(Self {
+            config,
+            sizes,
+            front_end,
+            model,
+            device: device.clone(),
+            crop: CropStart::default(),
+            batch_size: 8,
+            resamplers: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// An encoder around a model built elsewhere (initialised at random for a benchmark, or
+    /// trained and loaded by other means), with the front end of `config`: the msclap STFT
+    /// kernels and mel filter bank computed from its settings, `sizes.mel_bins` mel bins.
+    pub fn from_model(
+        model: ClapAudioModel,
+        sizes: ClapSizes,
+        config: ClapAudioConfig,
+        device: &Device,
+    ) -> Result<Self> {
+        config.validate().map_err(|reason| AudioError::BadInput {
+            what: "CLAP config".into(),
+            reason,
+        })?;
+        check_pooling(&config, &sizes)?;
+        let (real, imag) = stft_kernels(config.window_size);
+        let mel = mel_filter_bank(
+            config.sample_rate as f64,
+            config.window_size,
+            sizes.mel_bins,
+            config.fmin,
+            config.fmax,
+        );
+        let front_end = LogMelFrontEnd::new(
+            config.window_size,
+            config.hop_size,
+            &real,
+            &imag,
+            &mel,
+            sizes.mel_bins,
+            device,
+        )?;
         Ok(Self {
             config,
             sizes,
@@ -334,6 +367,21 @@ fn concat(mut parts: Vec<ClapEmbeddings>) -> ClapEmbeddings {
         embedding_l2: cat(&|p| p.embedding_l2.clone()),
         embedding_l2x2: cat(&|p| p.embedding_l2x2.clone()),
     }
+}
+
+/// Five 2x2 poolings need at least [`MIN_POOLED`] frames and mel bins.
+fn check_pooling(config: &ClapAudioConfig, sizes: &ClapSizes) -> Result<()> {
+    let frames = config.clip_samples / config.hop_size.max(1) + 1;
+    if frames < MIN_POOLED || sizes.mel_bins < MIN_POOLED {
+        return Err(AudioError::BadInput {
+            what: "CLAP config".into(),
+            reason: format!(
+                "{frames} frames x {} mel bins: Cnn14 needs at least {MIN_POOLED} of each",
+                sizes.mel_bins
+            ),
+        });
+    }
+    Ok(())
 }
 
 fn build_front_end(

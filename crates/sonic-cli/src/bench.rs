@@ -20,6 +20,7 @@ pub const CASES: &[&str] = &[
     "projector",
     "adapters",
     "tiny-pipeline",
+    "audio-to-image-512",
 ];
 
 /// Arguments of `sonic bench`.
@@ -28,7 +29,9 @@ pub struct BenchArgs {
     /// The cases to run (comma-separated; default: all). Cases: unet-32, unet-64 (UNet,
     /// guidance batch 2, 77 x 768 text), vae-decode-64, vae-encode-512, text-encoder (2 x 77),
     /// clap-10s, projector, adapters (UNet 32x32 with and without the 10 SD1.4 adapters),
-    /// tiny-pipeline (sd15-tiny, 20 DDIM steps, guidance 7.5, latent output).
+    /// tiny-pipeline (sd15-tiny, 20 DDIM steps, guidance 7.5, latent output),
+    /// audio-to-image-512 (the whole wait of `sonic generate --audio`: WAV -> CLAP -> projector
+    /// -> 10 PNDM steps with the 10 adapters and guidance -> VAE decode at 512x512).
     #[arg(long = "case", value_delimiter = ',')]
     pub cases: Vec<String>,
     /// Timed runs per case (the median and minimum are reported).
@@ -333,43 +336,21 @@ fn run_case(case: &str, args: &BenchArgs, dtype: FloatDType) -> Result<String> {
             })?
         }
         "clap-10s" => {
-            use sonic_audio::frontend::{LogMelFrontEnd, mel_filter_bank, stft_kernels};
-            use sonic_audio::model::{ClapAudioModel, ClapSizes, l2_normalize};
-            let cfg = sonic_audio::ClapAudioConfig::default();
-            let sizes = ClapSizes {
-                mel_bins: 64,
-                widths: [64, 128, 256, 512, 1024, 2048],
-                out_emb: 2048,
-                classes: None,
-                d_proj: 1024,
-            };
-            let (re, im) = stft_kernels(cfg.window_size);
-            let mel = mel_filter_bank(
-                cfg.sample_rate as f64,
-                cfg.window_size,
-                cfg.mel_bins,
-                cfg.fmin,
-                cfg.fmax,
-            );
-            let front = LogMelFrontEnd::new(
-                cfg.window_size,
-                cfg.hop_size,
-                &re,
-                &im,
-                &mel,
-                cfg.mel_bins,
-                &device,
-            )?;
-            let model = ClapAudioModel::new(&sizes, &device);
-            let wave = Tensor::random(
-                [1, cfg.clip_samples],
-                Distribution::Uniform(-0.5, 0.5),
-                &device,
-            );
+            let encoder = random_clap(&device)?;
+            let n = encoder.config().clip_samples;
+            let wave = Tensor::random([1, n], Distribution::Uniform(-0.5, 0.5), &device);
             time_runs(args.runs, args.warmup, || {
-                let x = model.base.apply_bn0(front.forward(wave.clone()));
-                let e = model.projection.forward(model.base.forward(x));
-                finish(l2_normalize(l2_normalize(e)));
+                let x = encoder
+                    .model()
+                    .base
+                    .apply_bn0(encoder.front_end().forward(wave.clone()));
+                let e = encoder
+                    .model()
+                    .projection
+                    .forward(encoder.model().base.forward(x));
+                finish(sonic_audio::model::l2_normalize(
+                    sonic_audio::model::l2_normalize(e),
+                ));
                 Ok(())
             })?
         }
@@ -420,6 +401,7 @@ fn run_case(case: &str, args: &BenchArgs, dtype: FloatDType) -> Result<String> {
             with
         }
         "tiny-pipeline" => tiny_pipeline(args, &device)?,
+        "audio-to-image-512" => audio_to_image_512(args, &device, &mut extra)?,
         other => bail!("unknown bench case `{other}`"),
     };
     let mut obj = serde_json::Map::new();
@@ -438,6 +420,119 @@ fn run_case(case: &str, args: &BenchArgs, dtype: FloatDType) -> Result<String> {
     obj.insert("peak_rss_bytes".into(), peak_rss_bytes()?.into());
     obj.extend(extra);
     Ok(serde_json::Value::Object(obj).to_string())
+}
+
+/// SD v1.4's `scheduler/scheduler_config.json` (PNDM, as the official demo samples).
+pub const SD14_SCHEDULER: &str = r#"{
+  "_class_name": "PNDMScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear",
+  "beta_start": 0.00085, "num_train_timesteps": 1000, "set_alpha_to_one": false,
+  "skip_prk_steps": true, "steps_offset": 1, "trained_betas": null, "clip_sample": false
+}"#;
+
+/// A CLAP 2022 audio encoder (Cnn14 widths, 64 mel bins, 1024-wide projection) with random
+/// weights and the msclap front end.
+fn random_clap(device: &Device) -> Result<sonic_audio::ClapAudioEncoder> {
+    let sizes = sonic_audio::model::ClapSizes {
+        mel_bins: 64,
+        widths: [64, 128, 256, 512, 1024, 2048],
+        out_emb: 2048,
+        classes: None,
+        d_proj: 1024,
+    };
+    let model = sonic_audio::model::ClapAudioModel::new(&sizes, device);
+    Ok(sonic_audio::ClapAudioEncoder::from_model(
+        model,
+        sizes,
+        sonic_audio::ClapAudioConfig::default(),
+        device,
+    )?)
+}
+
+/// Writes `seconds` of a 16-bit mono 44.1 kHz WAV (a rising tone with a little noise).
+fn write_test_wav(path: &Path, seconds: f64) -> Result<()> {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 44_100,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec)
+        .with_context(|| format!("writing {}", path.display()))?;
+    let n = (seconds * 44_100.0) as usize;
+    let mut state = 0x2545_f491_u32;
+    for i in 0..n {
+        let t = i as f64 / 44_100.0;
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        let noise = (state as f64 / u32::MAX as f64 - 0.5) * 0.1;
+        let tone = (2.0 * std::f64::consts::PI * (200.0 + 100.0 * t) * t).sin() * 0.5;
+        w.write_sample(((tone + noise) * 32767.0) as i16)?;
+    }
+    w.finalize()?;
+    Ok(())
+}
+
+/// The whole wait of `sonic generate --audio clip.wav --steps 10` at SD 1.4 sizes with
+/// random weights: decode and prepare the WAV, CLAP, the projector (and its null tokens), 10
+/// PNDM steps of the UNet with its 10 adapters under guidance 7.5 (batch 2), VAE decode to
+/// 512x512. The tokenizer is sd15-tiny's (its ids fit the SD 1.4 vocabulary).
+fn audio_to_image_512(
+    args: &BenchArgs,
+    device: &Device,
+    extra: &mut serde_json::Map<String, serde_json::Value>,
+) -> Result<Timings> {
+    let root = fixtures_dir(args.fixtures.as_deref())?;
+    let tokenizer_dir = root.join("sd15-tiny").join("tokenizer");
+    let tokenizer = sonic_clip::tokenizer::ClipTokenizer::from_dir(&tokenizer_dir)
+        .with_context(|| format!("loading {}", tokenizer_dir.display()))?;
+    let text_config: sonic_clip::ClipTextConfig = serde_json::from_str(SD14_TEXT)?;
+    let act = text_config.activation(Path::new("<sd14 text encoder>"))?;
+    let mut unet = sd14_unet(device)?;
+    let adapters = unet.add_adapters(sonic_unet::AdapterPlacement::OFFICIAL, 768, 0.5, device);
+    if adapters != 10 {
+        bail!("SD1.4 should get 10 adapters, got {adapters}");
+    }
+    let vae_config: sonic_vae::VaeConfig = serde_json::from_str(SD14_VAE)?;
+    let pipeline = sonic_pipeline::sonic::SonicPipeline {
+        sd: sonic_pipeline::StableDiffusion {
+            dir: root.join("sd15-tiny"),
+            tokenizer,
+            text_encoder: sonic_clip::ClipTextModel::new(&text_config, act, device),
+            unet,
+            vae: sd14_vae(device)?,
+            unet_config: sonic_unet::UNetConfig::from_json_str(
+                SD14_UNET,
+                Path::new("<sd14 unet>"),
+            )?,
+            vae_config,
+            scheduler_config: serde_json::from_str(SD14_SCHEDULER)?,
+            device: device.clone(),
+        },
+        clap: random_clap(device)?,
+        projector: sonic_projector::Projector::new(
+            &sonic_projector::ProjectorConfig::official(),
+            device,
+        )?,
+    };
+    let dir = tempfile::tempdir()?;
+    let wav = dir.path().join("clip.wav");
+    write_test_wav(&wav, 10.0)?;
+    let req = sonic_pipeline::AudioToImage {
+        steps: 10,
+        scheduler: "model".into(),
+        width: 512,
+        height: 512,
+        ..Default::default()
+    };
+    extra.insert("steps".into(), req.steps.into());
+    extra.insert("adapters".into(), adapters.into());
+    time_runs(args.runs, args.warmup, || {
+        let e = pipeline.embed(&[sonic_pipeline::sonic::AudioSource::File(wav.clone())])?;
+        let generation = pipeline.generate(e, &req, &mut |_| {})?;
+        finish(generation.images);
+        Ok(())
+    })
 }
 
 /// The sd15-tiny text-to-image run: prompt encoding and 20 DDIM steps with guidance 7.5, at

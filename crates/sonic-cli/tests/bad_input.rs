@@ -879,6 +879,32 @@ fn cases() -> Vec<(Case, Vec<&'static str>)> {
             expect: &["absent.csv"],
         }),
         plain(Case {
+            name: "a one-megabyte training budget",
+            copy_sd: false,
+            setup: |d| {
+                stage1_inputs(d);
+                png(&d.join("a.png"));
+                std::fs::write(
+                    d.join("manifest.csv"),
+                    "audio,image,caption\na.wav,a.png,thunder\n",
+                )
+                .unwrap()
+            },
+            args: &[
+                "train",
+                "stage1",
+                "--config",
+                "{dir}/stage1.json",
+                "--manifest",
+                "{dir}/manifest.csv",
+                "--out",
+                "{dir}/run",
+                "--max-memory",
+                "1M",
+            ],
+            expect: &["stage 1 training", "1.0 MiB", "--max-memory"],
+        }),
+        plain(Case {
             name: "a manifest with an unterminated quote",
             copy_sd: false,
             setup: |d| {

@@ -56,12 +56,11 @@ pub fn new_adapter_values(unet: &UNetConfig, context: u64, origin: &Path) -> Res
     let mut values = 0u64;
     for (l, &c) in unet.block_out_channels.iter().enumerate() {
         let c = c as u64;
-        if levels.up_cross[l] {
-            let per_attention = levels
-                .up_transformer_layers
-                .get(last - l)
-                .copied()
-                .unwrap_or(1) as u64;
+        // Level `l` is up block `last - l` (`up_cross` and `up_transformer_layers` are in
+        // up-block order).
+        let up = last - l;
+        if levels.up_cross.get(up).copied().unwrap_or(false) {
+            let per_attention = levels.up_transformer_layers.get(up).copied().unwrap_or(1) as u64;
             let attentions = levels.layers_per_block[l] as u64 + 1;
             values = values.saturating_add(attentions * per_attention * block(c));
         }
