@@ -246,7 +246,7 @@ def cast(model, dtype):
     return model.to(dtype).eval()
 
 
-def run_case(case, runs, warmup, dtype, fixtures):
+def run_case(case, runs, warmup, dtype, fixtures, model=None):
     torch.manual_seed(0)
     extra = {}
     if case in ("unet-32", "unet-64"):
@@ -311,6 +311,21 @@ def run_case(case, runs, warmup, dtype, fixtures):
         times = time_runs(runs, warmup, lambda: pipe(
             prompt, num_inference_steps=20, guidance_scale=7.5, output_type="latent",
             generator=torch.Generator().manual_seed(0)).images)
+    elif case == "load-sd":
+        # The model folder to ready UNet + VAE + text encoder + tokenizer, as diffusers loads a
+        # pipeline (no safety checker).
+        from diffusers import StableDiffusionPipeline
+        if not model:
+            raise SystemExit("load-sd needs --model DIR")
+
+        def load():
+            pipe = StableDiffusionPipeline.from_pretrained(
+                model, safety_checker=None, requires_safety_checker=False,
+                torch_dtype=dtype)
+            del pipe
+
+        times = time_runs(runs, warmup, load)
+        extra = dict(model=model)
     elif case == "audio-to-image-512":
         # The whole wait of `sonic generate --audio clip.wav --steps 10`: read the WAV, CLAP,
         # projector (and its null tokens), 10 PNDM steps of the UNet with the 10 adapters under
@@ -367,19 +382,54 @@ def run_case(case, runs, warmup, dtype, fixtures):
     return out
 
 
+def make_sd14(folder, fixtures):
+    """Writes an SD 1.4-shaped model folder with random weights (diffusers' `save_pretrained`,
+    safetensors, float32) and sd15-tiny's tokenizer: the input of the `load-sd` case."""
+    import shutil
+    from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
+    torch.manual_seed(0)
+    tmp = folder + ".partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    UNet2DConditionModel(**SD14_UNET).save_pretrained(os.path.join(tmp, "unet"))
+    AutoencoderKL(**SD14_VAE).save_pretrained(os.path.join(tmp, "vae"))
+    sd14_text_encoder().save_pretrained(os.path.join(tmp, "text_encoder"))
+    shutil.copytree(os.path.join(fixtures, "sd15-tiny", "tokenizer"),
+                    os.path.join(tmp, "tokenizer"))
+    PNDMScheduler(**SD14_SCHEDULER).save_pretrained(os.path.join(tmp, "scheduler"))
+    with open(os.path.join(tmp, "model_index.json"), "w") as f:
+        json.dump({"_class_name": "StableDiffusionPipeline",
+                   "feature_extractor": [None, None], "safety_checker": [None, None],
+                   "requires_safety_checker": False,
+                   "scheduler": ["diffusers", "PNDMScheduler"],
+                   "text_encoder": ["transformers", "CLIPTextModel"],
+                   "tokenizer": ["transformers", "CLIPTokenizer"],
+                   "unet": ["diffusers", "UNet2DConditionModel"],
+                   "vae": ["diffusers", "AutoencoderKL"]}, f, indent=2)
+    os.rename(tmp, folder)
+
+
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--case", required=True)
+    p.add_argument("--case")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--dtype", default="f32", choices=["f32", "bf16"])
     p.add_argument("--fixtures", default=os.path.join(os.path.dirname(__file__), "..", "..",
                                                        "shared", "fixtures"))
+    p.add_argument("--model", help="the SD folder of the load-sd case")
+    p.add_argument("--make-sd14", metavar="DIR",
+                   help="write a random SD 1.4-shaped model folder to DIR and exit")
     a = p.parse_args()
+    if a.make_sd14:
+        make_sd14(a.make_sd14, a.fixtures)
+        return 0
     torch.set_num_threads(a.threads)
     dtype = torch.bfloat16 if a.dtype == "bf16" else torch.float32
-    print(json.dumps(run_case(a.case, a.runs, a.warmup, dtype, a.fixtures)), flush=True)
+    if not a.case:
+        p.error("--case is required")
+    print(json.dumps(run_case(a.case, a.runs, a.warmup, dtype, a.fixtures, a.model)), flush=True)
 
 
 if __name__ == "__main__":

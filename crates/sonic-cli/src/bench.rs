@@ -21,6 +21,7 @@ pub const CASES: &[&str] = &[
     "adapters",
     "tiny-pipeline",
     "audio-to-image-512",
+    "load-sd",
 ];
 
 /// Arguments of `sonic bench`.
@@ -31,7 +32,9 @@ pub struct BenchArgs {
     /// clap-10s, projector, adapters (UNet 32x32 with and without the 10 SD1.4 adapters),
     /// tiny-pipeline (sd15-tiny, 20 DDIM steps, guidance 7.5, latent output),
     /// audio-to-image-512 (the whole wait of `sonic generate --audio`: WAV -> CLAP -> projector
-    /// -> 10 PNDM steps with the 10 adapters and guidance -> VAE decode at 512x512).
+    /// -> 10 PNDM steps with the 10 adapters and guidance -> VAE decode at 512x512), load-sd
+    /// (the folder of `--model` to a ready UNet + VAE + text encoder + tokenizer; skipped when
+    /// all cases run without `--model`).
     #[arg(long = "case", value_delimiter = ',')]
     pub cases: Vec<String>,
     /// Timed runs per case (the median and minimum are reported).
@@ -53,6 +56,10 @@ pub struct BenchArgs {
     /// Seed of the random weights and inputs.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// The Stable Diffusion 1.x folder (diffusers layout) the `load-sd` case loads, e.g. a
+    /// downloaded model or the random one `benches/compare_pytorch` writes.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
     /// Runs one case in this process (used by the parent process).
     #[arg(long, hide = true)]
     pub child: bool,
@@ -77,7 +84,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         return crate::toy_world::run(t);
     }
     let cases: Vec<String> = if args.cases.is_empty() {
-        CASES.iter().map(|s| s.to_string()).collect()
+        CASES
+            .iter()
+            .filter(|&&c| c != "load-sd" || args.model.is_some())
+            .map(|s| s.to_string())
+            .collect()
     } else {
         args.cases.clone()
     };
@@ -112,6 +123,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             .args(["--seed", &args.seed.to_string()]);
         if let Some(f) = &args.fixtures {
             cmd.arg("--fixtures").arg(f);
+        }
+        if let Some(m) = &args.model {
+            cmd.arg("--model").arg(m);
         }
         let out = cmd
             .stderr(std::process::Stdio::inherit())
@@ -402,6 +416,21 @@ fn run_case(case: &str, args: &BenchArgs, dtype: FloatDType) -> Result<String> {
         }
         "tiny-pipeline" => tiny_pipeline(args, &device)?,
         "audio-to-image-512" => audio_to_image_512(args, &device, &mut extra)?,
+        "load-sd" => {
+            let Some(dir) = &args.model else {
+                bail!(
+                    "load-sd needs --model DIR: a Stable Diffusion 1.x folder in diffusers layout \
+                     (benches/compare_pytorch writes one with random weights)"
+                );
+            };
+            extra.insert("model".into(), dir.display().to_string().into());
+            time_runs(args.runs, args.warmup, || {
+                let sd = sonic_pipeline::StableDiffusion::from_dir(dir, &device)
+                    .with_context(|| format!("loading {}", dir.display()))?;
+                drop(sd);
+                Ok(())
+            })?
+        }
         other => bail!("unknown bench case `{other}`"),
     };
     let mut obj = serde_json::Map::new();

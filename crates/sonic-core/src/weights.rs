@@ -15,7 +15,7 @@ use burn::store::{
     PytorchStore, SafetensorsStore,
 };
 use burn::tensor::DType;
-use burn::tensor::{Bool, Int, Tensor};
+use burn::tensor::{Bool, Int, Tensor, TensorData};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -355,8 +355,16 @@ impl ModuleVisitor for FiniteProbe<'_> {
         if !param.is_initialized() || !(self.select)(&name) {
             return;
         }
-        // x * 0 is exactly 0 for finite x and NaN for NaN or ±inf; the sum keeps any NaN.
-        let probe = param.val().mul_scalar(0.0).sum();
+        let value = param.val();
+        let probe = match sonic_kernels::reduce::all_finite(&value) {
+            // Read in place on flex: no copy of the weight.
+            Some(finite) => {
+                let v = if finite { 0.0 } else { f32::NAN };
+                Tensor::<1>::from_data(TensorData::new(vec![v], [1]), &value.device())
+            }
+            // x * 0 is exactly 0 for finite x and NaN for NaN or ±inf; the sum keeps any NaN.
+            None => value.mul_scalar(0.0).sum(),
+        };
         self.probes.push((name, probe));
     }
 }

@@ -10,6 +10,7 @@
 //! - [`conv::conv2d`]: dense convolutions as banded im2col + packed products written in the
 //!   output's final layout (the weight used as stored, no per-call re-layout), f32 and bf16.
 //! - [`norm::group_norm`], [`norm::group_norm_silu`]: GroupNorm (+ SiLU) in three passes.
+//! - [`reduce::all_finite`]: the finiteness check of loaded weights, in place.
 //!
 //! ```no_run
 //! use burn::tensor::{Device, Distribution, Tensor};
@@ -26,4 +27,5 @@ pub mod conv;
 pub mod cpu;
 pub mod flex;
 pub mod norm;
+pub mod reduce;
 pub mod vecmath;
