@@ -2,21 +2,17 @@
 //! set this CPU has, f32 and bf16, strided and contiguous inputs.
 
 use burn::tensor::{DType, Device, Distribution, Tensor};
-use sonic_core::fixtures::{compare_slices, to_host};
 use sonic_kernels::attention::{fits, scaled_dot_product_burn, scaled_dot_product_fused};
 use sonic_kernels::cpu::Isa;
 
-fn max_rel<const D: usize>(got: Tensor<D>, want: Tensor<D>) -> f64 {
-    let host = |t: Tensor<D>| to_host(&t.cast(DType::F32)).unwrap();
-    compare_slices(&host(got), &host(want)).max_rel
-}
+mod common;
+use common::{host, max_rel};
 
 /// `softmax(q k^T / sqrt(d)) v` in f64 on the host, `[B, H, N, dv]` row-major.
 fn reference_f64(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>) -> Vec<f64> {
     let [b, h, n, d] = q.dims();
     let m = k.dims()[2];
     let dv = v.dims()[3];
-    let host = |t: &Tensor<4>| to_host(&t.clone().cast(DType::F32)).unwrap();
     let (q, k, v) = (host(q), host(k), host(v));
     let scale = 1.0 / (d as f64).sqrt();
     let mut out = vec![0f64; b * h * n * dv];
@@ -50,7 +46,7 @@ fn reference_f64(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>) -> Vec<f64> {
 
 /// Max |got - want| / max |want|.
 fn rel_to(got: &Tensor<4>, want: &[f64]) -> f64 {
-    let got = to_host(&got.clone().cast(DType::F32)).unwrap();
+    let got = host(got);
     let num = got
         .iter()
         .zip(want)

@@ -6,14 +6,10 @@ use burn::module::Param;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::tensor::{DType, Device, Distribution, Tensor};
-use sonic_core::fixtures::{compare_slices, to_host};
 use sonic_kernels::conv::{Geometry, conv2d, fits};
 
-fn max_rel(got: Tensor<4>, want: Tensor<4>) -> f64 {
-    let host = |t: Tensor<4>| to_host(&t.cast(DType::F32)).unwrap();
-    assert_eq!(got.dims(), want.dims());
-    compare_slices(&host(got), &host(want)).max_rel
-}
+mod common;
+use common::max_rel;
 
 struct Case {
     x: [usize; 4],

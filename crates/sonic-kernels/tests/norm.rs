@@ -4,14 +4,11 @@ use burn::module::Param;
 use burn::nn::{GroupNorm, GroupNormConfig};
 use burn::tensor::activation::silu;
 use burn::tensor::{DType, Device, Distribution, Tensor};
-use sonic_core::fixtures::{compare_slices, to_host};
 use sonic_kernels::cpu::Isa;
 use sonic_kernels::norm::group_norm_with;
 
-fn max_rel<const D: usize>(got: Tensor<D>, want: Tensor<D>) -> f64 {
-    let host = |t: Tensor<D>| to_host(&t.cast(DType::F32)).unwrap();
-    compare_slices(&host(got), &host(want)).max_rel
-}
+mod common;
+use common::max_rel;
 
 fn norm(groups: usize, channels: usize, affine: bool, device: &Device) -> GroupNorm {
     let mut gn = GroupNormConfig::new(groups, channels)
