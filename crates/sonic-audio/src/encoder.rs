@@ -93,7 +93,18 @@ impl ClapAudioEncoder {
         }
         let front_end = build_front_end(&ckpt, &config, &sizes, device)?;
         let model = ckpt.load_into(ClapAudioModel::new(&sizes, device))?;
-        Ok(Self {
+        Ok(Self::assemble(config, sizes, front_end, model, device))
+    }
+
+    /// The encoder of these parts, with the default crop and batch size.
+    fn assemble(
+        config: ClapAudioConfig,
+        sizes: ClapSizes,
+        front_end: LogMelFrontEnd,
+        model: ClapAudioModel,
+        device: &Device,
+    ) -> Self {
+        Self {
             config,
             sizes,
             front_end,
@@ -102,7 +113,7 @@ impl ClapAudioEncoder {
             crop: CropStart::default(),
             batch_size: 8,
             resamplers: Mutex::new(HashMap::new()),
-        })
+        }
     }
 
     /// An encoder around a model built elsewhere (initialised at random for a benchmark, or
@@ -136,16 +147,7 @@ impl ClapAudioEncoder {
             sizes.mel_bins,
             device,
         )?;
-        Ok(Self {
-            config,
-            sizes,
-            front_end,
-            model,
-            device: device.clone(),
-            crop: CropStart::default(),
-            batch_size: 8,
-            resamplers: Mutex::new(HashMap::new()),
-        })
+        Ok(Self::assemble(config, sizes, front_end, model, device))
     }
 
     /// Sets where clips longer than the clip length are cropped (default: seeded random,

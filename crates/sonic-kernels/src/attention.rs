@@ -14,7 +14,7 @@
 //! `f32` and rounded once at the end.
 
 use crate::cpu::Isa;
-use crate::flex::{all_flex_float, from_flex, from_vec_permuted, into_flex};
+use crate::flex::{OutPtr, all_flex_float, from_flex, from_vec_permuted, into_flex};
 use crate::vecmath;
 use burn::backend::flex::FlexTensor;
 use burn::tensor::module::attention;
@@ -179,18 +179,6 @@ struct Scratch {
     acc: Vec<f32>,
     row_max: Vec<f32>,
     row_sum: Vec<f32>,
-}
-
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: each task writes a disjoint set of output rows (one batch, head and query block).
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
 }
 
 /// The kernel on `f32` operands; `out` is `[B, N, H, dv]` row-major.

@@ -16,7 +16,7 @@
 //! The sums run in another order than Burn's, so results equal Burn's up to float rounding.
 //! `bf16` is widened to `f32` once (input and weight), computed in `f32` and rounded once.
 
-use crate::flex::{from_flex, into_flex, on_plain_flex};
+use crate::flex::{OutPtr, from_flex, into_flex, on_plain_flex};
 use burn::backend::flex::FlexTensor;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
@@ -214,18 +214,6 @@ fn fused(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         FlexTensor::from_data(TensorData::new(out, shape))
     };
     from_flex(t)
-}
-
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: each task writes a disjoint set of output values (one image's band of rows).
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
 }
 
 /// The convolution on contiguous `f32` values: `x` `[b, c_in, h, w]`, `weight`

@@ -59,3 +59,17 @@ pub fn from_vec_permuted<E: burn::tensor::Element>(
     let t = FlexTensor::from_data(TensorData::new(values, storage_shape));
     t.with_layout(Layout::new(Shape::from(shape.to_vec()), strides, 0))
 }
+
+/// A raw pointer into an output buffer that parallel tasks write disjoint parts of.
+#[derive(Clone, Copy)]
+pub(crate) struct OutPtr(pub(crate) *mut f32);
+// SAFETY: every user hands each task a disjoint set of output values to write.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// The pointer (a method, so that closures capture the whole `Send` wrapper).
+    pub(crate) fn get(self) -> *mut f32 {
+        self.0
+    }
+}
