@@ -53,4 +53,5 @@ pub use error::AudioError;
 pub use fit::{CropStart, Fitted, fit_to_length};
 pub use model::ClapSizes;
 pub use resample::{SincResampler, resample};
-pub use weights::{CheckpointFormat, ClapCheckpoint};
+pub use sonic_core::checkpoint::CheckpointFormat;
+pub use weights::ClapCheckpoint;

@@ -3,7 +3,6 @@
 //! official keys, and / or save the whole UNet (with its adapters) in the diffusers layout.
 
 use anyhow::{Context, Result, bail};
-use sonic_core::weights::WeightSource;
 use sonic_unet::UNet2DConditionModel;
 use std::path::PathBuf;
 
@@ -42,7 +41,7 @@ pub fn run(args: &ExportArgs, device: &burn::tensor::Device) -> Result<()> {
         .with_context(|| format!("loading the UNet from {}", unet_dir.display()))?;
     if let Some(adapters) = &args.adapters {
         let (with, placement) = unet
-            .with_adapters(&WeightSource::from_path(adapters), device)
+            .with_adapters(adapters, device)
             .with_context(|| format!("loading adapters from {}", adapters.display()))?;
         unet = with;
         tracing::info!(?placement, "adapters loaded");

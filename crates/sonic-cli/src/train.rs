@@ -6,7 +6,6 @@ use burn::tensor::Tensor;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use sonic_audio::ClapAudioEncoder;
-use sonic_core::weights::WeightSource;
 use sonic_pipeline::{AudioToImage, StableDiffusion, memory};
 use sonic_projector::{BlockMode, Projector, ProjectorConfig};
 use sonic_schedulers::ddpm::DdpmSchedule;
@@ -396,12 +395,7 @@ fn stage2(a: &StageArgs, device: Option<&str>) -> Result<()> {
         None => Projector::from_file(projector_path, &device)?,
     };
     let unet = match &cfg.model.adapters {
-        Some(p) => {
-            sd.unet
-                .clone()
-                .with_adapters(&WeightSource::from_path(p), &device)?
-                .0
-        }
+        Some(p) => sd.unet.clone().with_adapters(p, &device)?.0,
         None => {
             sonic_train::stage2::add_new_adapters(
                 sd.unet.clone(),

@@ -229,10 +229,7 @@ fn stage2_trains_adapters_and_writes_samples() {
         sonic_unet::UNet2DConditionModel::from_dir(&fixtures().join("sd15-tiny/unet"), &device)
             .unwrap();
     let (unet, _) = unet
-        .with_adapters(
-            &sonic_core::weights::WeightSource::from_path(&out.join("adapters.safetensors")),
-            &device,
-        )
+        .with_adapters(&out.join("adapters.safetensors"), &device)
         .unwrap();
     assert_eq!(unet.adapter_count(), 7);
 }

@@ -12,7 +12,7 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::Deserialize;
-use sonic_core::weights::{LoadOptions, Remap, find_weights, load_safetensors};
+use sonic_core::weights::{LoadOptions, Remap, find_weights, load_weights};
 use std::path::Path;
 
 /// The activation of the MLP blocks (`hidden_act` in `config.json`).
@@ -298,7 +298,7 @@ impl ClipTextModel {
             subset: None,
             ..Default::default()
         };
-        let model = load_safetensors(Self::new(config, act, device), weights, &options)?;
+        let model = load_weights(Self::new(config, act, device), weights, &options)?;
         Ok(model)
     }
 

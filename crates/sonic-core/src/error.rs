@@ -1,6 +1,42 @@
 //! The error type of `sonic-core`.
 
+use std::fmt;
 use std::path::PathBuf;
+
+/// One way in which a weights file does not fit a model, in the file's own naming (PyTorch
+/// keys and shapes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeightMismatch {
+    /// The key as the file spells it (for a missing tensor: as the file should spell it).
+    pub key: String,
+    /// The shape the model expects (`None`: the file holds a tensor the model does not use).
+    pub expected: Option<Vec<usize>>,
+    /// The shape in the file (`None`: the tensor is missing).
+    pub found: Option<Vec<usize>>,
+}
+
+impl fmt::Display for WeightMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let key = &self.key;
+        match (&self.expected, &self.found) {
+            (Some(e), Some(g)) => write!(f, "`{key}` has shape {g:?}, model expects {e:?}"),
+            (Some(e), None) => write!(f, "`{key}` {e:?} is missing"),
+            (None, Some(g)) => write!(f, "`{key}` {g:?} is not used by the model"),
+            (None, None) => write!(f, "`{key}`"),
+        }
+    }
+}
+
+/// How many mismatches a [`CoreError::WeightsMismatch`] lists at most.
+pub const MAX_LISTED_MISMATCHES: usize = 8;
+
+fn list(mismatches: &[WeightMismatch]) -> String {
+    mismatches
+        .iter()
+        .map(|m| m.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
 
 /// Everything that can go wrong in the plumbing: files, configs, weights, devices.
 #[derive(Debug, thiserror::Error)]
@@ -75,14 +111,15 @@ pub enum CoreError {
     },
     /// Several tensors do not fit: the first problems are listed (shape mismatches first, then
     /// missing, then unexpected tensors).
-    #[error("{total} tensors in {path} do not fit the model; first: {}", first.join("; "))]
+    #[error("{total} tensors in {path} do not fit the model; first: {}", list(.first))]
     WeightsMismatch {
         /// The weights file.
         path: PathBuf,
         /// How many problems in all.
         total: usize,
-        /// Descriptions of the first problems (at most 8).
-        first: Vec<String>,
+        /// The first problems (at most [`MAX_LISTED_MISMATCHES`]), keys as the file spells
+        /// them.
+        first: Vec<WeightMismatch>,
     },
     /// A tensor's dtype cannot be used (e.g. an integer tensor where floats are needed).
     #[error("tensor `{key}` in {path} has unsupported dtype {dtype}")]
@@ -119,6 +156,16 @@ pub enum CoreError {
         count: usize,
         /// How many values it has.
         numel: usize,
+    },
+    /// An input tensor of the wrong shape (the same for every model crate).
+    #[error("{what}: expected {expected}, got shape {found:?}")]
+    BadShape {
+        /// Which input.
+        what: &'static str,
+        /// What was expected.
+        expected: String,
+        /// The shape given.
+        found: Vec<usize>,
     },
     /// Reading a tensor back from the device failed.
     #[error("cannot read tensor back from the device: {0}")]

@@ -2,8 +2,11 @@
 //!
 //! - [`device`]: choosing a Burn [`Device`] from a string such as
 //!   `flex`, `ndarray`, `wgpu` or `cuda:1`;
-//! - [`weights`]: reading `*.safetensors` files into Burn modules with key remapping and
-//!   shape checks, turning every mismatch into a typed error that names the file and key;
+//! - [`checkpoint`]: the one reader of weights files ([`checkpoint::Checkpoint`]: safetensors
+//!   or torch pickle detected from the bytes, nested state dicts found by an anchor key,
+//!   metadata, lazy tensors);
+//! - [`weights`]: loading them into Burn modules with key remapping and shape checks, turning
+//!   every mismatch into a typed error that names the file and key;
 //! - [`config`]: reading a JSON config file into a typed struct;
 //! - [`fixtures`]: locating and reading the PyTorch reference fixtures and comparing tensors;
 //! - [`error`]: the crate's error type.
@@ -15,6 +18,7 @@
 //! assert_eq!(x.dims(), [2, 3]);
 //! ```
 
+pub mod checkpoint;
 pub mod config;
 pub mod device;
 pub mod error;

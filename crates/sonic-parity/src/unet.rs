@@ -4,7 +4,6 @@
 use crate::Result;
 use burn::tensor::Device;
 use sonic_core::fixtures::{CaseResult, Comparison, Fixture, compare};
-use sonic_core::weights::WeightSource;
 use sonic_unet::adapter::AdapterStrength;
 use sonic_unet::hooks::{AdapterTap, RecordBlocks};
 use sonic_unet::unet_2d_condition::UNet2DConditionModel;
@@ -125,7 +124,7 @@ pub fn run_unet(fixture: &Fixture, device: &Device) -> Result<Vec<CaseResult>> {
     let unet = match sd_base(fixture)? {
         Some(base) => {
             let unet = UNet2DConditionModel::from_dir(&base.join("unet"), device)?;
-            let adapters = WeightSource::Safetensors(fixture.dir.join("adapters.safetensors"));
+            let adapters = fixture.dir.join("adapters.safetensors");
             unet.with_adapters(&adapters, device)?.0
         }
         None => UNet2DConditionModel::from_dir(&fixture.dir.join("unet"), device)?,

@@ -37,7 +37,6 @@ use crate::stable_diffusion::StableDiffusion;
 use crate::text_to_image::{Generation, Progress, seeded_noise};
 use burn::tensor::{Device, Tensor, TensorData};
 use sonic_audio::{ClapAudioEncoder, CropStart};
-use sonic_core::weights::WeightSource;
 use sonic_projector::Projector;
 use sonic_unet::hooks::{NoHook, UNetHook};
 use std::path::PathBuf;
@@ -182,8 +181,7 @@ impl SonicPipelineBuilder {
         let clap_path = clap.ok_or_else(|| missing("clap"))?;
         let projector_path = projector.ok_or_else(|| missing("projector"))?;
         let adapters = adapters.ok_or_else(|| missing("adapters"))?;
-        let sd = StableDiffusion::from_dir(&model, &device)?
-            .with_adapters(&WeightSource::from_path(&adapters))?;
+        let sd = StableDiffusion::from_dir(&model, &device)?.with_adapters(&adapters)?;
         let mut clap = ClapAudioEncoder::from_file(&clap_path, &device)?;
         if let Some(c) = crop {
             clap = clap.with_crop(c);

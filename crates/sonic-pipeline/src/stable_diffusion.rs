@@ -4,7 +4,6 @@ use crate::error::PipelineError;
 use burn::tensor::{Device, Tensor};
 use sonic_clip::ClipTextModel;
 use sonic_clip::tokenizer::ClipTokenizer;
-use sonic_core::weights::WeightSource;
 use sonic_schedulers::{Scheduler, read_python_json, scheduler_by_name};
 use sonic_unet::{UNet2DConditionModel, UNetConfig};
 use sonic_vae::{AutoencoderKL, VaeConfig};
@@ -84,12 +83,12 @@ impl StableDiffusion {
         })
     }
 
-    /// Adds the SonicDiffusion gated adapters found in `source` (an adapter-only safetensors
+    /// Adds the SonicDiffusion gated adapters found in `path` (an adapter-only safetensors
     /// file or the official `landscape.pt` / `greatest_hits.pt` pickle) to the UNet.
-    pub fn with_adapters(mut self, source: &WeightSource) -> Result<Self, PipelineError> {
+    pub fn with_adapters(mut self, path: &Path) -> Result<Self, PipelineError> {
         let unet = self.unet;
-        let (unet, placement) = unet.with_adapters(source, &self.device)?;
-        tracing::info!(file = %source.path().display(), ?placement, "loaded adapters");
+        let (unet, placement) = unet.with_adapters(path, &self.device)?;
+        tracing::info!(file = %path.display(), ?placement, "loaded adapters");
         self.unet = unet;
         Ok(self)
     }

@@ -15,7 +15,7 @@
 //! must name the exact (erf) GELU; any other key is ignored.
 
 use crate::error::{ProjectorError, Result};
-use crate::weights::{self, WeightsFormat};
+use crate::weights;
 use serde::{Deserialize, Serialize};
 use sonic_core::config::unsupported;
 use std::collections::BTreeMap;
@@ -405,45 +405,11 @@ impl ProjectorConfig {
     }
 
     /// Every tensor of a projector of this config, in PyTorch naming and layout (the keys of
-    /// the official state dict): key -> shape.
-    pub fn expected_shapes(&self) -> BTreeMap<String, Vec<usize>> {
-        let t = self.tokens;
-        let k = self.kernel_size;
-        let c = self.context_dim();
-        let inner = self.inner_dim();
-        let mut m = BTreeMap::new();
-        let conv = |i: usize, cin: usize, m: &mut BTreeMap<String, Vec<usize>>| {
-            m.insert(format!("audio_emb_projection.{i}.weight"), vec![t, cin, k]);
-            m.insert(format!("audio_emb_projection.{i}.bias"), vec![t]);
-        };
-        conv(0, 1, &mut m);
-        conv(2, t, &mut m);
-        conv(5, t, &mut m);
-        conv(8, t, &mut m);
-        conv(12, t, &mut m);
-        for (i, len) in [
-            (4, self.audio_dim),
-            (7, self.audio_dim),
-            (10, self.up_len().unwrap_or(0)),
-        ] {
-            m.insert(format!("audio_emb_projection.{i}.weight"), vec![t, len]);
-            m.insert(format!("audio_emb_projection.{i}.bias"), vec![t, len]);
-        }
-        for l in 0..self.layers {
-            for p in ["to_q_adapter", "to_k_adapter", "to_v_adapter"] {
-                m.insert(format!("cross_attention.{l}.{p}.weight"), vec![inner, c]);
-            }
-            m.insert(
-                format!("between_attention.{l}.0.weight"),
-                vec![inner, inner],
-            );
-            m.insert(format!("between_attention.{l}.0.bias"), vec![inner]);
-            m.insert(format!("between_attention.{l}.2.weight"), vec![c, inner]);
-            m.insert(format!("between_attention.{l}.2.bias"), vec![c]);
-        }
-        m.insert("to_out_adapter.0.weight".into(), vec![c, c]);
-        m.insert("to_out_adapter.0.bias".into(), vec![c]);
-        m
+    /// the official state dict): key -> shape, read from the module built (lazily, without
+    /// allocating its parameters) from this config.
+    pub fn expected_shapes(&self) -> Result<BTreeMap<String, Vec<usize>>> {
+        let projector = crate::Projector::new(self, &burn::tensor::Device::default())?;
+        Ok(weights::file_shapes(&projector))
     }
 
     /// Infers the sizes from a weights file's tensor shapes (PyTorch keys, as in the
@@ -515,10 +481,8 @@ impl ProjectorConfig {
     /// [`crate::Projector::save_safetensors`] when there is one, else the sizes from the shapes
     /// with [`DEFAULT_HEADS`] heads and faithful mode (see [`Self::infer_from_shapes`]).
     pub fn infer_from_file(path: &Path) -> Result<Self> {
-        let file = weights::WeightsFile::open(path)?;
-        if file.format() == WeightsFormat::Safetensors
-            && let Some(json) = weights::read_safetensors_metadata(path)?.get(METADATA_KEY)
-        {
+        let file = weights::open(path)?;
+        if let Some(json) = file.metadata().get(METADATA_KEY) {
             let value: serde_json::Value =
                 serde_json::from_str(json).map_err(|e| sonic_core::CoreError::Json {
                     path: path.to_path_buf(),
@@ -526,7 +490,7 @@ impl ProjectorConfig {
                 })?;
             return Self::from_json_value(&value, path);
         }
-        Self::infer_from_shapes(file.shapes(), path, None)
+        Self::infer_from_shapes(&file.shapes(), path, None)
     }
 
     /// [`Self::infer_from_file`] for a safetensors file.
@@ -614,7 +578,7 @@ mod tests {
     #[test]
     fn infer_from_official_shapes() {
         let c = ProjectorConfig::official();
-        let shapes = c.expected_shapes();
+        let shapes = c.expected_shapes().unwrap();
         let got = ProjectorConfig::infer_from_shapes(&shapes, Path::new("w"), None).unwrap();
         assert_eq!(got, c);
         let got = ProjectorConfig::infer_from_shapes(&shapes, Path::new("w"), Some(4)).unwrap();

@@ -43,6 +43,5 @@ pub mod model;
 pub mod weights;
 
 pub use config::{BlockMode, ProjectorConfig};
-pub use error::{ProjectorError, WeightMismatch};
+pub use error::ProjectorError;
 pub use model::{Projector, ProjectorTrace};
-pub use weights::{WeightsFile, WeightsFormat};

@@ -7,8 +7,8 @@
 //! `to_out_adapter` -> `[B, T, context_dim]` audio tokens.
 
 use crate::config::{BlockMode, METADATA_KEY, ProjectorConfig};
-use crate::error::{ProjectorError, Result};
-use crate::weights::{WeightsFile, module_to_file_key};
+use crate::error::Result;
+use crate::weights::{self, module_to_file_key};
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv1d, Conv1dConfig, ConvTranspose1d, ConvTranspose1dConfig};
 use burn::nn::{Initializer, Linear, LinearConfig, PaddingConfig1d};
@@ -326,10 +326,17 @@ impl Projector {
         device: &Device,
     ) -> Result<Self> {
         config.validate(path)?;
-        let file = WeightsFile::open(path)?;
-        file.check_config(config)?;
+        let file = weights::open(path)?;
+        // The parameters are allocated lazily: names and shapes are checked against the file
+        // before any memory is taken for them.
         let model = Self::new(config, device)?;
-        file.load_into(model)
+        model.load_file(&file)
+    }
+
+    /// Loads the tensors of an opened projector file (see [`weights::open`]) into this
+    /// projector, after checking every name and shape.
+    pub fn load_file(self, file: &sonic_core::checkpoint::Checkpoint) -> Result<Self> {
+        Ok(file.load_into(self, &weights::load_options())?)
     }
 
     /// Loads a weights file using the config at `config_path` (a bare config or a file with a
@@ -363,11 +370,12 @@ impl Projector {
     fn check_input(&self, embeddings: &Tensor<2>) -> Result<()> {
         let [b, a] = embeddings.dims();
         if b == 0 || a != self.config.audio_dim {
-            return Err(ProjectorError::BadInput {
+            return Err(sonic_core::CoreError::BadShape {
                 what: "audio embeddings",
                 expected: format!("[B >= 1, {}]", self.config.audio_dim),
                 found: vec![b, a],
-            });
+            }
+            .into());
         }
         Ok(())
     }
@@ -446,11 +454,12 @@ impl Projector {
     /// `batch` times: `[batch, T, context_dim]`.
     pub fn null_tokens(&self, batch: usize, device: &Device) -> Result<Tensor<3>> {
         if batch == 0 {
-            return Err(ProjectorError::BadInput {
+            return Err(sonic_core::CoreError::BadShape {
                 what: "null tokens batch",
                 expected: "at least 1".into(),
                 found: vec![0],
-            });
+            }
+            .into());
         }
         let one = self.forward(Tensor::zeros([1, self.config.audio_dim], device))?;
         Ok(if batch == 1 {

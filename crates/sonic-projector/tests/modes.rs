@@ -4,6 +4,7 @@
 mod common;
 
 use common::{device, fixture_dir, rel_diff};
+use sonic_core::CoreError;
 use sonic_core::fixtures::Fixture;
 use sonic_core::weights::{read_safetensors_f32, write_safetensors_f32};
 use sonic_projector::{BlockMode, Projector, ProjectorConfig, ProjectorError};
@@ -124,7 +125,7 @@ fn null_tokens_are_the_projection_of_zeros() {
     assert!(rel_diff(&null, &direct) < 1e-6);
     assert!(matches!(
         p.null_tokens(0, &device),
-        Err(ProjectorError::BadInput { .. })
+        Err(ProjectorError::Core(CoreError::BadShape { .. }))
     ));
 }
 
@@ -136,7 +137,7 @@ fn wrong_input_shapes_are_typed_errors() {
         .forward(burn::tensor::Tensor::zeros([2, 44], &device))
         .unwrap_err();
     match &e {
-        ProjectorError::BadInput { found, .. } => assert_eq!(found, &vec![2, 44]),
+        ProjectorError::Core(CoreError::BadShape { found, .. }) => assert_eq!(found, &vec![2, 44]),
         other => panic!("{other:?}"),
     }
     assert!(e.to_string().contains("43"), "{e}");

@@ -6,12 +6,12 @@ mod common;
 
 use common::{PROJECTOR_TOL, data, device, fixture_dir, rel_diff};
 use sonic_core::CoreError;
+use sonic_core::checkpoint::CheckpointFormat;
+use sonic_core::error::{MAX_LISTED_MISMATCHES, WeightMismatch};
 use sonic_core::fixtures::Fixture;
 use sonic_core::weights::{NamedTensor, read_safetensors_f32, write_safetensors_f32};
-use sonic_projector::error::MAX_LISTED_MISMATCHES;
-use sonic_projector::{
-    Projector, ProjectorConfig, ProjectorError, WeightMismatch, WeightsFile, WeightsFormat,
-};
+use sonic_projector::weights::open;
+use sonic_projector::{Projector, ProjectorConfig, ProjectorError};
 use std::path::PathBuf;
 
 fn tiny_config() -> ProjectorConfig {
@@ -48,7 +48,9 @@ fn tiny_out(p: &Projector) -> (burn::tensor::Tensor<3>, burn::tensor::Tensor<3>)
 
 fn mismatch(e: ProjectorError) -> (PathBuf, usize, Vec<WeightMismatch>) {
     match e {
-        ProjectorError::WeightsMismatch { path, total, first } => (path, total, first),
+        ProjectorError::Core(CoreError::WeightsMismatch { path, total, first }) => {
+            (path, total, first)
+        }
         other => panic!("expected WeightsMismatch, got {other:?}"),
     }
 }
@@ -57,8 +59,8 @@ fn mismatch(e: ProjectorError) -> (PathBuf, usize, Vec<WeightMismatch>) {
 fn torch_pickle_loads_like_the_safetensors() {
     let device = device();
     let pth = data("sonic_tiny_projector.pth");
-    let file = WeightsFile::open(&pth).unwrap();
-    assert_eq!(file.format(), WeightsFormat::Pytorch);
+    let file = open(&pth).unwrap();
+    assert_eq!(file.format(), CheckpointFormat::Pytorch);
     assert!(file.is_f32());
     assert_eq!(file.prefix(), "");
     let from_pickle = Projector::from_file_with_config(&pth, &tiny_config(), &device).unwrap();
@@ -78,7 +80,7 @@ fn half_precision_pickle_and_safetensors_load_alike() {
     let dir = data("variant64");
     let config = ProjectorConfig::from_file(&dir.join("config.json")).unwrap();
     let pth = dir.join("projector.pth");
-    assert!(!WeightsFile::open(&pth).unwrap().is_f32());
+    assert!(!open(&pth).unwrap().is_f32());
     let a = Projector::from_file_with_config(&pth, &config, &device).unwrap();
     let b = Projector::from_file_with_config(&dir.join("projector.safetensors"), &config, &device)
         .unwrap();
@@ -139,8 +141,8 @@ fn saved_safetensors_carry_the_config() {
     let out = tmp.path().join("saved.safetensors");
     p.save_safetensors(&out).unwrap();
     // Same keys and shapes as the official file.
-    let saved = WeightsFile::open(&out).unwrap();
-    let original = WeightsFile::open(&tiny_safetensors()).unwrap();
+    let saved = open(&out).unwrap();
+    let original = open(&tiny_safetensors()).unwrap();
     assert_eq!(saved.shapes(), original.shapes());
     // The config (4 heads, chained) comes back from the metadata.
     let inferred = ProjectorConfig::infer_from_file(&out).unwrap();
@@ -164,7 +166,7 @@ fn nested_state_dict_is_found_by_its_prefix() {
             data: vec![3.0],
         });
     });
-    let file = WeightsFile::open(&p).unwrap();
+    let file = open(&p).unwrap();
     assert_eq!(file.prefix(), "state_dict.");
     let m = Projector::from_file_with_config(&p, &tiny_config(), &device).unwrap();
     let (a, reference) = tiny_out(&m);
@@ -179,7 +181,7 @@ fn mismatched_pickle_lists_the_first_mismatches() {
     let msg = e.to_string();
     let (path, total, first) = mismatch(e);
     assert_eq!(path, pth);
-    let expected_count = tiny_config().expected_shapes().len();
+    let expected_count = tiny_config().expected_shapes().unwrap().len();
     // 1 shape mismatch + (expected - 2 present) missing + 1 unexpected.
     assert_eq!(total, 1 + (expected_count - 2) + 1);
     assert_eq!(first.len(), MAX_LISTED_MISMATCHES);
@@ -194,7 +196,7 @@ fn mismatched_pickle_lists_the_first_mismatches() {
     assert!(first[1..].iter().all(|m| m.found.is_none()), "{first:?}");
     assert!(msg.contains("mismatched_projector.pth"), "{msg}");
     assert!(
-        msg.contains("`to_out_adapter.0.bias`: expected [32], file has [31]"),
+        msg.contains("`to_out_adapter.0.bias` has shape [31], model expects [32]"),
         "{msg}"
     );
     assert!(msg.contains("missing"), "{msg}");
@@ -210,16 +212,15 @@ fn unexpected_key_is_listed_in_file_naming() {
         })
     });
     let e = Projector::from_file_with_config(&p, &tiny_config(), &device()).unwrap_err();
-    let (_, total, first) = mismatch(e);
-    assert_eq!(total, 1);
-    assert_eq!(
-        first,
-        vec![WeightMismatch {
-            key: "audio_emb_projection.3.weight".into(),
-            expected: None,
-            found: Some(vec![2]),
-        }]
-    );
+    match e {
+        ProjectorError::Core(CoreError::UnexpectedTensor { key, found, .. }) => {
+            assert_eq!(
+                (key.as_str(), found),
+                ("audio_emb_projection.3.weight", vec![2])
+            );
+        }
+        other => panic!("expected UnexpectedTensor, got {other:?}"),
+    }
 }
 
 #[test]

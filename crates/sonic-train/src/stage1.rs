@@ -17,7 +17,7 @@ use crate::params::{clip_global_norm, global_grad_norm, select_trainable, untrac
 use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use sonic_projector::{Projector, WeightsFile};
+use sonic_projector::Projector;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -408,9 +408,8 @@ impl Stage1Trainer {
                 ),
             });
         }
-        let file = WeightsFile::open(&dir.join("projector.safetensors"))?;
-        let current = self.projector()?;
-        let loaded = file.load_into(current)?;
+        let file = sonic_projector::weights::open(&dir.join("projector.safetensors"))?;
+        let loaded = self.projector()?.load_file(&file)?;
         let (projector, _) = select_trainable(loaded, &|_| true);
         self.projector = Some(projector);
         self.optimizer = load_optimizer(

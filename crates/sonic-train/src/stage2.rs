@@ -30,10 +30,10 @@ use crate::stage1::RunSummary;
 use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use sonic_core::weights::{LoadOptions, WeightSource, load_weights};
+use sonic_core::weights::{LoadOptions, load_weights};
 use sonic_pipeline::sampling::SamplingObserver;
 use sonic_pipeline::{AudioToImage, StableDiffusion, audio_to_image};
-use sonic_projector::{Projector, WeightsFile};
+use sonic_projector::Projector;
 use sonic_schedulers::ddpm::DdpmSchedule;
 use sonic_unet::hooks::{NoHook, UNetHook};
 use sonic_unet::{AdapterStrength, UNet2DConditionModel};
@@ -498,13 +498,11 @@ impl Stage2Trainer {
             subset: Some(UNet2DConditionModel::ADAPTER_PATTERN.to_string()),
             ..Default::default()
         };
-        let unet = load_weights(
-            model.unet,
-            &WeightSource::from_path(&dir.join("adapters.safetensors")),
-            &options,
-        )?;
+        let unet = load_weights(model.unet, &dir.join("adapters.safetensors"), &options)?;
         let projector = if self.config.train_projector {
-            WeightsFile::open(&dir.join("projector.safetensors"))?.load_into(model.projector)?
+            model.projector.load_file(&sonic_projector::weights::open(
+                &dir.join("projector.safetensors"),
+            )?)?
         } else {
             model.projector
         };

@@ -4,7 +4,6 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 use sonic_core::fixtures::fixtures_root;
-use sonic_core::weights::WeightSource;
 use sonic_projector::Projector;
 use sonic_schedulers::ddpm::DdpmSchedule;
 use sonic_train::TrainError;
@@ -22,10 +21,7 @@ fn models(device: &Device) -> (UNet2DConditionModel, Projector, DdpmSchedule) {
     let r = root();
     let unet = UNet2DConditionModel::from_dir(&r.join("sd15-tiny/unet"), device).unwrap();
     let (unet, _) = unet
-        .with_adapters(
-            &WeightSource::from_path(&r.join("sonic-tiny/adapters.safetensors")),
-            device,
-        )
+        .with_adapters(&r.join("sonic-tiny/adapters.safetensors"), device)
         .unwrap();
     let projector = Projector::from_files(
         &r.join("sonic-tiny/projector.safetensors"),
@@ -160,10 +156,7 @@ fn stage2_trains_only_the_adapters_and_resumes_exactly() {
     let last = latest_checkpoint(dir.path()).unwrap().unwrap();
     let fresh = UNet2DConditionModel::from_dir(&root().join("sd15-tiny/unet"), &device).unwrap();
     let (loaded, _) = fresh
-        .with_adapters(
-            &WeightSource::from_path(&last.join("adapters.safetensors")),
-            &device,
-        )
+        .with_adapters(&last.join("adapters.safetensors"), &device)
         .unwrap();
     assert_eq!(loaded.adapter_count(), 7);
 }

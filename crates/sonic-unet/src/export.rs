@@ -219,9 +219,7 @@ mod tests {
             return;
         };
         let device = sonic_core::device::parse_device("flex").unwrap();
-        let src = sonic_core::weights::WeightSource::Safetensors(
-            root.join("sonic-tiny/adapters.safetensors"),
-        );
+        let src = root.join("sonic-tiny/adapters.safetensors");
         let unet_dir = root.join("sd15-tiny/unet");
         let (a, placement) = UNet2DConditionModel::from_dir(&unet_dir, &device)
             .unwrap()
@@ -232,7 +230,7 @@ mod tests {
         let n = save_adapters(&a, &path).unwrap();
 
         // Exactly the official keys, with the file's shapes and values.
-        let original = sonic_core::weights::read_safetensors_f32(src.path()).unwrap();
+        let original = sonic_core::weights::read_safetensors_f32(&src).unwrap();
         let exported = sonic_core::weights::read_safetensors_f32(&path).unwrap();
         assert_eq!(n, original.len());
         let mut want: Vec<_> = original
@@ -258,10 +256,7 @@ mod tests {
 
         let (b, placement_b) = UNet2DConditionModel::from_dir(&unet_dir, &device)
             .unwrap()
-            .with_adapters(
-                &sonic_core::weights::WeightSource::Safetensors(path),
-                &device,
-            )
+            .with_adapters(&path, &device)
             .unwrap();
         assert_eq!(placement, placement_b);
         let (x, text, audio) = inputs(&device);
@@ -317,18 +312,15 @@ mod tests {
 
         // With adapters: the whole model, adapters included, reloads into a UNet given the
         // same adapters (zero-initialised, then overwritten by the file).
-        let src = sonic_core::weights::WeightSource::Safetensors(
-            root.join("sonic-tiny/adapters.safetensors"),
-        );
+        let src = root.join("sonic-tiny/adapters.safetensors");
         let (a, placement) = a.with_adapters(&src, &device).unwrap();
         let full = tmp.0.join("with_adapters.safetensors");
         save_safetensors(&a, &full).unwrap();
         let audio_dim = exported_audio_dim(&full);
         let mut b = UNet2DConditionModel::new(&config, &device).unwrap();
         b.add_adapters(placement, audio_dim, 0.0, &device);
-        let b =
-            sonic_core::weights::load_safetensors(b, &full, &UNet2DConditionModel::load_options())
-                .unwrap();
+        let b = sonic_core::weights::load_weights(b, &full, &UNet2DConditionModel::load_options())
+            .unwrap();
         let (x, text, audio) = inputs(&device);
         assert_eq!(
             run(&a, &x, &text, Some(&audio)),

@@ -11,9 +11,8 @@ use burn::module::Module;
 use burn::nn::GroupNorm;
 use burn::nn::conv::Conv2d;
 use burn::tensor::{Device, Tensor};
-use sonic_core::weights::{
-    LoadOptions, Remap, WeightSource, find_weights, load_safetensors, load_weights,
-};
+use sonic_core::checkpoint::Checkpoint;
+use sonic_core::weights::{LoadOptions, find_weights, load_weights};
 use std::path::Path;
 
 /// Where gated adapters are placed: `[down, mid, up]` (official: `[false, true, true]`).
@@ -168,7 +167,7 @@ impl UNet2DConditionModel {
         weights: &Path,
         device: &Device,
     ) -> Result<Self, UNetError> {
-        Ok(load_safetensors(
+        Ok(load_weights(
             Self::new(config, device)?,
             weights,
             &Self::load_options(),
@@ -178,6 +177,10 @@ impl UNet2DConditionModel {
     /// The regex of adapter parameter paths (`attn_adapter`, `norm_adapter`, `gate_adapter`).
     pub const ADAPTER_PATTERN: &'static str = r"\.(attn_adapter|norm_adapter|gate_adapter)(\.|$)";
 
+    /// The anchor of an adapter file's state dict: a transformer block's adapter tensor (see
+    /// [`Checkpoint::open_anchored`]); what comes before it (`unet.`) is the file's prefix.
+    pub const ADAPTER_ANCHOR: &'static str = r"(down_blocks\.\d+|mid_block|up_blocks\.\d+)\.attentions\.\d+\.transformer_blocks\.\d+\.(attn|norm|gate)_adapter(\..+)?";
+
     /// Adds gated adapters as found in an adapter weights file (the official `landscape.pt` /
     /// `greatest_hits.pt` pickles, a dict of key -> tensor, or safetensors with the same keys)
     /// and loads them. The placement (`[down, mid, up]`) and the audio-token width are read from
@@ -185,48 +188,33 @@ impl UNet2DConditionModel {
     /// Returns the model with its adapters and the placement found.
     pub fn with_adapters(
         mut self,
-        source: &WeightSource,
+        path: &Path,
         device: &Device,
     ) -> Result<(Self, AdapterPlacement), UNetError> {
-        let listing = source.list()?;
-        let strip =
-            regex::Regex::new(r"^unet\.").map_err(|e| sonic_core::CoreError::WeightsFile {
-                path: source.path().to_path_buf(),
-                message: e.to_string(),
-            })?;
-        let keys: Vec<(String, Vec<usize>)> = listing
-            .iter()
-            .map(|(k, e)| (strip.replace(k, "").into_owned(), e.shape.clone()))
-            .collect();
+        // The state dict starts where the block paths do (`unet.` in the official pickles).
+        let file = Checkpoint::open_anchored(path, Self::ADAPTER_ANCHOR)?;
         let is_adapter = |k: &str| k.contains("_adapter");
+        let placed = |level: &str| file.keys().any(|k| is_adapter(k) && k.starts_with(level));
         let placement = AdapterPlacement {
-            down: keys
-                .iter()
-                .any(|(k, _)| is_adapter(k) && k.starts_with("down_blocks.")),
-            mid: keys
-                .iter()
-                .any(|(k, _)| is_adapter(k) && k.starts_with("mid_block.")),
-            up: keys
-                .iter()
-                .any(|(k, _)| is_adapter(k) && k.starts_with("up_blocks.")),
+            down: placed("down_blocks."),
+            mid: placed("mid_block."),
+            up: placed("up_blocks."),
         };
-        let context_dim = keys
-            .iter()
-            .find(|(k, s)| k.ends_with("attn_adapter.to_k.weight") && s.len() == 2)
-            .map(|(_, s)| s[1])
+        let context_dim = file
+            .keys()
+            .filter(|k| k.ends_with("attn_adapter.to_k.weight"))
+            .find_map(|k| file.shape(k).filter(|s| s.len() == 2).map(|s| s[1]))
             .ok_or_else(|| sonic_core::CoreError::MissingTensor {
-                path: source.path().to_path_buf(),
+                path: path.to_path_buf(),
                 key: "<block>.attn_adapter.to_k.weight".into(),
                 expected: vec![],
             })?;
         self.add_adapters(placement, context_dim, 0.0, device);
         let options = LoadOptions {
-            remaps: vec![Remap::new(r"^unet\.", "")],
-            ignore: vec![],
             subset: Some(Self::ADAPTER_PATTERN.to_string()),
             ..Default::default()
         };
-        Ok((load_weights(self, source, &options)?, placement))
+        Ok((file.load_into(self, &options)?, placement))
     }
 
     /// Every transformer block with its level (`down`, `mid`, `up`), in traversal order.
@@ -363,35 +351,38 @@ impl UNet2DConditionModel {
     ) -> Result<Tensor<4>, UNetError> {
         let [b, c, h, w] = sample.dims();
         if c != self.in_channels || h == 0 || w == 0 {
-            return Err(UNetError::BadInput {
+            return Err(sonic_core::CoreError::BadShape {
                 what: "UNet sample",
                 expected: format!("[B, {}, H, W]", self.in_channels),
                 found: sample.dims().to_vec(),
-            });
+            }
+            .into());
         }
         let [tb, _, tc] = text.dims();
         if tb != b || tc != self.cross_attention_dim {
-            return Err(UNetError::BadInput {
+            return Err(sonic_core::CoreError::BadShape {
                 what: "UNet encoder_hidden_states",
                 expected: format!("[{b}, N, {}]", self.cross_attention_dim),
                 found: text.dims().to_vec(),
-            });
+            }
+            .into());
         }
         let ts: Vec<f32> = match timesteps.len() {
             1 => vec![timesteps[0]; b],
             n if n == b => timesteps.to_vec(),
             _ => {
-                return Err(UNetError::BadInput {
+                return Err(sonic_core::CoreError::BadShape {
                     what: "UNet timesteps",
                     expected: format!("1 or {b} timesteps"),
                     found: vec![timesteps.len()],
-                });
+                }
+                .into());
             }
         };
         if let Some(a) = adapter {
             let expected = self.adapter_count();
             if a.kv.len() != expected || a.kv.iter().any(|kv| kv.key.dims()[0] != b) {
-                return Err(UNetError::BadInput {
+                return Err(sonic_core::CoreError::BadShape {
                     what: "adapter inputs",
                     expected: format!("{expected} adapters with batch {b}"),
                     found: a
@@ -399,7 +390,8 @@ impl UNet2DConditionModel {
                         .first()
                         .map(|kv| kv.key.dims().to_vec())
                         .unwrap_or_default(),
-                });
+                }
+                .into());
             }
         }
         let device = sample.device();

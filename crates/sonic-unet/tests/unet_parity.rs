@@ -61,17 +61,17 @@ fn bad_inputs_are_errors_not_panics() {
     let text = burn::tensor::Tensor::<3>::zeros([1, 77, 32], &device);
     assert!(matches!(
         unet.forward(x, &[1.0], text.clone()),
-        Err(UNetError::BadInput { .. })
+        Err(UNetError::Core(CoreError::BadShape { .. }))
     ));
     let x = burn::tensor::Tensor::<4>::zeros([1, 4, 8, 8], &device);
     let wide = burn::tensor::Tensor::<3>::zeros([1, 77, 48], &device);
     assert!(matches!(
         unet.forward(x.clone(), &[1.0], wide),
-        Err(UNetError::BadInput { .. })
+        Err(UNetError::Core(CoreError::BadShape { .. }))
     ));
     assert!(matches!(
         unet.forward(x.clone(), &[1.0, 2.0, 3.0], text.clone()),
-        Err(UNetError::BadInput { .. })
+        Err(UNetError::Core(CoreError::BadShape { .. }))
     ));
     // Odd latent sizes follow diffusers' explicit upsample sizes instead of failing.
     let odd = burn::tensor::Tensor::<4>::zeros([1, 4, 7, 5], &device);
@@ -191,18 +191,17 @@ fn captured_features_can_be_injected() {
 
 #[test]
 fn adapters_from_the_official_pickle_layout_equal_safetensors() {
-    use sonic_core::weights::WeightSource;
     let device = sonic_core::device::default_device().unwrap();
     let dir = root().join("sd15-tiny/unet");
     let st = root().join("sonic-tiny/adapters.safetensors");
     let pt = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/adapters_tiny.pt");
     let (a, pa) = sonic_unet::UNet2DConditionModel::from_dir(&dir, &device)
         .unwrap()
-        .with_adapters(&WeightSource::Safetensors(st), &device)
+        .with_adapters(&st, &device)
         .unwrap();
     let (b, pb) = sonic_unet::UNet2DConditionModel::from_dir(&dir, &device)
         .unwrap()
-        .with_adapters(&WeightSource::from_path(&pt), &device)
+        .with_adapters(&pt, &device)
         .unwrap();
     assert_eq!(pa, sonic_unet::AdapterPlacement::OFFICIAL);
     assert_eq!(pa, pb);

@@ -9,7 +9,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 use sonic_attn::{Attention, AttentionConfig};
-use sonic_core::weights::{LoadOptions, Remap, find_weights, load_safetensors};
+use sonic_core::weights::{LoadOptions, Remap, find_weights, load_weights};
 use sonic_kernels::norm::group_norm_silu;
 use sonic_layers::downsampling::Downsample2D;
 use sonic_layers::resnet::ResnetBlock2D;
@@ -276,11 +276,7 @@ impl AutoencoderKL {
             subset: None,
             ..Default::default()
         };
-        Ok(load_safetensors(
-            Self::new(config, device),
-            weights,
-            &options,
-        )?)
+        Ok(load_weights(Self::new(config, device), weights, &options)?)
     }
 
     /// The latent scaling factor of the config.
@@ -304,11 +300,12 @@ impl AutoencoderKL {
     pub fn encode(&self, image: Tensor<4>) -> Result<DiagonalGaussian, VaeError> {
         let dims = image.dims();
         if dims[1] != self.in_channels || dims[2] == 0 || dims[3] == 0 {
-            return Err(VaeError::BadInput {
+            return Err(sonic_core::CoreError::BadShape {
                 what: "VAE encode input",
                 expected: format!("[B, {}, H, W] with H, W > 0", self.in_channels),
                 found: dims.to_vec(),
-            });
+            }
+            .into());
         }
         let e = &self.encoder;
         let mut h = sonic_layers::conv2d_forward(&e.conv_in, image);
@@ -333,11 +330,12 @@ impl AutoencoderKL {
     pub fn decode(&self, latents: Tensor<4>) -> Result<Tensor<4>, VaeError> {
         let dims = latents.dims();
         if dims[1] != self.latent_channels || dims[2] == 0 || dims[3] == 0 {
-            return Err(VaeError::BadInput {
+            return Err(sonic_core::CoreError::BadShape {
                 what: "VAE decode input",
                 expected: format!("[B, {}, h, w]", self.latent_channels),
                 found: dims.to_vec(),
-            });
+            }
+            .into());
         }
         let mut z = latents;
         if let Some(p) = &self.post_quant_conv {

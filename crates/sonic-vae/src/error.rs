@@ -3,17 +3,8 @@
 /// Errors of the VAE.
 #[derive(Debug, thiserror::Error)]
 pub enum VaeError {
-    /// Files, configs and weights (names the file / key).
+    /// Files, configs and weights (names the file / key), and inputs of the wrong shape
+    /// ([`sonic_core::CoreError::BadShape`]).
     #[error(transparent)]
     Core(#[from] sonic_core::CoreError),
-    /// An input tensor of the wrong shape.
-    #[error("{what}: expected {expected}, got shape {found:?}")]
-    BadInput {
-        /// Which input.
-        what: &'static str,
-        /// What was expected.
-        expected: String,
-        /// The shape given.
-        found: Vec<usize>,
-    },
 }

@@ -24,7 +24,6 @@ use crate::stage1::{Stage1Data, Stage1Trainer};
 use crate::stage2::{Stage2Data, Stage2Trainer};
 use burn::tensor::Device;
 use serde_json::Value;
-use sonic_core::weights::WeightSource;
 use sonic_projector::{BlockMode, Projector};
 use sonic_schedulers::ddpm::DdpmSchedule;
 use sonic_tune::Params;
@@ -148,12 +147,7 @@ impl StageRun for Stage2Run {
     ) -> std::result::Result<StageResult, ObjectiveError> {
         let cfg = Stage2Config::from_file(config_path)?;
         let unet = match &cfg.model.adapters {
-            Some(p) => {
-                self.unet
-                    .clone()
-                    .with_adapters(&WeightSource::from_path(p), &self.device)?
-                    .0
-            }
+            Some(p) => self.unet.clone().with_adapters(p, &self.device)?.0,
             None => {
                 crate::stage2::add_new_adapters(
                     self.unet.clone(),
