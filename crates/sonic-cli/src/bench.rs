@@ -398,9 +398,7 @@ fn run_case(case: &str, args: &BenchArgs, dtype: FloatDType) -> Result<String> {
                 finish(unet.forward_with(
                     sample.clone(),
                     &[981.0],
-                    text.clone(),
-                    Some(&input),
-                    &mut sonic_unet::hooks::NoHook,
+                    sonic_unet::UNetInputs::new(text.clone()).adapters(&input),
                 )?);
                 Ok(())
             })?;

@@ -34,7 +34,13 @@ pub fn run_plain_case(
         (Some(t), Some(f)) => Some(unet.prepare_adapters(t, AdapterStrength::Global(f as f32))),
         _ => None,
     };
-    let out = unet.forward_with(sample, &timesteps, text, adapter.as_ref(), &mut rec)?;
+    let out = unet.forward_with(
+        sample,
+        &timesteps,
+        sonic_unet::UNetInputs::new(text)
+            .maybe_adapters(adapter.as_ref())
+            .hook(&mut rec),
+    )?;
     let mut results = vec![CaseResult::new(
         format!("{prefix}.out"),
         compare(&out, fixture.tensor_of(case, "out")?)?,

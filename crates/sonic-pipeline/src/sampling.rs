@@ -165,9 +165,9 @@ pub fn denoise(
         let eps_all = unet.forward_with(
             input,
             &[t as f32],
-            cond.text.clone(),
-            cond.adapter.as_ref(),
-            observer.unet_hook(),
+            sonic_unet::UNetInputs::new(cond.text.clone())
+                .maybe_adapters(cond.adapter.as_ref())
+                .hook(observer.unet_hook()),
         )?;
         let branch_eps: Vec<Tensor<4>> = (0..n)
             .map(|k| eps_all.clone().narrow(0, lead + k * b, b))

@@ -349,9 +349,7 @@ impl Stage2Trainer {
         let pred = model.unet.forward_with(
             noisy,
             &ts,
-            batch.text.clone(),
-            Some(&adapters),
-            &mut NoHook,
+            sonic_unet::UNetInputs::new(batch.text.clone()).adapters(&adapters),
         )?;
         ddpm_loss(
             &self.schedule,

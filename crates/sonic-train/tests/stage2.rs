@@ -229,9 +229,9 @@ fn frozen_unet_records_nothing_before_the_first_adapter() {
         .forward_with(
             rng.normal([1, 4, 8, 8], &device),
             &[500.0],
-            rng.normal([1, 77, 32], &device),
-            Some(&adapters),
-            &mut hook,
+            sonic_unet::UNetInputs::new(rng.normal([1, 77, 32], &device))
+                .adapters(&adapters)
+                .hook(&mut hook),
         )
         .unwrap();
     assert!(out.is_tracked());

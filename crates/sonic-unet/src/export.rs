@@ -204,9 +204,7 @@ mod tests {
             .forward_with(
                 x.clone(),
                 &[10.0],
-                text.clone(),
-                inp.as_ref(),
-                &mut crate::hooks::NoHook,
+                crate::UNetInputs::new(text.clone()).maybe_adapters(inp.as_ref()),
             )
             .unwrap();
         sonic_core::fixtures::to_host(&out).unwrap()

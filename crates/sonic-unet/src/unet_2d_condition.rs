@@ -5,6 +5,7 @@ use crate::config::UNetConfig;
 use crate::embeddings::{TimestepEmbedding, timestep_embedding};
 use crate::error::UNetError;
 use crate::hooks::{NoHook, UNetHook};
+use crate::inputs::UNetInputs;
 use crate::transformer_2d::{BasicTransformerBlock, Transformer2DModel, feed_forward_remaps};
 use crate::unet_2d_blocks::{BlockSpec, DownBlock, MidBlock, UpBlock};
 use burn::module::Module;
@@ -337,18 +338,27 @@ impl UNet2DConditionModel {
         timesteps: &[f32],
         text: Tensor<3>,
     ) -> Result<Tensor<4>, UNetError> {
-        self.forward_with(sample, timesteps, text, None, &mut NoHook)
+        self.forward_with(sample, timesteps, UNetInputs::new(text))
     }
 
-    /// [`Self::forward`] with optional adapter inputs and a feature hook.
+    /// [`Self::forward`] with the whole per-call conditioning: text tokens, optional adapter
+    /// inputs and an optional feature hook.
     pub fn forward_with(
         &self,
         sample: Tensor<4>,
         timesteps: &[f32],
-        text: Tensor<3>,
-        adapter: Option<&AdapterInput>,
-        hook: &mut dyn UNetHook,
+        inputs: UNetInputs<'_>,
     ) -> Result<Tensor<4>, UNetError> {
+        let UNetInputs {
+            text,
+            adapters: adapter,
+            hook,
+        } = inputs;
+        let mut no_hook = NoHook;
+        let hook: &mut dyn UNetHook = match hook {
+            Some(h) => h,
+            None => &mut no_hook,
+        };
         let [b, c, h, w] = sample.dims();
         if c != self.in_channels || h == 0 || w == 0 {
             return Err(sonic_core::CoreError::BadShape {

@@ -114,9 +114,7 @@ fn adapters_with_zero_strength_equal_the_plain_unet() {
         .forward_with(
             x.clone(),
             &t,
-            text.clone(),
-            Some(&zero),
-            &mut sonic_unet::hooks::NoHook,
+            sonic_unet::UNetInputs::new(text.clone()).adapters(&zero),
         )
         .unwrap();
     let c = sonic_core::fixtures::compare_slices(
@@ -126,7 +124,7 @@ fn adapters_with_zero_strength_equal_the_plain_unet() {
     assert_eq!(c.max_abs, 0.0, "f = 0 must equal the plain UNet");
     let one = with.prepare_adapters(tokens, sonic_unet::AdapterStrength::Global(1.0));
     let out1 = with
-        .forward_with(x, &t, text, Some(&one), &mut sonic_unet::hooks::NoHook)
+        .forward_with(x, &t, sonic_unet::UNetInputs::new(text).adapters(&one))
         .unwrap();
     let c = sonic_core::fixtures::compare_slices(
         &sonic_core::fixtures::to_host(&out1).unwrap(),
@@ -169,7 +167,11 @@ fn captured_features_can_be_injected() {
     ];
     let mut bank = FeatureBank::capture(resnets, attns);
     let out_a = unet
-        .forward_with(a.clone(), &[500.0], text.clone(), None, &mut bank)
+        .forward_with(
+            a.clone(),
+            &[500.0],
+            sonic_unet::UNetInputs::new(text.clone()).hook(&mut bank),
+        )
         .unwrap();
     assert_eq!(bank.residuals.len(), 2);
     assert_eq!(bank.qk.len(), 2);
@@ -177,13 +179,21 @@ fn captured_features_can_be_injected() {
     // Injecting a run's own features changes nothing.
     bank.mode = BankMode::Inject;
     let again = unet
-        .forward_with(a, &[500.0], text.clone(), None, &mut bank)
+        .forward_with(
+            a,
+            &[500.0],
+            sonic_unet::UNetInputs::new(text.clone()).hook(&mut bank),
+        )
         .unwrap();
     assert_eq!(host(&again), host(&out_a));
     // Injecting them into another input changes its output.
     let plain_b = unet.forward(b.clone(), &[500.0], text.clone()).unwrap();
     let injected_b = unet
-        .forward_with(b, &[500.0], text, None, &mut bank)
+        .forward_with(
+            b,
+            &[500.0],
+            sonic_unet::UNetInputs::new(text).hook(&mut bank),
+        )
         .unwrap();
     let c = sonic_core::fixtures::compare_slices(&host(&injected_b), &host(&plain_b));
     assert!(c.max_abs > 1e-5, "injection had no effect");
@@ -230,9 +240,7 @@ fn adapters_from_the_official_pickle_layout_equal_safetensors() {
             .forward_with(
                 x.clone(),
                 &t,
-                text.clone(),
-                Some(&inp),
-                &mut sonic_unet::hooks::NoHook,
+                sonic_unet::UNetInputs::new(text.clone()).adapters(&inp),
             )
             .unwrap();
         sonic_core::fixtures::to_host(&out).unwrap()
