@@ -51,13 +51,7 @@ impl CheckpointFormat {
             path: path.to_path_buf(),
             source,
         };
-        if path.is_dir() {
-            return Err(io(std::io::Error::new(
-                std::io::ErrorKind::IsADirectory,
-                "is a directory",
-            )));
-        }
-        let mut f = std::fs::File::open(path).map_err(io)?;
+        let mut f = open_file(path)?;
         let mut head = [0u8; 9];
         let mut got = 0;
         while got < head.len() {
@@ -79,6 +73,21 @@ impl CheckpointFormat {
             Self::Pytorch
         })
     }
+}
+
+/// Opens a file for reading; a folder or an unreadable file is an error naming it.
+fn open_file(path: &Path) -> Result<std::fs::File> {
+    let io = |source| CoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if path.is_dir() {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::IsADirectory,
+            "is a directory",
+        )));
+    }
+    std::fs::File::open(path).map_err(io)
 }
 
 /// One entry of a safetensors header.
@@ -111,18 +120,14 @@ fn read_header(path: &Path) -> Result<Header> {
         path: path.to_path_buf(),
         message,
     };
-    let io = |source| CoreError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    if path.is_dir() {
-        return Err(io(std::io::Error::new(
-            std::io::ErrorKind::IsADirectory,
-            "is a directory",
-        )));
-    }
-    let mut file = std::fs::File::open(path).map_err(io)?;
-    let file_len = file.metadata().map_err(io)?.len();
+    let mut file = open_file(path)?;
+    let file_len = file
+        .metadata()
+        .map_err(|source| CoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .len();
     let mut len_bytes = [0u8; 8];
     file.read_exact(&mut len_bytes)
         .map_err(|_| bad("file is shorter than the 8-byte header length".into()))?;

@@ -1,0 +1,121 @@
+//! The world itself: seeded sounds and pictures of each class, and the nearest-prototype
+//! classifier of pictures.
+
+use super::*;
+
+// ---------------------------------------------------------------------------------------------
+// Data synthesis.
+
+pub(super) fn normal(rng: &mut ChaCha8Rng) -> f32 {
+    rng.sample::<f32, _>(StandardNormal)
+}
+
+/// One clip of class `class` (mono, `sample_rate` Hz): random length 0.6-1.4 s, random
+/// loudness (-12 to 0 dB below 0.5 peak), random pitch or rate; 10 ms fades.
+pub fn synth_sound(class: usize, rng: &mut ChaCha8Rng, sample_rate: u32) -> Vec<f32> {
+    let sr = sample_rate as f32;
+    let len = (rng.random_range(0.6f32..1.4) * sr) as usize;
+    let amp = 0.5 * 10f32.powf(rng.random_range(-12.0f32..0.0) / 20.0);
+    let mut x = vec![0.0f32; len];
+    match class {
+        0 | 1 => {
+            let f = if class == 0 {
+                rng.random_range(90.0f32..180.0)
+            } else {
+                rng.random_range(2500.0f32..5000.0)
+            };
+            let phase = rng.random_range(0.0f32..std::f32::consts::TAU);
+            for (i, v) in x.iter_mut().enumerate() {
+                *v = amp * (std::f32::consts::TAU * f * i as f32 / sr + phase).sin();
+            }
+        }
+        2 => {
+            let burst = (rng.random_range(0.04f32..0.08) * sr) as usize;
+            let period = (rng.random_range(0.2f32..0.3) * sr) as usize;
+            let offset = rng.random_range(0..period);
+            for (i, v) in x.iter_mut().enumerate() {
+                if (i + offset) % period < burst {
+                    *v = amp * rng.random_range(-1.0f32..1.0);
+                }
+            }
+        }
+        _ => {
+            let period = (sr / rng.random_range(8.0f32..20.0)) as usize;
+            let offset = rng.random_range(0..period);
+            let decay = 0.002 * sr;
+            for (i, v) in x.iter_mut().enumerate() {
+                let k = (i + offset) % period;
+                *v = amp * (-(k as f32) / decay).exp();
+            }
+        }
+    }
+    let fade = ((0.01 * sr) as usize).min(len / 2);
+    for i in 0..fade {
+        let g = i as f32 / fade as f32;
+        x[i] *= g;
+        x[len - 1 - i] *= g;
+    }
+    x
+}
+
+/// One picture of class `class`: `[3, size, size]` (channel-major) in `[-1, 1]`, a coloured
+/// shape on a dark background, at a random position (centre within ±size/16 of the middle),
+/// size (±8 %) and brightness (0.85-1).
+pub fn draw_picture(class: usize, rng: &mut ChaCha8Rng, size: usize) -> Vec<f32> {
+    let s = size as f32;
+    let jitter = s / 16.0;
+    let cx = s / 2.0 - 0.5 + rng.random_range(-jitter..jitter);
+    let cy = s / 2.0 - 0.5 + rng.random_range(-jitter..jitter);
+    let r = s * rng.random_range(0.24f32..0.28);
+    let bright = rng.random_range(0.85f32..1.0);
+    let colour: [f32; 3] = match class {
+        0 => [0.95, 0.15, 0.1],
+        1 => [0.1, 0.85, 0.2],
+        2 => [0.15, 0.3, 0.95],
+        _ => [0.95, 0.85, 0.1],
+    };
+    let background = 0.1f32;
+    let plane = size * size;
+    let mut img = vec![0.0f32; 3 * plane];
+    for y in 0..size {
+        for x in 0..size {
+            let dx = x as f32 - cx;
+            let dy = y as f32 - cy;
+            let inside = match class {
+                0 => dx * dx + dy * dy <= r * r,
+                1 => dx.abs() <= r * 0.85 && dy.abs() <= r * 0.85,
+                // An upward triangle: apex at cy - r, base at cy + r.
+                2 => dy >= -r && dy <= r && dx.abs() <= (dy + r) * 0.6,
+                _ => {
+                    let arm = r * 0.35;
+                    (dx.abs() <= arm && dy.abs() <= r) || (dy.abs() <= arm && dx.abs() <= r)
+                }
+            };
+            for c in 0..3 {
+                let v = if inside {
+                    colour[c] * bright
+                } else {
+                    background
+                };
+                img[c * plane + y * size + x] = v * 2.0 - 1.0;
+            }
+        }
+    }
+    img
+}
+
+/// The index of the prototype nearest `picture` (squared L2).
+pub fn nearest_prototype(picture: &[f32], prototypes: &[Vec<f32>]) -> usize {
+    let mut best = (f32::INFINITY, 0);
+    for (k, p) in prototypes.iter().enumerate() {
+        let d: f32 = picture
+            .iter()
+            .zip(p)
+            .map(|(a, b)| (a.clamp(-1.0, 1.0) - b).powi(2))
+            .sum();
+        if d < best.0 {
+            best = (d, k);
+        }
+    }
+    best.1
+}

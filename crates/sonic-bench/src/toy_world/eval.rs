@@ -1,0 +1,176 @@
+//! Evaluation: sampling from the audio (or the captions) and classifying the pictures; the
+//! grid of samples.
+
+use super::*;
+
+/// Samples one picture per row of `tokens` (`[n, T, D]` audio tokens) by DDIM with guidance
+/// `eps = eps_null + guidance (eps_cond - eps_null)`, adapters at `strength`; the null branch
+/// has the empty caption and the null audio tokens, the conditional branch row `i` the audio
+/// tokens of row `i` and the caption embedding `cond_text[i]` (the empty caption when sampling
+/// from the audio alone); the initial noise comes from `seed`. Returns `[n, 3, S, S]` on the
+/// host.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn sample(
+    o: &ToyWorldOptions,
+    unet: &UNet2DConditionModel,
+    tokens: &Tensor<3>,
+    null_tokens: &Tensor<3>,
+    empty_text: &[f32],
+    cond_text: &[&[f32]],
+    text_shape: (usize, usize),
+    strength: f32,
+    seed: u64,
+) -> Result<Vec<f32>> {
+    let device = &o.device;
+    let s = o.image_size;
+    let n = tokens.dims()[0];
+    let (t, d) = text_shape;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let noise: Vec<f32> = (0..n * 3 * s * s).map(|_| normal(&mut rng)).collect();
+    let mut out = Vec::with_capacity(n * 3 * s * s);
+    let plane = 3 * s * s;
+    let mut start = 0;
+    while start < n {
+        let m = o.eval_batch.min(n - start);
+        let mut scheduler = tr!(DdimScheduler::from_json(&schedule_json()))?;
+        tr!(scheduler.set_timesteps(o.sample_steps))?;
+        let cond = tokens.clone().narrow(0, start, m);
+        let null = null_tokens.clone().narrow(0, 0, 1).repeat_dim(0, m);
+        let adapters = unet.prepare_adapters(
+            Tensor::cat(vec![null, cond], 0),
+            AdapterStrength::Global(strength),
+        );
+        let text = tensor3(
+            (0..m)
+                .flat_map(|_| empty_text.iter().copied())
+                .chain(
+                    cond_text[start..start + m]
+                        .iter()
+                        .flat_map(|row| row.iter().copied()),
+                )
+                .collect(),
+            [2 * m, t, d],
+            device,
+        );
+        let x = tensor4(
+            noise[start * plane..(start + m) * plane].to_vec(),
+            [m, 3, s, s],
+            device,
+        )
+        .mul_scalar(scheduler.init_noise_sigma());
+        let cond = Conditioning {
+            text,
+            adapter: Some(adapters),
+        };
+        let mut no_progress = |_: usize, _: usize, _: f64| {};
+        let mut observer = ProgressOnly::new(&mut no_progress, o.sample_steps);
+        let x = denoise(
+            unet,
+            &mut scheduler,
+            x,
+            &cond,
+            Guidance::Single(f64::from(o.guidance)),
+            0,
+            &mut observer,
+        )?;
+        out.extend(host(&x)?);
+        start += m;
+    }
+    Ok(out)
+}
+
+pub(super) fn classify(
+    samples: &[f32],
+    labels: &[usize],
+    prototypes: &[Vec<f32>],
+) -> (f64, [[usize; CLASSES]; CLASSES], Vec<usize>) {
+    let plane = prototypes[0].len();
+    let mut confusion = [[0usize; CLASSES]; CLASSES];
+    let mut predicted = Vec::with_capacity(labels.len());
+    for (i, &l) in labels.iter().enumerate() {
+        let p = nearest_prototype(&samples[i * plane..(i + 1) * plane], prototypes);
+        confusion[l][p] += 1;
+        predicted.push(p);
+    }
+    let correct: usize = (0..CLASSES).map(|c| confusion[c][c]).sum();
+    (
+        correct as f64 / labels.len().max(1) as f64,
+        confusion,
+        predicted,
+    )
+}
+
+/// Writes the sample grid: one row per class (the held-out clips of that class, in order), each
+/// sample drawn at 4x, with the audio samples on the left and the strength-0 samples on the
+/// right, separated by a gap.
+pub(super) fn write_grid(
+    path: &Path,
+    o: &ToyWorldOptions,
+    labels: &[usize],
+    samples: &[f32],
+    samples_f0: &[f32],
+    report_line: &str,
+) -> Result<()> {
+    let s = o.image_size;
+    let zoom = 4;
+    let cell = s * zoom + 2;
+    let cols = o.test_per_class;
+    let gap = cell;
+    let width = 2 * cols * cell + gap;
+    let height = CLASSES * cell;
+    let mut rgb = vec![255u8; width * height * 3];
+    let plane = s * s;
+    let mut put = |set: &[f32], idx: usize, row: usize, col: usize, x0: usize| {
+        for y in 0..s * zoom {
+            for x in 0..s * zoom {
+                let (py, px) = (y / zoom, x / zoom);
+                let gy = row * cell + 1 + y;
+                let gx = x0 + col * cell + 1 + x;
+                for c in 0..3 {
+                    let v = set[idx * 3 * plane + c * plane + py * s + px];
+                    let v = ((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8;
+                    rgb[(gy * width + gx) * 3 + c] = v;
+                }
+            }
+        }
+    };
+    let mut seen = [0usize; CLASSES];
+    for (i, &l) in labels.iter().enumerate() {
+        let col = seen[l];
+        seen[l] += 1;
+        if col >= cols {
+            continue;
+        }
+        put(samples, i, l, col, 0);
+        put(samples_f0, i, l, col, cols * cell + gap);
+    }
+    let metadata = vec![
+        ("Software".to_string(), "sonic-train toy_world".to_string()),
+        (
+            "Description".to_string(),
+            format!(
+                "rows: {}; left: samples from held-out clips with audio; right: the same noise with adapters at strength 0; {report_line}",
+                SOUND_NAMES.join(", ")
+            ),
+        ),
+    ];
+    let bytes =
+        sonic_pipeline::output::encode_png(width, height, &rgb, &metadata).map_err(|message| {
+            ToyWorldError::Output {
+                path: path.to_path_buf(),
+                message,
+            }
+        })?;
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).map_err(|e| ToyWorldError::Output {
+            path: dir.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    }
+    sonic_core::config::write_atomic(path, &bytes).map_err(|e| ToyWorldError::Output {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}

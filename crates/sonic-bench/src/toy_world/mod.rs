@@ -1,0 +1,443 @@
+//! The toy-world learnability benchmark: can the whole SonicDiffusion training
+//! recipe (a base model, stage 1, stage 2) teach a model to draw the picture that belongs to a
+//! sound, from the sound alone?
+//!
+//! The world has [`CLASSES`] = 4 classes. Each pairs a kind of sound, synthesised here with a
+//! seeded random generator (random pitch or rate, loudness and length per clip), with a kind of
+//! picture (a coloured shape at a random position and size) and a caption:
+//!
+//! | class | sound | picture / caption |
+//! |---|---|---|
+//! | 0 | a low tone (sine, 90-180 Hz) | "a red circle" |
+//! | 1 | a high tone (sine, 2.5-5 kHz) | "a green square" |
+//! | 2 | noise bursts (40-80 ms every 200-300 ms) | "a blue triangle" |
+//! | 3 | a click train (8-20 clicks per second) | "a yellow cross" |
+//!
+//! The run ([`run`]):
+//! 1. **Data**: pictures (`size x size` RGB scaled to `[-1, 1]`), clips at the CLAP encoder's
+//!    sample rate, captions. Latents are the pictures themselves (*identity latents*: no
+//!    autoencoder; at 16 x 16 pixels the UNet works on pixels directly, which removes a
+//!    component that would otherwise have to be trained or faked).
+//! 2. **Frozen encoders**: the tiny random-weight CLIP text encoder of the `sd15-tiny`
+//!    fixture (captions -> `[77, 32]`) and the tiny random-weight MS-CLAP audio encoder of the
+//!    `sonic-tiny` fixture (clips -> 43-wide embeddings). Random weights are enough: the
+//!    sound classes give different embeddings, the captions different token sequences.
+//! 3. **Base model**: a tiny `UNet2DConditionModel` (pixels in and out, cross-attention at
+//!    the 8 x 8 level and in the mid block, text width 32) trained from scratch with the DDPM
+//!    epsilon loss on pictures and their captions; the caption is replaced by "" with
+//!    probability `caption_drop` so that the unconditional model exists.
+//! 4. **Stage 1**: the audio projector (43 -> 77 x 32) with [`sonic_train::stage1::Stage1Trainer`]
+//!    (InfoNCE between clips of the same class plus the weighted token MSE onto the caption
+//!    embedding).
+//! 5. **Stage 2**: gated adapters with [`sonic_train::stage2::Stage2Trainer`], in every transformer
+//!    block of this UNet (the official mid and up blocks, plus the one down block: with the
+//!    official placement alone the adapters of this small UNet were too weak, see
+//!    `docs/TRAINING.md`); the base UNet and the projector are frozen and the caption is always
+//!    "" (the picture must come from the audio).
+//! 6. **Evaluation**: for every held-out clip, one sample by DDIM from the audio alone (empty
+//!    caption, audio guidance `eps_null + s (eps_audio - eps_null)`), classified by the
+//!    nearest class prototype (the mean of the class's training pictures, L2). The same
+//!    noise is sampled again with the adapters at strength 0: the model is then the
+//!    unconditional base model, so that accuracy should be near chance (1/4).
+//!    The base model is also sampled with the captions instead of the audio (adapters off):
+//!    its accuracy is the ceiling for the adapters.
+//!
+//! [`ToyWorldOptions::full`] is the benchmark (acceptance: accuracy >= 0.95, accuracy at
+//! strength 0 <= 0.35, at most 15 minutes on the project's 2-core machine);
+//! [`ToyWorldOptions::quick`] a smaller variant for CI with a lower bar (see
+//! [`ToyWorldOptions::min_accuracy`]).
+
+use burn::optim::GradientsParams;
+use burn::tensor::{Device, Tensor, TensorData};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
+use sonic_audio::{ClapAudioConfig, ClapAudioEncoder};
+use sonic_clip::ClipTextModel;
+use sonic_clip::tokenizer::ClipTokenizer;
+use sonic_pipeline::sampling::{Conditioning, Guidance, ProgressOnly, denoise};
+use sonic_projector::{BlockMode, Projector, ProjectorConfig};
+use sonic_schedulers::{DdimScheduler, DdpmSchedule, Scheduler};
+use sonic_train::config::{
+    LrKind, LrScheduleConfig, OptimizerConfig, Stage1Config, Stage1Loss, Stage2Config,
+    TrainingConfig,
+};
+use sonic_train::error::TrainError;
+use sonic_train::losses::ddpm_loss;
+use sonic_train::optim::adamw;
+use sonic_train::params::{select_trainable, untracked};
+use sonic_train::stage1::{Stage1Data, Stage1Trainer};
+use sonic_train::stage2::{Stage2Data, Stage2Trainer};
+use sonic_unet::{AdapterPlacement, AdapterStrength, UNet2DConditionModel, UNetConfig};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// The number of classes.
+pub const CLASSES: usize = 4;
+
+/// The sound of each class.
+pub const SOUND_NAMES: [&str; CLASSES] = ["low tone", "high tone", "noise bursts", "click train"];
+
+/// The caption of each class's picture.
+pub const CAPTIONS: [&str; CLASSES] = [
+    "a red circle",
+    "a green square",
+    "a blue triangle",
+    "a yellow cross",
+];
+
+/// The errors of the benchmark.
+#[derive(Debug, thiserror::Error)]
+pub enum ToyWorldError {
+    /// A fixture file or folder the benchmark needs is missing.
+    #[error("toy world: missing fixture {path} ({what})")]
+    MissingFixture {
+        /// The path looked for.
+        path: PathBuf,
+        /// What it should hold.
+        what: &'static str,
+    },
+    /// An option has an unusable value.
+    #[error("toy world: option `{name}` = {value}: {reason}")]
+    BadOption {
+        /// The option.
+        name: &'static str,
+        /// Its value.
+        value: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// A model or training step failed.
+    #[error("toy world: {0}")]
+    Train(#[from] TrainError),
+    /// Sampling failed.
+    #[error("toy world: sampling: {0}")]
+    Sampling(#[from] sonic_pipeline::error::PipelineError),
+    /// The tokenizer failed.
+    #[error("toy world: tokenizer: {0}")]
+    Tokenizer(#[from] sonic_clip::tokenizer::ClipTokenizerError),
+    /// Writing the sample grid failed.
+    #[error("toy world: cannot write {path}: {message}")]
+    Output {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl ToyWorldError {
+    fn train(e: impl Into<TrainError>) -> Self {
+        Self::Train(e.into())
+    }
+}
+
+/// Converts any error that `TrainError` wraps.
+macro_rules! tr {
+    ($e:expr) => {
+        $e.map_err(ToyWorldError::train)
+    };
+}
+
+/// The result type of the benchmark.
+pub type Result<T> = std::result::Result<T, ToyWorldError>;
+
+mod data;
+mod eval;
+mod options;
+mod report;
+mod stages;
+mod world;
+
+use data::*;
+pub use data::{draw_picture, nearest_prototype, synth_sound};
+use eval::*;
+pub use options::ToyWorldOptions;
+pub use report::{ToyProgress, ToyWorldReport};
+use stages::*;
+pub use world::base_unet_config;
+use world::*;
+
+/// Runs the whole benchmark (see the module docs); `progress` sees every phase and step.
+pub fn run(
+    options: &ToyWorldOptions,
+    progress: &mut dyn FnMut(&ToyProgress),
+) -> Result<ToyWorldReport> {
+    options.validate()?;
+    let o = options;
+    let started = Instant::now();
+    let mut phases = Vec::new();
+    let mut phase_start = Instant::now();
+    let mut end_phase = |name: &'static str,
+                         phases: &mut Vec<(&'static str, f64)>,
+                         progress: &mut dyn FnMut(&ToyProgress)| {
+        let seconds = phase_start.elapsed().as_secs_f64();
+        phases.push((name, seconds));
+        progress(&ToyProgress::PhaseDone {
+            phase: name,
+            seconds,
+        });
+        phase_start = Instant::now();
+    };
+
+    progress(&ToyProgress::Phase("data"));
+    let world = build_world(o)?;
+    let clap_accuracy = separability(
+        &world.train_clap,
+        &world.train_labels,
+        &world.test_clap,
+        &world.test_labels,
+        world.audio_dim,
+    );
+    let schedule = tr!(DdpmSchedule::from_json(&schedule_json()))?;
+    end_phase("data", &mut phases, progress);
+
+    progress(&ToyProgress::Phase("base"));
+    let (base, base_loss) = match &o.base_weights {
+        Some(path) if path.exists() => {
+            let config = base_unet_config(3, o.base_widths, world.text_dim)?;
+            let unet = tr!(UNet2DConditionModel::from_weights(&config, path, &o.device))?;
+            (unet, f64::NAN)
+        }
+        Some(path) => {
+            let (unet, loss) = train_base(o, &world, &schedule, progress)?;
+            tr!(sonic_unet::export::save_safetensors(&unet, path))?;
+            (unet, loss)
+        }
+        None => train_base(o, &world, &schedule, progress)?,
+    };
+    end_phase("base", &mut phases, progress);
+
+    progress(&ToyProgress::Phase("stage1"));
+    let (projector, stage1_loss) = train_stage1(o, &world, progress)?;
+    end_phase("stage1", &mut phases, progress);
+
+    progress(&ToyProgress::Phase("stage2"));
+    // With `stage2_train_projector` the projector comes back fine-tuned; otherwise unchanged.
+    let (unet, projector, stage2_loss) =
+        train_stage2(o, &world, base, projector, schedule, progress)?;
+    end_phase("stage2", &mut phases, progress);
+
+    progress(&ToyProgress::Phase("eval"));
+    let device = &o.device;
+    let n_test = world.test_labels.len();
+    let tokens = tr!(projector.forward(tensor2(
+        world.test_clap.clone(),
+        [n_test, world.audio_dim],
+        device
+    )))?;
+    let null_tokens = tr!(projector.null_tokens(1, device))?;
+    let n_train = world.train_labels.len();
+    let train_tokens = tr!(projector.forward(tensor2(
+        world.train_clap.clone(),
+        [n_train, world.audio_dim],
+        device
+    )))?;
+    let token_accuracy = separability(
+        &host(&train_tokens)?,
+        &world.train_labels,
+        &host(&tokens)?,
+        &world.test_labels,
+        world.text_tokens * world.text_dim,
+    );
+    let text_shape = (world.text_tokens, world.text_dim);
+    let empty = &world.text[CLASSES];
+    let seed = o.seed ^ 0xe7a1;
+    let no_caption: Vec<&[f32]> = vec![empty.as_slice(); n_test];
+    let samples = sample(
+        o,
+        &unet,
+        &tokens,
+        &null_tokens,
+        empty,
+        &no_caption,
+        text_shape,
+        1.0,
+        seed,
+    )?;
+    let samples_f0 = sample(
+        o,
+        &unet,
+        &tokens,
+        &null_tokens,
+        empty,
+        &no_caption,
+        text_shape,
+        0.0,
+        seed,
+    )?;
+    // The base model with the captions instead of the audio (adapters off): how well the base
+    // model itself draws each class, the ceiling of what the adapters can reach.
+    let captions: Vec<&[f32]> = world
+        .test_labels
+        .iter()
+        .map(|&l| world.text[l].as_slice())
+        .collect();
+    let samples_text = sample(
+        o,
+        &unet,
+        &tokens,
+        &null_tokens,
+        empty,
+        &captions,
+        text_shape,
+        0.0,
+        seed,
+    )?;
+    let prototypes: Vec<Vec<f32>> = world
+        .pictures
+        .iter()
+        .map(|set| {
+            let mut m = vec![0.0f32; set[0].len()];
+            for p in set {
+                m.iter_mut().zip(p).for_each(|(a, b)| *a += b);
+            }
+            m.iter_mut().for_each(|a| *a /= set.len() as f32);
+            m
+        })
+        .collect();
+    let (accuracy, confusion, _) = classify(&samples, &world.test_labels, &prototypes);
+    let (accuracy_f0, confusion_f0, _) = classify(&samples_f0, &world.test_labels, &prototypes);
+    let (text_accuracy, confusion_text, _) =
+        classify(&samples_text, &world.test_labels, &prototypes);
+    end_phase("eval", &mut phases, progress);
+
+    let mut report = ToyWorldReport {
+        accuracy,
+        accuracy_f0,
+        seconds: started.elapsed().as_secs_f64(),
+        confusion,
+        confusion_f0,
+        text_accuracy,
+        confusion_text,
+        clap_accuracy,
+        token_accuracy,
+        base_loss,
+        stage1_loss,
+        stage2_loss,
+        phase_seconds: phases,
+        grid: None,
+    };
+    if let Some(dir) = &o.out_dir {
+        let path = dir.join("toy_world_samples.png");
+        write_grid(
+            &path,
+            o,
+            &world.test_labels,
+            &samples,
+            &samples_f0,
+            &report.summary_line(),
+        )?;
+        report.grid = Some(path);
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pictures_are_nearest_their_own_prototype() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let protos: Vec<Vec<f32>> = (0..CLASSES)
+            .map(|c| {
+                let set: Vec<Vec<f32>> = (0..32).map(|_| draw_picture(c, &mut rng, 16)).collect();
+                let mut m = vec![0.0f32; set[0].len()];
+                for p in &set {
+                    m.iter_mut().zip(p).for_each(|(a, b)| *a += b);
+                }
+                m.iter_mut().for_each(|a| *a /= 32.0);
+                m
+            })
+            .collect();
+        for c in 0..CLASSES {
+            for _ in 0..16 {
+                let p = draw_picture(c, &mut rng, 16);
+                assert_eq!(p.len(), 3 * 16 * 16);
+                assert!(p.iter().all(|v| (-1.0..=1.0).contains(v)));
+                assert_eq!(nearest_prototype(&p, &protos), c);
+            }
+        }
+    }
+
+    #[test]
+    fn sounds_have_jittered_length_and_loudness() {
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        for c in 0..CLASSES {
+            let a = synth_sound(c, &mut rng, 44100);
+            let b = synth_sound(c, &mut rng, 44100);
+            assert!((26460..=61740).contains(&a.len()), "{}", a.len());
+            assert_ne!(a.len(), b.len());
+            let peak = |x: &[f32]| x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            assert!(
+                peak(&a) > 0.05 && peak(&a) <= 0.5,
+                "class {c}: {}",
+                peak(&a)
+            );
+            assert!(a.iter().all(|v| v.is_finite()));
+        }
+    }
+
+    #[test]
+    fn quick_and_full_options_validate() {
+        let d = Device::default();
+        assert!(ToyWorldOptions::full("f", d.clone()).validate().is_ok());
+        assert!(ToyWorldOptions::quick("f", d.clone()).validate().is_ok());
+        let mut o = ToyWorldOptions::quick("f", d);
+        o.image_size = 10;
+        assert!(matches!(
+            o.validate(),
+            Err(ToyWorldError::BadOption {
+                name: "image_size",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn options_are_set_from_text() {
+        let mut o = ToyWorldOptions::full("f", Device::default());
+        o.set("stage2_lr", "5e-3").unwrap();
+        o.set("base_widths", "24, 48").unwrap();
+        o.set("adapters_down", "false").unwrap();
+        o.set("base_weights", "/tmp/base.safetensors").unwrap();
+        o.set("token_weight_centre", "20").unwrap();
+        assert_eq!(o.stage2_lr, 5e-3);
+        assert_eq!(o.base_widths, [24, 48]);
+        assert!(!o.adapter_placement.down);
+        assert_eq!(o.stage1_token_weights.0, 20.0);
+        assert_eq!(
+            o.base_weights.as_deref(),
+            Some(Path::new("/tmp/base.safetensors"))
+        );
+        // Every documented key is accepted with a value of its type.
+        for &k in ToyWorldOptions::KEYS {
+            let v = match k {
+                "base_widths" => "16,32",
+                "base_weights" => "b.safetensors",
+                "stage2_train_projector" | "adapters_down" => "true",
+                "base_lr"
+                | "caption_drop"
+                | "stage1_lr"
+                | "stage2_lr"
+                | "audio_drop"
+                | "guidance"
+                | "token_weight_centre"
+                | "token_weight_width" => "0.5",
+                _ => "3",
+            };
+            o.set(k, v).unwrap_or_else(|e| panic!("{k}={v}: {e}"));
+        }
+        let e = o.set("stage3_steps", "1").unwrap_err().to_string();
+        assert!(e.contains("stage3_steps") && e.contains("unknown"), "{e}");
+        let e = o.set("guidance", "strong").unwrap_err().to_string();
+        assert!(e.contains("guidance") && e.contains("strong"), "{e}");
+        let e = o.set("base_widths", "16").unwrap_err().to_string();
+        assert!(
+            e.contains("base_widths") && e.contains("two numbers"),
+            "{e}"
+        );
+    }
+}
