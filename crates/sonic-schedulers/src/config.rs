@@ -7,6 +7,9 @@
 //! the math in a way this crate does not implement are rejected with
 //! [`SchedulerError::UnsupportedConfig`], naming the key and the value; values of the wrong type
 //! with [`SchedulerError::InvalidConfigValue`].
+//!
+//! Why one file of over 600 lines: the code is under 600; the rest are its unit tests, one per
+//! rejected key and default.
 
 use crate::error::{Result, SchedulerError};
 use serde::Deserialize;

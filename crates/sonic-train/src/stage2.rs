@@ -13,6 +13,10 @@
 //! the projector works row by row) with probability `audio_drop`, and (with `hflip` and
 //! flipped latents in the data) the horizontally flipped image with probability 0.5; the loss is
 //! [`crate::losses::ddpm_loss`] for the scheduler's prediction type.
+//!
+//! Why one file of over 600 lines: the trainer, its model pair, its checkpoint (save / load /
+//! resume) and its sample hook are one idea, stage 2; the run loop itself is shared with stage 1
+//! (`run_loop.rs`).
 
 use crate::checkpoint::{
     CheckpointState, EpochOrder, StepReport, TrainEvent, TrainRng, check_finite, latest_checkpoint,
