@@ -1,4 +1,4 @@
-//! Arbitrary bytes as a `.safetensors` file: the header reader and the loader's listing must
+//! Arbitrary bytes as a `.safetensors` file: the header reader and the checkpoint index must
 //! return the tensors or a typed error naming the file, never panic or allocate what the
 //! header claims.
 
@@ -8,7 +8,7 @@
 mod common;
 
 use libfuzzer_sys::fuzz_target;
-use sonic_core::weights::{WeightSource, read_safetensors_header};
+use sonic_core::checkpoint::{Checkpoint, read_safetensors_header};
 
 fuzz_target!(|data: &[u8]| {
     let p = common::file("w.safetensors", data);
@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
         }
         Err(e) => common::names(&e.to_string(), "w.safetensors"),
     }
-    if let Err(e) = WeightSource::from_path(&p).list() {
+    if let Err(e) = Checkpoint::open(&p) {
         common::names(&e.to_string(), "w.safetensors");
     }
 });
