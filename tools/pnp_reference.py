@@ -33,7 +33,7 @@ scripts, not copied; the points that decide the numbers:
    decoder self-attention of the cross-attention up blocks except the first at the lowest
    resolution") as on SD 1.x, and the same names our Rust `PnpOptions::default()` keeps.
 
-The gated adapter (DESIGN.md section 2; official attention_custom.py), in every
+The gated adapter (crates/sonic-unet/src/adapter.rs; official attention_custom.py), in every
 BasicTransformerBlock of the mid block and the up blocks, after the attn2 residual and before
 norm3:  h = (attn_adapter(norm_adapter(h), audio_tokens) * tanh(gate_adapter)) * f + h,
 attn_adapter = diffusers Attention(C, cross_attention_dim = token width, the block's heads and

@@ -16,7 +16,7 @@
 //! Every command runs the real `sonic` binary with `HF_ENDPOINT` at the server and `HF_HOME`
 //! in a temporary folder.
 
-use sonic_hub::test_server::{COMMIT, Entry, Hub};
+use sonic_hub::test_server::{COMMIT, Entry, Hub, files_under};
 use sonic_pipeline::hub::{self, Checkpoint};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -130,22 +130,6 @@ fn snapshot(hf_home: &Path, folder: &str) -> PathBuf {
         .join(folder)
         .join("snapshots")
         .join(COMMIT)
-}
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() && !p.is_symlink() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 fn incomplete_files(hf_home: &Path) -> Vec<PathBuf> {

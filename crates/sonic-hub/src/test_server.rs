@@ -344,3 +344,21 @@ fn respond(
     let _ = stream.shutdown(Shutdown::Both);
     Ok(())
 }
+
+/// Every file below `dir` (links not followed), for tests that check what a fetch left in a
+/// cache (no `.incomplete` partials, the expected snapshot files).
+pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() && !p.is_symlink() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}

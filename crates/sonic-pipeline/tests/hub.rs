@@ -3,7 +3,7 @@
 //! path with `x-linked-size` / `x-linked-etag` / `x-repo-commit`, Range support, and knobs
 //! to cut a transfer, corrupt a body, lie about a size, ignore Range and require a token.
 
-use sonic_hub::test_server::{COMMIT, Entry, Hub, sha256};
+use sonic_hub::test_server::{COMMIT, Entry, Hub, files_under, sha256};
 use sonic_pipeline::hub::{
     self, Checkpoint, DownloadProgress, HubError, HubOptions, HubRepo, KnownRepos, Preset,
     ProgressState,
@@ -104,22 +104,6 @@ fn options(cache: &Path, hub: &Hub) -> HubOptions {
 fn dead_endpoint() -> String {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     format!("http://{}", l.local_addr().unwrap())
-}
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() && !p.is_symlink() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 fn assert_no_partials(cache: &Path) {
