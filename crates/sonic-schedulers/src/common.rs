@@ -35,6 +35,19 @@ pub(crate) fn check_steps(class: &str, n: usize, num_train: usize) -> Result<()>
     Ok(())
 }
 
+/// The checks every `step` starts with: a valid step index of the `len` timesteps set, and a
+/// model output of the sample's shape.
+pub(crate) fn check_step(
+    class: &str,
+    index: usize,
+    len: usize,
+    sample: &Tensor<4>,
+    model_output: &Tensor<4>,
+) -> Result<()> {
+    check_index(class, "step", index, len)?;
+    check_same_shape("model_output vs sample", sample, model_output)
+}
+
 /// Checks that two tensors have the same shape.
 pub(crate) fn check_same_shape(what: &str, a: &Tensor<4>, b: &Tensor<4>) -> Result<()> {
     let (da, db) = (a.dims(), b.dims());

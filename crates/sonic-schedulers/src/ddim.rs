@@ -1,7 +1,7 @@
 //! `DDIMScheduler` (deterministic, eta = 0) and `DDIMInverseScheduler`, one type with a
 //! direction.
 
-use crate::common::{alpha_at, check_index, check_same_shape, check_steps, predict_x0_eps, to_f64};
+use crate::common::{alpha_at, check_step, check_steps, predict_x0_eps, to_f64};
 use crate::config::{
     BetaConfig, PredictionType, SchedulerKind, TimestepSpacing, invalid, lenient, parse,
 };
@@ -285,8 +285,13 @@ impl Scheduler for DdimScheduler {
         sample: Tensor<4>,
     ) -> Result<Tensor<4>> {
         let class = self.kind().class_name();
-        check_index(class, "step", step_index, self.timesteps.len())?;
-        check_same_shape("model_output vs sample", &sample, &model_output)?;
+        check_step(
+            class,
+            step_index,
+            self.timesteps.len(),
+            &sample,
+            &model_output,
+        )?;
         let num_train = self.config.betas.num_train_timesteps as i64;
         let t = self.timesteps[step_index] as i64;
         let ratio = num_train / self.num_inference_steps as i64;

@@ -1,7 +1,7 @@
 //! `DPMSolverMultistepScheduler` as DPM-Solver++ (2M): `algorithm_type = "dpmsolver++"`,
 //! `solver_type = "midpoint"`, solver order 1 or 2.
 
-use crate::common::{check_index, check_same_shape, check_steps};
+use crate::common::{check_step, check_steps};
 use crate::config::{
     BetaConfig, BetaSchedule, FinalSigmasType, PredictionType, SchedulerKind, TimestepSpacing,
     invalid, lenient, parse, unsupported,
@@ -291,8 +291,7 @@ impl Scheduler for DpmSolverMultistepScheduler {
     ) -> Result<Tensor<4>> {
         let class = self.kind().class_name();
         let len = self.timesteps.len();
-        check_index(class, "step", step_index, len)?;
-        check_same_shape("model_output vs sample", &sample, &model_output)?;
+        check_step(class, step_index, len, &sample, &model_output)?;
         if step_index == 0 {
             self.reset();
         } else if let Some(last) = self.last_index

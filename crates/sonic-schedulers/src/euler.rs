@@ -1,6 +1,6 @@
 //! `EulerDiscreteScheduler` (Karras et al.'s Algorithm 2 without churn).
 
-use crate::common::{check_index, check_same_shape, check_steps};
+use crate::common::{check_index, check_step, check_steps};
 use crate::config::{
     BetaConfig, FinalSigmasType, PredictionType, SchedulerKind, TimestepSpacing, lenient, parse,
     unsupported,
@@ -241,8 +241,13 @@ impl Scheduler for EulerDiscreteScheduler {
         sample: Tensor<4>,
     ) -> Result<Tensor<4>> {
         let class = self.kind().class_name();
-        check_index(class, "step", step_index, self.timesteps.len())?;
-        check_same_shape("model_output vs sample", &sample, &model_output)?;
+        check_step(
+            class,
+            step_index,
+            self.timesteps.len(),
+            &sample,
+            &model_output,
+        )?;
         let sigma = self.sigmas[step_index];
         // No churn: gamma = 0, sigma_hat = sigma.
         let sigma_hat = sigma * (0.0f32 + 1.0);

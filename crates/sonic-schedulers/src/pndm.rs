@@ -1,6 +1,6 @@
 //! `PNDMScheduler` in PLMS mode (`skip_prk_steps = true`), Stable Diffusion 1.x's default.
 
-use crate::common::{alpha_at, check_index, check_same_shape, check_steps, to_f64};
+use crate::common::{alpha_at, check_step, check_steps, to_f64};
 use crate::config::{
     BetaConfig, PredictionType, SchedulerKind, TimestepSpacing, lenient, parse, unsupported,
 };
@@ -212,8 +212,13 @@ impl Scheduler for PndmScheduler {
         sample: Tensor<4>,
     ) -> Result<Tensor<4>> {
         let class = self.kind().class_name();
-        check_index(class, "step", step_index, self.timesteps.len())?;
-        check_same_shape("model_output vs sample", &sample, &model_output)?;
+        check_step(
+            class,
+            step_index,
+            self.timesteps.len(),
+            &sample,
+            &model_output,
+        )?;
         if step_index == 0 {
             self.reset();
         } else if let Some(last) = self.last_index
