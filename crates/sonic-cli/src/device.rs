@@ -86,6 +86,25 @@ fn works(device: &Device) -> bool {
     ok
 }
 
+/// The order in which devices are tried when `--device` is not given: a CUDA GPU, a Metal GPU,
+/// a discrete GPU through wgpu, then the CPU backends. Each entry: (cargo feature, device spec).
+const PREFERENCE: [(&str, &str); 5] = [
+    ("cuda", "cuda"),
+    ("metal", "metal"),
+    ("wgpu", "wgpu:0"),
+    ("flex", "flex"),
+    ("ndarray", "ndarray"),
+];
+
+/// The first device spec of [`PREFERENCE`] whose feature is `available` and that `works`.
+fn pick(available: &[&str], works: &mut dyn FnMut(&str) -> bool) -> Option<&'static str> {
+    PREFERENCE
+        .iter()
+        .filter(|(feature, _)| available.contains(feature))
+        .map(|&(_, spec)| spec)
+        .find(|spec| works(spec))
+}
+
 /// The device to run on: `spec` when given (an error when it does not parse), else the first of
 /// cuda, metal, wgpu:0 (discrete GPU), flex, ndarray that is compiled in and works. Returns
 /// the device and its name.
@@ -94,26 +113,24 @@ pub fn select(spec: Option<&str>) -> Result<(Device, String)> {
         return Ok((sonic_core::device::parse_device(spec)?, spec.to_string()));
     }
     let available = names();
-    for (feature, spec) in [
-        ("cuda", "cuda"),
-        ("metal", "metal"),
-        ("wgpu", "wgpu:0"),
-        ("flex", "flex"),
-        ("ndarray", "ndarray"),
-    ] {
-        if !available.contains(&feature) {
-            continue;
-        }
-        if let Ok(device) = sonic_core::device::parse_device(spec)
-            && works(&device)
-        {
-            return Ok((device, spec.to_string()));
-        }
+    let mut found = None;
+    let chosen = pick(
+        &available,
+        &mut |spec| match sonic_core::device::parse_device(spec) {
+            Ok(device) if works(&device) => {
+                found = Some(device);
+                true
+            }
+            _ => false,
+        },
+    );
+    match (chosen, found) {
+        (Some(name), Some(device)) => Ok((device, name.to_string())),
+        _ => bail!(
+            "no working device among those compiled in ({}); pass --device",
+            available.join(", ")
+        ),
     }
-    bail!(
-        "no working device among those compiled in ({}); pass --device",
-        available.join(", ")
-    )
 }
 
 /// [`select`], then prints `device: NAME` on stderr.
@@ -121,4 +138,32 @@ pub fn announce(spec: Option<&str>) -> Result<(Device, String)> {
     let (device, name) = select(spec)?;
     eprintln!("device: {name}");
     Ok((device, name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gpus_come_before_the_cpu_and_broken_devices_are_skipped() {
+        let all = ["ndarray", "flex", "wgpu", "metal", "cuda"];
+        assert_eq!(pick(&all, &mut |_| true), Some("cuda"));
+        // No CUDA or Metal GPU: a wgpu GPU, then the CPU.
+        let mut gpu_less = |s: &str| !matches!(s, "cuda" | "metal");
+        assert_eq!(pick(&all, &mut gpu_less), Some("wgpu:0"));
+        let mut cpu_only = |s: &str| matches!(s, "flex" | "ndarray");
+        assert_eq!(pick(&all, &mut cpu_only), Some("flex"));
+        // A build without flex still finds a device.
+        assert_eq!(pick(&["ndarray", "wgpu"], &mut cpu_only), Some("ndarray"));
+        // Only what is compiled in is tried, in the preference order.
+        let mut tried = Vec::new();
+        let none = pick(&["flex", "cuda"], &mut |s| {
+            tried.push(s.to_string());
+            false
+        });
+        assert_eq!(
+            (none, tried),
+            (None, vec!["cuda".to_string(), "flex".to_string()])
+        );
+    }
 }

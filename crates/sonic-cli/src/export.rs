@@ -9,9 +9,16 @@ use std::path::PathBuf;
 /// Arguments of `sonic export`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ExportArgs {
+    /// Export a released SonicDiffusion checkpoint: SD v1.4 and the checkpoint's adapters come
+    /// from the Hugging Face cache, downloaded on first use unless --offline; --model and
+    /// --adapters override them.
+    #[arg(long, value_parser = crate::values::checkpoint_parser())]
+    pub preset: Option<sonic_pipeline::hub::Checkpoint>,
+    #[command(flatten)]
+    pub hub: crate::download::HubArgs,
     /// A diffusers-layout Stable Diffusion folder (its `unet/` is used) or a `unet/` folder.
     #[arg(long)]
-    pub model: PathBuf,
+    pub model: Option<PathBuf>,
     /// The adapter weights to export (landscape.pt, greatest_hits.pt or safetensors).
     #[arg(long)]
     pub adapters: Option<PathBuf>,
@@ -29,17 +36,28 @@ pub fn run(args: &ExportArgs, device: &burn::tensor::Device) -> Result<()> {
     if args.out.is_none() && args.unet_out.is_none() {
         bail!("nothing to write: give --out FILE (adapters) and / or --unet-out FILE (whole UNet)");
     }
-    if args.out.is_some() && args.adapters.is_none() {
-        bail!("--out writes the adapters: it needs --adapters FILE (e.g. landscape.pt)");
+    let mut paths = crate::ui::ModelPaths {
+        model: args.model.clone(),
+        adapters: args.adapters.clone(),
+        ..Default::default()
+    };
+    paths.fill_from(args.preset, &args.hub)?;
+    if args.out.is_some() && paths.adapters.is_none() {
+        bail!(
+            "--out writes the adapters: it needs --adapters FILE (e.g. landscape.pt) or --preset landscape|greatest-hits"
+        );
     }
-    let unet_dir = if args.model.join("unet").join("config.json").is_file() {
-        args.model.join("unet")
+    let model = paths
+        .model
+        .context("sonic export needs --model DIR, or --preset landscape|greatest-hits")?;
+    let unet_dir = if model.join("unet").join("config.json").is_file() {
+        model.join("unet")
     } else {
-        args.model.clone()
+        model
     };
     let mut unet = UNet2DConditionModel::from_dir(&unet_dir, device)
         .with_context(|| format!("loading the UNet from {}", unet_dir.display()))?;
-    if let Some(adapters) = &args.adapters {
+    if let Some(adapters) = &paths.adapters {
         let (with, placement) = unet
             .with_adapters(adapters, device)
             .with_context(|| format!("loading adapters from {}", adapters.display()))?;

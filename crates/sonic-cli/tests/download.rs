@@ -17,6 +17,8 @@
 //! in a temporary folder.
 
 use sonic_hub::test_server::{COMMIT, Entry, Hub, files_under};
+mod common;
+
 use sonic_pipeline::hub::{self, Checkpoint};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -276,6 +278,65 @@ fn download_then_generate_with_the_landscape_preset() {
         image_pixels(&std::fs::read(&png2).unwrap()),
         image_pixels(&bytes),
         "same seed, same image"
+    );
+
+    // `sonic export` takes the preset: its UNet and adapters, offline.
+    let exported = home.path().join("adapters.safetensors");
+    let export = sonic(
+        home.path(),
+        &endpoint,
+        &[
+            "export",
+            "--preset",
+            "landscape",
+            "--offline",
+            "--out",
+            exported.to_str().unwrap(),
+        ],
+    );
+    assert!(export.status.success(), "{}", text(&export));
+    let keys = sonic_core::weights::read_safetensors_header(&exported).unwrap();
+    assert!(
+        !keys.is_empty() && keys.keys().all(|k| k.contains("_adapter")),
+        "{keys:?}"
+    );
+
+    // So does `sonic train`: SD and CLAP from the preset, the rest from the config.
+    let data = home.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let manifest = common::dataset(&data);
+    let config = home.path().join("stage1.json");
+    let c = serde_json::json!({
+        "training": {"seed": 3, "batch_size": 2, "max_steps": 1, "val_fraction": 0.0,
+                     "val_every": 0, "checkpoint_every": 1},
+        "loss": {"negatives": 2, "temperature": 0.5},
+        "model": {"projector_config": fixtures().join("sonic-tiny/config.json")}
+    });
+    std::fs::write(&config, serde_json::to_vec(&c).unwrap()).unwrap();
+    let run = home.path().join("run");
+    let train = sonic(
+        home.path(),
+        &endpoint,
+        &[
+            "train",
+            "stage1",
+            "--preset",
+            "landscape",
+            "--offline",
+            "--quiet",
+            "--config",
+            config.to_str().unwrap(),
+            "--manifest",
+            manifest.to_str().unwrap(),
+            "--out",
+            run.to_str().unwrap(),
+        ],
+    );
+    assert!(train.status.success(), "{}", text(&train));
+    assert!(
+        run.join("projector.safetensors").is_file(),
+        "{}",
+        text(&train)
     );
 }
 

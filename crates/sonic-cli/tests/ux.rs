@@ -162,6 +162,74 @@ fn seeds_are_random_printed_and_stored_and_default_names_never_overwrite() {
     assert_ne!(pixels(&a), pixels(&b));
 }
 
+/// A 2-step SDEdit of a small picture with the sonic-tiny models, run in `dir`.
+fn edit(dir: &Path, extra: &[&str]) -> Output {
+    let photo = dir.join("photo.png");
+    if !photo.exists() {
+        image::RgbImage::from_fn(40, 32, |x, y| {
+            image::Rgb([(x * 5) as u8, (y * 7) as u8, 90])
+        })
+        .save(&photo)
+        .unwrap();
+    }
+    let s = fixtures().join("sonic-tiny");
+    sonic()
+        .current_dir(dir)
+        .args([
+            "edit",
+            "--mode",
+            "sdedit",
+            "--steps",
+            "2",
+            "--prompt",
+            "a stormy sea",
+        ])
+        .arg("--image")
+        .arg(&photo)
+        .arg("--audio")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/assets/thunder.wav"))
+        .arg("--model")
+        .arg(fixtures().join("sd15-tiny"))
+        .arg("--clap")
+        .arg(s.join("clap.safetensors"))
+        .arg("--projector")
+        .arg(s.join("projector.safetensors"))
+        .arg("--projector-config")
+        .arg(s.join("config.json"))
+        .arg("--adapters")
+        .arg(s.join("adapters.safetensors"))
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn edit_seeds_are_random_printed_and_stored_and_default_names_never_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = edit(dir.path(), &[]);
+    assert!(first.status.success(), "{}", text(&first));
+    let second = edit(dir.path(), &[]);
+    assert!(second.status.success(), "{}", text(&second));
+    let (a, b) = (
+        dir.path().join("edited-0001.png"),
+        dir.path().join("edited-0002.png"),
+    );
+    assert!(a.is_file() && b.is_file(), "{}", text(&second));
+    let (seed_a, seed_b) = (
+        printed(&first, "seed").unwrap(),
+        printed(&second, "seed").unwrap(),
+    );
+    assert_ne!(seed_a, seed_b, "two edits without --seed got the same seed");
+    assert_eq!(meta(&a, "sonic:seed"), Some(seed_a.clone()));
+    assert_eq!(meta(&b, "sonic:seed"), Some(seed_b));
+    // The stored seed makes the edit again; another seed another one (SDEdit's noise).
+    let again = edit(dir.path(), &["--seed", &seed_a, "--out", "again.png"]);
+    assert!(again.status.success(), "{}", text(&again));
+    let pixels = |p: &Path| image::open(p).unwrap().to_rgb8().into_raw();
+    assert_eq!(pixels(&a), pixels(&dir.path().join("again.png")));
+    assert_ne!(pixels(&a), pixels(&b));
+}
+
 #[test]
 fn the_device_defaults_to_a_working_one_and_is_printed() {
     let dir = tempfile::tempdir().unwrap();
