@@ -39,9 +39,34 @@ pub struct TuneArgs {
     /// Where to write the best stage config (default: <study>/best_config.json).
     #[arg(long)]
     pub best_config: Option<PathBuf>,
+    /// Take Stable Diffusion v1.4 and CLAP (the frozen models) from a released preset's files
+    /// in the Hugging Face cache, downloaded on first use unless --offline; they override the
+    /// base config's model.sd / model.clap.
+    #[arg(long, value_parser = crate::values::checkpoint_parser())]
+    pub preset: Option<sonic_pipeline::hub::Checkpoint>,
+    #[command(flatten)]
+    pub hub: crate::download::HubArgs,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+}
+
+/// The Stable Diffusion folder and the CLAP checkpoint: the preset's when one is given, else
+/// the base config's.
+fn frozen_models<'a>(
+    preset: &'a crate::ui::ModelPaths,
+    m: &'a ModelPaths,
+    base: &Path,
+) -> Result<(&'a Path, &'a Path)> {
+    let sd = match &preset.model {
+        Some(p) => p.as_path(),
+        None => need(&m.sd, "Stable Diffusion folder", "sd", base)?,
+    };
+    let clap = match &preset.clap {
+        Some(p) => p.as_path(),
+        None => need(&m.clap, "CLAP checkpoint", "clap", base)?,
+    };
+    Ok((sd, clap))
 }
 
 fn need<'a>(p: &'a Option<PathBuf>, what: &str, key: &str, base: &Path) -> Result<&'a Path> {
@@ -61,13 +86,18 @@ fn split(manifest: &Path, val_fraction: f64, seed: u64, base: &Path) -> Result<(
     Ok((train, val))
 }
 
-fn stage1(cfg: &TuneConfig, manifest: &Path, cache: &Path, device: &Device) -> Result<Stage1Run> {
+fn stage1(
+    cfg: &TuneConfig,
+    preset: &crate::ui::ModelPaths,
+    manifest: &Path,
+    cache: &Path,
+    device: &Device,
+) -> Result<Stage1Run> {
     let base = Stage1Config::from_file(&cfg.base_config)?;
     let bp = cfg.base_config.as_path();
     let (train, val) = split(manifest, base.training.val_fraction, base.training.seed, bp)?;
     let m: &ModelPaths = &base.model;
-    let sd_dir = need(&m.sd, "Stable Diffusion folder", "sd", bp)?;
-    let clap_path = need(&m.clap, "CLAP checkpoint", "clap", bp)?;
+    let (sd_dir, clap_path) = frozen_models(preset, m, bp)?;
     let text = TextEncoder::load(sd_dir, device)?;
     let encoder = ClapAudioEncoder::from_file(clap_path, device)?;
     let mut cache = EmbeddingCache::open(cache)?;
@@ -94,13 +124,18 @@ fn stage1(cfg: &TuneConfig, manifest: &Path, cache: &Path, device: &Device) -> R
     })
 }
 
-fn stage2(cfg: &TuneConfig, manifest: &Path, cache: &Path, device: &Device) -> Result<Stage2Run> {
+fn stage2(
+    cfg: &TuneConfig,
+    preset: &crate::ui::ModelPaths,
+    manifest: &Path,
+    cache: &Path,
+    device: &Device,
+) -> Result<Stage2Run> {
     let base = Stage2Config::from_file(&cfg.base_config)?;
     let bp = cfg.base_config.as_path();
     let (train, val) = split(manifest, base.training.val_fraction, base.training.seed, bp)?;
     let m: &ModelPaths = &base.model;
-    let sd_dir = need(&m.sd, "Stable Diffusion folder", "sd", bp)?;
-    let clap_path = need(&m.clap, "CLAP checkpoint", "clap", bp)?;
+    let (sd_dir, clap_path) = frozen_models(preset, m, bp)?;
     let projector_path = need(
         &m.projector,
         "projector (train stage 1 first)",
@@ -205,6 +240,8 @@ fn search<S: StageRun>(
 /// Runs `sonic tune`.
 pub fn run(args: &TuneArgs, device: &Device) -> Result<()> {
     let cfg = TuneConfig::from_file(&args.config)?;
+    let mut preset = crate::ui::ModelPaths::default();
+    preset.fill_from(args.preset, &args.hub)?;
     let study_dir = args.study.clone().unwrap_or_else(|| cfg.study_dir.clone());
     let n_trials = args.trials.unwrap_or(cfg.n_trials);
     let mut study = Study::open(&study_dir, &cfg.study)?;
@@ -247,7 +284,7 @@ pub fn run(args: &TuneArgs, device: &Device) -> Result<()> {
             .unwrap_or_else(|| study_dir.join("cache"));
         match cfg.stage.as_str() {
             "stage1" => {
-                let stage = stage1(&cfg, &manifest, &cache, device)?;
+                let stage = stage1(&cfg, &preset, &manifest, &cache, device)?;
                 let objective =
                     TrainingObjective::new(&cfg.base_config, cfg.budget, &study_dir, stage)?;
                 search(
@@ -259,7 +296,7 @@ pub fn run(args: &TuneArgs, device: &Device) -> Result<()> {
                 )?;
             }
             "stage2" => {
-                let stage = stage2(&cfg, &manifest, &cache, device)?;
+                let stage = stage2(&cfg, &preset, &manifest, &cache, device)?;
                 let objective =
                     TrainingObjective::new(&cfg.base_config, cfg.budget, &study_dir, stage)?;
                 search(

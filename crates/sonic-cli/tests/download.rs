@@ -338,6 +338,38 @@ fn download_then_generate_with_the_landscape_preset() {
         "{}",
         text(&train)
     );
+
+    // And `sonic tune`: one trial of one step, the frozen models from the preset.
+    let base = serde_json::json!({
+        "training": {"seed": 3, "batch_size": 2, "val_fraction": 0.2},
+        "loss": {"negatives": 2, "temperature": 0.5},
+        "model": {"projector_config": fixtures().join("sonic-tiny/config.json")}
+    });
+    std::fs::write(data.join("base.json"), serde_json::to_vec(&base).unwrap()).unwrap();
+    let tune = serde_json::json!({
+        "stage": "stage1", "base_config": "base.json", "study_dir": "study",
+        "manifest": "manifest.csv", "n_trials": 1, "seed": 7,
+        "sampler": {"type": "random"}, "pruner": {"type": "none"},
+        "budget": {"max_steps": 1, "val_every": 1},
+        "space": {"loss.temperature": {"type": "float", "low": 0.2, "high": 1.0}}
+    });
+    let tune_path = data.join("tune.json");
+    std::fs::write(&tune_path, serde_json::to_vec(&tune).unwrap()).unwrap();
+    let tuned = sonic(
+        home.path(),
+        &endpoint,
+        &[
+            "tune",
+            "--preset",
+            "landscape",
+            "--offline",
+            "--quiet",
+            "--config",
+            tune_path.to_str().unwrap(),
+        ],
+    );
+    assert!(tuned.status.success(), "{}", text(&tuned));
+    assert!(data.join("study/study.jsonl").is_file(), "{}", text(&tuned));
 }
 
 /// The PNG without its metadata chunks (the output path is recorded there): IHDR + IDAT.
