@@ -610,3 +610,44 @@ fn export_converts_the_released_adapter_pickle_to_safetensors() {
     let err = String::from_utf8_lossy(&bad.stderr).to_string();
     assert!(err.contains("--adapters"), "{err}");
 }
+
+/// The library's builder takes a preset too: the files come from the hub on first use, then
+/// from the cache offline, and the pipeline it builds generates.
+#[test]
+fn the_pipeline_builder_resolves_a_preset() {
+    use sonic_hub::HubOptions;
+    use sonic_pipeline::sonic::{AudioSource, SonicPipeline};
+    let hub = Hub::start(entries());
+    let cache = tempfile::tempdir().unwrap();
+    let device = sonic_core::device::parse_device("flex").unwrap();
+    let build = |options: HubOptions| {
+        SonicPipeline::builder()
+            .preset(Checkpoint::Landscape)
+            .hub_options(options)
+            .device(device.clone())
+            .build()
+    };
+    let online = HubOptions::new(cache.path()).with_endpoint(hub.endpoint());
+    let pipe = build(online.clone()).expect("the preset downloads and loads");
+    let sound = pipe.embed(&[AudioSource::File(thunder())]).unwrap();
+    let req = sonic_pipeline::AudioToImage {
+        steps: 2,
+        seed: 1,
+        width: 64,
+        height: 64,
+        ..Default::default()
+    };
+    let out = pipe.generate(sound, &req, &mut |_| {}).unwrap();
+    assert_eq!(out.images.dims(), [1, 3, 64, 64]);
+    // Offline with the server gone: the cache alone is enough.
+    drop(hub);
+    let mut offline = online;
+    offline.offline = true;
+    build(offline).expect("offline from the cache");
+    // An empty cache offline is an error that says what to fetch.
+    let empty = tempfile::tempdir().unwrap();
+    let mut options = HubOptions::new(empty.path());
+    options.offline = true;
+    let e = build(options).err().expect("nothing cached");
+    assert!(e.to_string().contains("sonic download"), "{e}");
+}
