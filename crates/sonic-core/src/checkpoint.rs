@@ -6,7 +6,8 @@
 //!
 //! - the format is detected from the bytes ([`CheckpointFormat::detect`]), not the extension;
 //! - tensors are indexed (name, dtype, shape) without reading their data: burn-store's lazy
-//!   snapshots for both formats, so an unused text tower costs nothing;
+//!   snapshots for both formats, so an unused text tower costs nothing; a safetensors file is
+//!   memory-mapped and its tensors handed to Burn without a copy;
 //! - a state dict nested under a prefix is found by an anchor key ([`Checkpoint::open_anchored`]);
 //! - names and shapes are checked against a module before anything is applied
 //!   ([`Checkpoint::load_into`], [`Checkpoint::check`]); every error names the file and the key
@@ -16,16 +17,14 @@
 //! Why one file of over 600 lines: the code is about 550 lines; the rest are its unit tests.
 
 use crate::error::{CoreError, Result};
+use crate::weights::adapter::PyTorchToBurn;
 use crate::weights::{
     LoadOptions, check_finite, check_tensors_named, expected_tensors, remap::CompiledRemaps,
 };
 use burn::module::Module;
 use burn::store::pytorch_reader::PytorchReader;
-use burn::store::{
-    ChainAdapter, FloatCastAdapter, ModuleSnapshot, ModuleStore, PathFilter, PyTorchToBurnAdapter,
-    SafetensorsStore, bridge,
-};
-use burn::tensor::DType;
+use burn::store::{ChainAdapter, FloatCastAdapter, ModuleSnapshot, PathFilter, bridge};
+use burn::tensor::{AllocationProperty, Bytes, DType, TensorData};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -112,8 +111,15 @@ fn dtype_bytes(dtype: &str) -> Option<u64> {
     })
 }
 
-/// A safetensors header: the tensors and the `__metadata__` strings.
-type Header = (BTreeMap<String, HeaderEntry>, BTreeMap<String, String>);
+/// A safetensors header, validated.
+struct Header {
+    /// Each tensor with its data's byte range, relative to `data_start`.
+    tensors: BTreeMap<String, (HeaderEntry, (u64, u64))>,
+    /// The `__metadata__` strings.
+    metadata: BTreeMap<String, String>,
+    /// Where the data section starts in the file (8 + the header length).
+    data_start: u64,
+}
 
 /// Reads and validates a safetensors header: the declared offsets against the file size (a
 /// truncated file is caught up front) and each tensor's byte length against its shape.
@@ -196,15 +202,86 @@ fn read_header(path: &Path) -> Result<Header> {
                 )));
             }
         }
-        tensors.insert(name.clone(), HeaderEntry { dtype, shape });
+        tensors.insert(name.clone(), (HeaderEntry { dtype, shape }, offsets));
     }
-    Ok((tensors, metadata))
+    Ok(Header {
+        tensors,
+        metadata,
+        data_start: 8 + header_len,
+    })
 }
 
 /// Reads only the JSON header of a safetensors file (name -> dtype, shape), validating the
 /// declared offsets against the file size and each tensor's byte length against its shape.
 pub fn read_safetensors_header(path: &Path) -> Result<BTreeMap<String, HeaderEntry>> {
-    Ok(read_header(path)?.0)
+    Ok(read_header(path)?
+        .tensors
+        .into_iter()
+        .map(|(k, (e, _))| (k, e))
+        .collect())
+}
+
+/// The Burn dtype of a safetensors dtype string (`None` for one Burn has no type for).
+fn safetensors_dtype(dtype: &str) -> Option<DType> {
+    Some(match dtype {
+        "F64" => DType::F64,
+        "F32" => DType::F32,
+        "F16" => DType::F16,
+        "BF16" => DType::BF16,
+        "I64" => DType::I64,
+        "I32" => DType::I32,
+        "I16" => DType::I16,
+        "I8" => DType::I8,
+        "U64" => DType::U64,
+        "U32" => DType::U32,
+        "U8" => DType::U8,
+        "BOOL" => DType::Bool(burn::tensor::BoolStore::Native),
+        _ => return None,
+    })
+}
+
+/// The tensors of a safetensors file as lazily read snapshots over one read-only memory map
+/// of the file: a tensor's data is handed to Burn without a copy (the mapping is shared, and
+/// copied only if the tensor is ever written in place), so loading costs no memory for the
+/// file's bytes beyond the page cache. Data that is not aligned to its element size (a
+/// non-conforming writer) is copied instead.
+fn mapped_tensors(path: &Path, header: &Header) -> Result<Vec<Snapshot>> {
+    let file = open_file(path)?;
+    // SAFETY: the mapping is read-only; the usual caveat of memory maps applies (a file
+    // truncated by another process while mapped), as for every mmap-based weights loader.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|source| CoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let shared = bytes::Bytes::from_owner(map);
+    let mut out = Vec::with_capacity(header.tensors.len());
+    for (name, (entry, (start, end))) in &header.tensors {
+        let dtype = safetensors_dtype(&entry.dtype).ok_or_else(|| CoreError::UnsupportedDtype {
+            path: path.to_path_buf(),
+            key: name.clone(),
+            dtype: entry.dtype.clone(),
+        })?;
+        // In bounds: read_header checked the offsets against the file's length.
+        let range = (header.data_start + start) as usize..(header.data_start + end) as usize;
+        let data = shared.slice(range);
+        let shape = entry.shape.clone();
+        out.push(bridge::deferred(
+            name.clone(),
+            dtype,
+            shape.clone().into(),
+            None,
+            move || {
+                let align = dtype.size().max(1);
+                let bytes = if (data.as_ptr() as usize).is_multiple_of(align) {
+                    Bytes::from_shared(data.clone(), AllocationProperty::File)
+                } else {
+                    Bytes::from_bytes_vec(data.to_vec())
+                };
+                Ok(TensorData::from_bytes(bytes, shape.clone(), dtype))
+            },
+        ));
+    }
+    Ok(out)
 }
 
 /// The name of a dtype as safetensors spells it (`F32`, `BF16`, `I64`, ...).
@@ -267,15 +344,8 @@ impl Checkpoint {
         };
         let (all, metadata): (Vec<Snapshot>, _) = match format {
             CheckpointFormat::Safetensors => {
-                let (_, metadata) = read_header(path)?;
-                let mut store = SafetensorsStore::from_file(path);
-                let all = store
-                    .get_all_tensors()
-                    .map_err(|e| bad(e.to_string()))?
-                    .values()
-                    .cloned()
-                    .collect();
-                (all, metadata)
+                let header = read_header(path)?;
+                (mapped_tensors(path, &header)?, header.metadata)
             }
             CheckpointFormat::Pytorch => {
                 let reader =
@@ -491,7 +561,7 @@ impl Checkpoint {
             apply,
             filter,
             Some(Box::new(ChainAdapter::new(
-                PyTorchToBurnAdapter,
+                PyTorchToBurn,
                 FloatCastAdapter::to(DType::F32),
             ))),
             true,
@@ -619,6 +689,56 @@ mod tests {
         assert!(
             matches!(e, CoreError::WeightsMismatch { total: 2, .. }),
             "{e}"
+        );
+    }
+
+    /// A module loaded from a mapped file keeps working when the file is gone, and a weight
+    /// written in place is copied first: the file never changes.
+    #[test]
+    fn mapped_weights_are_shared_and_copied_on_write() {
+        use burn::nn::{Linear, LinearConfig};
+        let device = crate::device::parse_device("flex").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("lin.safetensors");
+        let w: Vec<f32> = (0..6).map(|i| i as f32).collect();
+        crate::weights::write_safetensors_f32(
+            &p,
+            &[
+                crate::weights::NamedTensor {
+                    name: "weight".into(),
+                    shape: vec![3, 2],
+                    data: w.clone(),
+                },
+                crate::weights::NamedTensor {
+                    name: "bias".into(),
+                    shape: vec![3],
+                    data: vec![1.0, 2.0, 3.0],
+                },
+            ],
+            None,
+        )
+        .unwrap();
+        let before = std::fs::read(&p).unwrap();
+        let load = || {
+            let lin: Linear = LinearConfig::new(2, 3).init(&device);
+            Checkpoint::open(&p)
+                .unwrap()
+                .load_into(lin, &LoadOptions::default())
+                .unwrap()
+        };
+        let values = |t: burn::tensor::Tensor<1>| t.into_data().try_into_vec::<f32>().unwrap();
+        let lin = load();
+        let bias = lin.bias.as_ref().unwrap().val();
+        drop(lin);
+        // The only handle on the mapped bias: an in-place add may write, and must copy first.
+        assert_eq!(values(bias.add_scalar(1.0)), vec![2.0, 3.0, 4.0]);
+        assert_eq!(std::fs::read(&p).unwrap(), before, "the file was written");
+        // The mapping outlives the file's name.
+        let lin = load();
+        std::fs::remove_file(&p).unwrap();
+        assert_eq!(
+            values(lin.bias.as_ref().unwrap().val()),
+            vec![1.0, 2.0, 3.0]
         );
     }
 }

@@ -13,6 +13,7 @@
 //! - [`remap`]: key rewrite rules;
 //! - [`tensor_file`]: plain `f32` safetensors files on the host (caches, exports).
 
+pub(crate) mod adapter;
 pub mod finite;
 pub mod names;
 pub mod remap;
