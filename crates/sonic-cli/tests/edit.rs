@@ -2,17 +2,11 @@
 //! write a PNG of the requested size with the run's metadata; bad input fails with a message
 //! naming the problem and leaves no output file.
 
+mod common;
+
+use common::{thunder, tiny_models};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-fn fixtures() -> PathBuf {
-    sonic_core::fixtures::fixtures_root(Path::new(env!("CARGO_MANIFEST_DIR")))
-        .expect("fixtures not found")
-}
-
-fn thunder() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/assets/thunder.wav")
-}
 
 /// A smooth 70x50 picture.
 fn write_png(dir: &Path) -> PathBuf {
@@ -25,8 +19,6 @@ fn write_png(dir: &Path) -> PathBuf {
 }
 
 fn edit(image: &Path, out: &Path, extra: &[&str]) -> Output {
-    let f = fixtures();
-    let s = f.join("sonic-tiny");
     Command::new(env!("CARGO_BIN_EXE_sonic"))
         .arg("edit")
         .arg("--image")
@@ -34,16 +26,7 @@ fn edit(image: &Path, out: &Path, extra: &[&str]) -> Output {
         .arg("--audio")
         .arg(thunder())
         .args(["--prompt", "a stormy sea", "--steps", "4"])
-        .arg("--model")
-        .arg(f.join("sd15-tiny"))
-        .arg("--clap")
-        .arg(s.join("clap.safetensors"))
-        .arg("--projector")
-        .arg(s.join("projector.safetensors"))
-        .arg("--projector-config")
-        .arg(s.join("config.json"))
-        .arg("--adapters")
-        .arg(s.join("adapters.safetensors"))
+        .args(tiny_models())
         .arg("--out")
         .arg(out)
         .args(extra)

@@ -4,6 +4,8 @@
 //! sound, network errors that say what to try, manifests that round-trip any caption, value
 //! lists in `--help`, and shell completions.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -172,7 +174,6 @@ fn edit(dir: &Path, extra: &[&str]) -> Output {
         .save(&photo)
         .unwrap();
     }
-    let s = fixtures().join("sonic-tiny");
     sonic()
         .current_dir(dir)
         .args([
@@ -187,17 +188,8 @@ fn edit(dir: &Path, extra: &[&str]) -> Output {
         .arg("--image")
         .arg(&photo)
         .arg("--audio")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/assets/thunder.wav"))
-        .arg("--model")
-        .arg(fixtures().join("sd15-tiny"))
-        .arg("--clap")
-        .arg(s.join("clap.safetensors"))
-        .arg("--projector")
-        .arg(s.join("projector.safetensors"))
-        .arg("--projector-config")
-        .arg(s.join("config.json"))
-        .arg("--adapters")
-        .arg(s.join("adapters.safetensors"))
+        .arg(common::thunder())
+        .args(common::tiny_models())
         .args(extra)
         .output()
         .unwrap()

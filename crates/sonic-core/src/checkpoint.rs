@@ -261,8 +261,17 @@ fn mapped_tensors(path: &Path, header: &Header) -> Result<Vec<Snapshot>> {
             key: name.clone(),
             dtype: entry.dtype.clone(),
         })?;
-        // In bounds: read_header checked the offsets against the file's length.
+        // read_header checked the offsets against the file's length; the file may have
+        // changed since.
         let range = (header.data_start + start) as usize..(header.data_start + end) as usize;
+        if range.end > shared.len() {
+            return Err(CoreError::WeightsFile {
+                path: path.to_path_buf(),
+                message: format!(
+                    "tensor `{name}` lies past the end: the file changed while being read"
+                ),
+            });
+        }
         let data = shared.slice(range);
         let shape = entry.shape.clone();
         out.push(bridge::deferred(

@@ -35,16 +35,16 @@ pub(crate) fn check_steps(class: &str, n: usize, num_train: usize) -> Result<()>
     Ok(())
 }
 
-/// The checks every `step` starts with: a valid step index of the `len` timesteps set, and a
+/// The checks every `step` starts with: a valid step index of the `timesteps` set, and a
 /// model output of the sample's shape.
 pub(crate) fn check_step(
     class: &str,
     index: usize,
-    len: usize,
+    timesteps: &[f64],
     sample: &Tensor<4>,
     model_output: &Tensor<4>,
 ) -> Result<()> {
-    check_index(class, "step", index, len)?;
+    check_index(class, "step", index, timesteps.len())?;
     check_same_shape("model_output vs sample", sample, model_output)
 }
 

@@ -285,13 +285,7 @@ impl Scheduler for DdimScheduler {
         sample: Tensor<4>,
     ) -> Result<Tensor<4>> {
         let class = self.kind().class_name();
-        check_step(
-            class,
-            step_index,
-            self.timesteps.len(),
-            &sample,
-            &model_output,
-        )?;
+        check_step(class, step_index, &self.timesteps, &sample, &model_output)?;
         let num_train = self.config.betas.num_train_timesteps as i64;
         let t = self.timesteps[step_index] as i64;
         let ratio = num_train / self.num_inference_steps as i64;

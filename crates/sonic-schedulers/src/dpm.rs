@@ -291,7 +291,7 @@ impl Scheduler for DpmSolverMultistepScheduler {
     ) -> Result<Tensor<4>> {
         let class = self.kind().class_name();
         let len = self.timesteps.len();
-        check_step(class, step_index, len, &sample, &model_output)?;
+        check_step(class, step_index, &self.timesteps, &sample, &model_output)?;
         if step_index == 0 {
             self.reset();
         } else if let Some(last) = self.last_index

@@ -241,13 +241,7 @@ impl Scheduler for EulerDiscreteScheduler {
         sample: Tensor<4>,
     ) -> Result<Tensor<4>> {
         let class = self.kind().class_name();
-        check_step(
-            class,
-            step_index,
-            self.timesteps.len(),
-            &sample,
-            &model_output,
-        )?;
+        check_step(class, step_index, &self.timesteps, &sample, &model_output)?;
         let sigma = self.sigmas[step_index];
         // No churn: gamma = 0, sigma_hat = sigma.
         let sigma_hat = sigma * (0.0f32 + 1.0);

@@ -212,13 +212,7 @@ impl Scheduler for PndmScheduler {
         sample: Tensor<4>,
     ) -> Result<Tensor<4>> {
         let class = self.kind().class_name();
-        check_step(
-            class,
-            step_index,
-            self.timesteps.len(),
-            &sample,
-            &model_output,
-        )?;
+        check_step(class, step_index, &self.timesteps, &sample, &model_output)?;
         if step_index == 0 {
             self.reset();
         } else if let Some(last) = self.last_index

@@ -1,12 +1,40 @@
-//! Test data shared by the CLI tests: a tiny training set.
+//! Test data shared by the CLI tests: the tiny models' arguments, a sound, a tiny training set.
+//! (Each test binary uses part of it.)
+#![allow(dead_code)]
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+
+/// The fixtures folder.
+pub fn fixtures() -> PathBuf {
+    sonic_core::fixtures::fixtures_root(Path::new(env!("CARGO_MANIFEST_DIR"))).expect("fixtures")
+}
+
+/// The repository's example thunder clip.
+pub fn thunder() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/assets/thunder.wav")
+}
+
+/// `--model ... --clap ... --projector ... --projector-config ... --adapters ...` of the tiny
+/// SonicDiffusion fixtures (sd15-tiny with sonic-tiny's audio parts).
+pub fn tiny_models() -> Vec<OsString> {
+    let f = fixtures();
+    let s = f.join("sonic-tiny");
+    [
+        ("--model", f.join("sd15-tiny")),
+        ("--clap", s.join("clap.safetensors")),
+        ("--projector", s.join("projector.safetensors")),
+        ("--projector-config", s.join("config.json")),
+        ("--adapters", s.join("adapters.safetensors")),
+    ]
+    .into_iter()
+    .flat_map(|(flag, path)| [OsString::from(flag), path.into_os_string()])
+    .collect()
+}
 
 /// Five clips of the sonic-tiny fixture, two classes, a PNG each, and a manifest.
 pub fn dataset(dir: &Path) -> PathBuf {
-    let refs = sonic_core::fixtures::fixtures_root(Path::new(env!("CARGO_MANIFEST_DIR")))
-        .expect("fixtures")
-        .join("sonic-tiny/reference");
+    let refs = fixtures().join("sonic-tiny/reference");
     let mut csv = String::from("audio,image,caption,label\n");
     for (i, (clip, label)) in [("a", "x"), ("b", "x"), ("c", "y"), ("d", "y"), ("e", "y")]
         .iter()
