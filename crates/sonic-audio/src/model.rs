@@ -69,8 +69,14 @@ impl ConvBlock {
     /// `relu(bn2(conv2(relu(bn1(conv1(x))))))`, then `avg_pool2d(pool)` (floor mode;
     /// `[1, 1]` is the identity).
     pub fn forward(&self, x: Tensor<4>, pool: [usize; 2]) -> Tensor<4> {
-        let x = relu(self.bn1.forward(self.conv1.forward(x)));
-        let x = relu(self.bn2.forward(self.conv2.forward(x)));
+        let x = relu(
+            self.bn1
+                .forward(sonic_layers::conv2d_forward(&self.conv1, x)),
+        );
+        let x = relu(
+            self.bn2
+                .forward(sonic_layers::conv2d_forward(&self.conv2, x)),
+        );
         if pool == [1, 1] {
             x
         } else {
