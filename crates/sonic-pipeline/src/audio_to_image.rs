@@ -58,6 +58,21 @@ impl Default for AudioToImage {
     }
 }
 
+impl AudioToImage {
+    /// The guidance of this request: separate text and audio scales when
+    /// `audio_guidance_scale` is set, else one scale when it is above 1, else none.
+    pub fn guidance(&self) -> Guidance {
+        match self.audio_guidance_scale {
+            Some(a) => Guidance::TextAudio {
+                text: self.guidance_scale,
+                audio: a,
+            },
+            None if self.guidance_scale > 1.0 => Guidance::Single(self.guidance_scale),
+            None => Guidance::None,
+        }
+    }
+}
+
 /// Repeats a `[1 or b, ...]` tensor's rows to `b` rows.
 fn rows3(t: &Tensor<3>, b: usize) -> Result<Tensor<3>, PipelineError> {
     let [n, s, c] = t.dims();
@@ -96,14 +111,7 @@ pub fn audio_to_image(
     let h = check_size("height", req.height, f)?;
     let w = check_size("width", req.width, f)?;
     let b = req.batch_size;
-    let guidance = match req.audio_guidance_scale {
-        Some(a) => Guidance::TextAudio {
-            text: req.guidance_scale,
-            audio: a,
-        },
-        None if req.guidance_scale > 1.0 => Guidance::Single(req.guidance_scale),
-        None => Guidance::None,
-    };
+    let guidance = req.guidance();
     let branches = match guidance {
         Guidance::None => 1,
         Guidance::Single(_) => 2,

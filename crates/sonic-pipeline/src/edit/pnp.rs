@@ -184,14 +184,7 @@ pub fn branch_conditioning(
             reason: "must be finite".into(),
         });
     }
-    let guidance = match req.audio_guidance_scale {
-        Some(a) => Guidance::TextAudio {
-            text: req.guidance_scale,
-            audio: a,
-        },
-        None if req.guidance_scale > 1.0 => Guidance::Single(req.guidance_scale),
-        None => Guidance::None,
-    };
+    let guidance = req.guidance();
     let prompts: Vec<String> = match guidance {
         Guidance::None => vec![req.prompt.clone()],
         Guidance::Single(_) => vec![req.negative_prompt.clone(), req.prompt.clone()],
