@@ -16,6 +16,7 @@
 //!
 //! Why one file of over 600 lines: the code is about 550 lines; the rest are its unit tests.
 
+use crate::config::open_file;
 use crate::error::{CoreError, Result};
 use crate::weights::adapter::PyTorchToBurn;
 use crate::weights::{
@@ -52,16 +53,12 @@ impl CheckpointFormat {
             path: path.to_path_buf(),
             source,
         };
-        let mut f = open_file(path)?;
-        let mut head = [0u8; 9];
-        let mut got = 0;
-        while got < head.len() {
-            let n = f.read(&mut head[got..]).map_err(io)?;
-            if n == 0 {
-                break;
-            }
-            got += n;
-        }
+        let mut head = Vec::with_capacity(9);
+        open_file(path)?
+            .take(9)
+            .read_to_end(&mut head)
+            .map_err(io)?;
+        let got = head.len();
         if got == 0 {
             return Err(CoreError::WeightsFile {
                 path: path.to_path_buf(),
@@ -74,21 +71,6 @@ impl CheckpointFormat {
             Self::Pytorch
         })
     }
-}
-
-/// Opens a file for reading; a folder or an unreadable file is an error naming it.
-fn open_file(path: &Path) -> Result<std::fs::File> {
-    let io = |source| CoreError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    if path.is_dir() {
-        return Err(io(std::io::Error::new(
-            std::io::ErrorKind::IsADirectory,
-            "is a directory",
-        )));
-    }
-    std::fs::File::open(path).map_err(io)
 }
 
 /// One entry of a safetensors header.
@@ -306,8 +288,6 @@ pub struct Checkpoint {
     prefix: String,
     /// Keys without the prefix -> lazily read tensor (named by that key).
     tensors: BTreeMap<String, Snapshot>,
-    /// How many tensors lie outside the prefix (ignored).
-    outside: usize,
     /// A safetensors file's `__metadata__` strings (empty for pickles).
     metadata: BTreeMap<String, String>,
 }
@@ -319,7 +299,6 @@ impl std::fmt::Debug for Checkpoint {
             .field("format", &self.format)
             .field("prefix", &self.prefix)
             .field("tensors", &self.tensors.len())
-            .field("outside", &self.outside)
             .finish()
     }
 }
@@ -397,7 +376,6 @@ impl Checkpoint {
             format,
             prefix,
             tensors,
-            outside,
             metadata,
         })
     }

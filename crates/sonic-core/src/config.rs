@@ -6,16 +6,30 @@ use std::path::Path;
 
 /// Reads a whole file, turning I/O errors into [`CoreError::Io`] naming the path.
 pub fn read_file(path: &Path) -> Result<Vec<u8>> {
-    if path.is_dir() {
-        return Err(CoreError::Io {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    open_file(path)?
+        .read_to_end(&mut bytes)
+        .map_err(|source| CoreError::Io {
             path: path.to_path_buf(),
-            source: std::io::Error::new(std::io::ErrorKind::IsADirectory, "is a directory"),
-        });
-    }
-    std::fs::read(path).map_err(|source| CoreError::Io {
+            source,
+        })?;
+    Ok(bytes)
+}
+
+/// Opens a file for reading; a folder or an unreadable file is an error naming it.
+pub fn open_file(path: &Path) -> Result<std::fs::File> {
+    let io = |source| CoreError::Io {
         path: path.to_path_buf(),
         source,
-    })
+    };
+    if path.is_dir() {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::IsADirectory,
+            "is a directory",
+        )));
+    }
+    std::fs::File::open(path).map_err(io)
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder is written, synced

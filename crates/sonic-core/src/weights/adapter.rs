@@ -61,8 +61,8 @@ fn transpose(data: TensorData) -> TensorData {
 }
 
 /// Elements `T` (the bit patterns of the floats) from `bytes` `[rows, cols]` to a new
-/// `[cols, rows]` buffer: bands of output rows in parallel, 32 x 32 tiles within a band so
-/// that reads and writes both stay in cache.
+/// `[cols, rows]` buffer: bands of 32 output rows in parallel; within a band each input row
+/// contributes 32 elements, so reads and writes both stay in cache.
 fn transpose_elems<T: bytemuck::Pod + Send + Sync>(
     bytes: &[u8],
     rows: usize,
@@ -90,12 +90,10 @@ fn transpose_elems<T: bytemuck::Pod + Send + Sync>(
         .for_each(|(band, block)| {
             let c0 = band * TILE;
             let width = block.len() / rows;
-            for r0 in (0..rows).step_by(TILE) {
-                for r in r0..(r0 + TILE).min(rows) {
-                    let src = &input[r * cols + c0..r * cols + c0 + width];
-                    for (k, &v) in src.iter().enumerate() {
-                        block[k * rows + r] = v;
-                    }
+            for r in 0..rows {
+                let src = &input[r * cols + c0..r * cols + c0 + width];
+                for (k, &v) in src.iter().enumerate() {
+                    block[k * rows + r] = v;
                 }
             }
         });
