@@ -528,6 +528,7 @@ fn audio_to_image_512(
             text_encoder: sonic_clip::ClipTextModel::new(&text_config, act, device),
             unet,
             vae: sd14_vae(device)?,
+            tiny_vae: None,
             unet_config: sonic_unet::UNetConfig::from_json_str(
                 SD14_UNET,
                 Path::new("<sd14 unet>"),

@@ -80,6 +80,15 @@ pub struct EditArgs {
     /// The adapter weights.
     #[arg(long)]
     pub adapters: Option<PathBuf>,
+    /// A LoRA merged into the model at load, `FILE[:SCALE]` (scale 1 when not given; diffusers,
+    /// PEFT or kohya layout, e.g. LCM-LoRA with `--scheduler lcm --steps 4 --guidance 1`);
+    /// repeat for several.
+    #[arg(long = "lora", value_name = "FILE[:SCALE]")]
+    pub lora: Vec<crate::values::LoraArg>,
+    /// A tiny autoencoder folder (TAESD: diffusers `AutoencoderTiny`) used instead of the full
+    /// VAE: decoding in a fraction of the time, at some cost in detail.
+    #[arg(long, value_name = "DIR")]
+    pub tiny_vae: Option<PathBuf>,
     /// Steps (inversion and sampling for PnP; the full schedule for SDEdit).
     #[arg(long, default_value_t = 50)]
     pub steps: usize,
@@ -178,6 +187,14 @@ pub fn run(args: &EditArgs, device: &Device) -> Result<()> {
         .projector(need(&paths.projector, "--projector")?)
         .adapters(need(&paths.adapters, "--adapters")?)
         .device(device.clone());
+    let pipe = args
+        .lora
+        .iter()
+        .fold(pipe, |pipe, l| pipe.lora(&l.path, l.scale));
+    let pipe = match &args.tiny_vae {
+        Some(dir) => pipe.tiny_vae(dir),
+        None => pipe,
+    };
     let pipe = match &args.projector_config {
         Some(c) => pipe.projector_config(c),
         None => pipe,

@@ -90,6 +90,15 @@ pub struct GenerateArgs {
     /// The adapter weights (landscape.pt, greatest_hits.pt or safetensors).
     #[arg(long)]
     pub adapters: Option<PathBuf>,
+    /// A LoRA merged into the model at load, `FILE[:SCALE]` (scale 1 when not given; diffusers,
+    /// PEFT or kohya layout, e.g. LCM-LoRA with `--scheduler lcm --steps 4 --guidance 1`);
+    /// repeat for several.
+    #[arg(long = "lora", value_name = "FILE[:SCALE]")]
+    pub lora: Vec<crate::values::LoraArg>,
+    /// A tiny autoencoder folder (TAESD: diffusers `AutoencoderTiny`) used instead of the full
+    /// VAE: decoding in a fraction of the time, at some cost in detail.
+    #[arg(long, value_name = "DIR")]
+    pub tiny_vae: Option<PathBuf>,
 }
 
 impl GenerateArgs {
@@ -182,6 +191,14 @@ fn run_audio(args: &GenerateArgs, seed: u64, out: &std::path::Path, device: &Dev
         .projector(need(&args.projector, "--projector")?)
         .adapters(need(&args.adapters, "--adapters")?)
         .device(device.clone());
+    let pipe = args
+        .lora
+        .iter()
+        .fold(pipe, |pipe, l| pipe.lora(&l.path, l.scale));
+    let pipe = match &args.tiny_vae {
+        Some(dir) => pipe.tiny_vae(dir),
+        None => pipe,
+    };
     let pipe = match &args.projector_config {
         Some(c) => pipe.projector_config(c),
         None => pipe,
@@ -298,8 +315,19 @@ pub fn run(args: &GenerateArgs, device: &Device) -> Result<()> {
     }
     let model = model_dir(args)?;
     let sd = with_spinner("loading the models", || {
-        StableDiffusion::from_dir(&model, device)
-            .with_context(|| format!("loading model {}", model.display()))
+        let mut sd = StableDiffusion::from_dir(&model, device)
+            .with_context(|| format!("loading model {}", model.display()))?;
+        for l in &args.lora {
+            sd = sd
+                .with_lora(&l.path, l.scale)
+                .with_context(|| format!("merging LoRA {}", l.path.display()))?;
+        }
+        if let Some(dir) = &args.tiny_vae {
+            sd = sd
+                .with_tiny_vae(dir)
+                .with_context(|| format!("loading the tiny VAE {}", dir.display()))?;
+        }
+        anyhow::Ok(sd)
     })?;
     let default_px = sd.default_image_size();
     let mut req = TextToImage::new(args.prompt.clone());

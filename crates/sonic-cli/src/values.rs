@@ -49,3 +49,63 @@ pub fn checkpoint_help(c: Checkpoint) -> &'static str {
 pub fn memory_size(text: &str) -> Result<u64, String> {
     sonic_pipeline::memory::parse_size(text).map_err(|e| e.to_string())
 }
+
+/// `--lora FILE[:SCALE]`: a LoRA file and the scale it is merged at (1 when not given).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoraArg {
+    /// The LoRA file.
+    pub path: std::path::PathBuf,
+    /// Its scale.
+    pub scale: f32,
+}
+
+impl std::str::FromStr for LoraArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        // A trailing `:number` is the scale; any other colon belongs to the path.
+        if let Some((path, scale)) = s.rsplit_once(':')
+            && let Ok(scale) = scale.trim().parse::<f32>()
+        {
+            if !scale.is_finite() {
+                return Err(format!("the scale of `{s}` is not a finite number"));
+            }
+            if path.is_empty() {
+                return Err(format!("`{s}` names no file"));
+            }
+            return Ok(Self {
+                path: path.into(),
+                scale,
+            });
+        }
+        if s.is_empty() {
+            return Err("empty --lora".into());
+        }
+        Ok(Self {
+            path: s.into(),
+            scale: 1.0,
+        })
+    }
+}
+
+#[cfg(test)]
+mod lora_arg_tests {
+    use super::LoraArg;
+
+    #[test]
+    fn file_and_scale_split_at_the_last_numeric_colon() {
+        let a: LoraArg = "lcm.safetensors:0.5".parse().unwrap();
+        assert_eq!(
+            (a.path.to_str().unwrap(), a.scale),
+            ("lcm.safetensors", 0.5)
+        );
+        let b: LoraArg = "dir:x/lcm.safetensors".parse().unwrap();
+        assert_eq!(
+            (b.path.to_str().unwrap(), b.scale),
+            ("dir:x/lcm.safetensors", 1.0)
+        );
+        assert!("x.safetensors:inf".parse::<LoraArg>().is_err());
+        assert!(":0.5".parse::<LoraArg>().is_err());
+        assert!("".parse::<LoraArg>().is_err());
+    }
+}

@@ -170,6 +170,17 @@ pub enum CoreError {
     /// Reading a tensor back from the device failed.
     #[error("cannot read tensor back from the device: {0}")]
     Readback(String),
+    /// A LoRA file that cannot be applied: an unknown layout, a target the model lacks,
+    /// ranks or shapes that do not fit.
+    #[error("LoRA {path}: `{key}`: {message}")]
+    Lora {
+        /// The LoRA file.
+        path: PathBuf,
+        /// The key at fault, as the file spells it.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 /// Shorthand for results in this crate.

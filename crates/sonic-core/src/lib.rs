@@ -7,7 +7,9 @@
 //!   metadata, lazy tensors);
 //! - [`weights`]: loading them into Burn modules with key remapping and shape checks, turning
 //!   every mismatch into a typed error that names the file and key;
+//! - [`lora`]: LoRA files (diffusers, PEFT, kohya layouts) merged into a model's weights;
 //! - [`config`]: reading a JSON config file into a typed struct;
+//! - [`noise`]: seeded Gaussian noise, the same on every device;
 //! - [`fixtures`]: locating and reading the PyTorch reference fixtures and comparing tensors;
 //! - [`error`]: the crate's error type.
 //!
@@ -23,6 +25,8 @@ pub mod config;
 pub mod device;
 pub mod error;
 pub mod fixtures;
+pub mod lora;
+pub mod noise;
 pub mod weights;
 
 pub use error::CoreError;

@@ -150,8 +150,16 @@ pub static SECTIONS: &[&dyn ParitySection] = &[
         run: vae::run_vae,
     },
     &Runner {
+        name: "vae_tiny",
+        run: vae::run_vae_tiny,
+    },
+    &Runner {
         name: "unet",
         run: unet::run_unet,
+    },
+    &Runner {
+        name: "unet_lora",
+        run: unet::run_unet_lora,
     },
     &Runner {
         name: "projector",

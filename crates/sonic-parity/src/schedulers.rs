@@ -2,20 +2,24 @@
 //!
 //! A `schedulers` case (see the fixtures' `cases.json`) holds a diffusers `class` and
 //! `config`, `num_inference_steps`, the expected `timesteps` and `init_noise_sigma`, a starting
-//! latent `x_start` and per step the tensors `scaled_input`, `model_output` and `prev_sample`.
-//! [`run_scheduler_case`] replays it: our own sample is carried from step to step (so errors
+//! latent `x_start` and per step the tensors `scaled_input`, `model_output` and `prev_sample`;
+//! LCM cases add per step the `noise` the step drew (absent on the last) and its `denoised`
+//! estimate, and are replayed with that noise. [`run_scheduler_case`] replays a case: our own sample is carried from step to step (so errors
 //! accumulate as they would in a pipeline), and every tensor is compared with
 //! [`sonic_core::fixtures::compare`].
 //!
 //! Result ids are `<case>.timesteps`, `<case>.init_noise_sigma`,
-//! `<case>.<step>.scaled_input` and `<case>.<step>.prev_sample`, where `<case>` is the case's
+//! `<case>.<step>.scaled_input`, `<case>.<step>.prev_sample` (and LCM's
+//! `<case>.<step>.denoised`), where `<case>` is the case's
 //! `name`, or its class when it has none.
 
 use crate::{ParityError, Result};
 use burn::tensor::{Device, Tensor};
 use serde_json::Value;
 use sonic_core::fixtures::{CaseResult, Comparison, Fixture, TensorFile, compare, compare_slices};
-use sonic_schedulers::{DdpmSchedule, Scheduler, scheduler_from_config};
+use sonic_schedulers::{
+    DdpmSchedule, LcmScheduler, Scheduler, SchedulerKind, scheduler_from_config,
+};
 
 fn fixture_err(case: &str, message: impl Into<String>) -> ParityError {
     ParityError::fixture(case, message)
@@ -85,6 +89,14 @@ pub fn run_scheduler_case(
 
     let mut scheduler: Box<dyn Scheduler> = scheduler_from_config(class, config)?;
     scheduler.set_timesteps(n)?;
+    // LCM draws noise in its steps: the recorded noise is given to it instead.
+    let lcm = if scheduler.kind() == SchedulerKind::Lcm {
+        let mut lcm = LcmScheduler::from_json(config)?;
+        lcm.set_timesteps(n)?;
+        Some(lcm)
+    } else {
+        None
+    };
     let mut out = Vec::with_capacity(2 + 2 * steps.len());
     out.push((
         format!("{name}.timesteps"),
@@ -115,7 +127,22 @@ pub fn run_scheduler_case(
         ));
         let model_output: Tensor<4> =
             tensors.tensor(get_str(step, &name, "model_output")?, device)?;
-        x = scheduler.step(model_output, i, x)?;
+        x = match &lcm {
+            Some(lcm) => {
+                let noise = match step.get("noise") {
+                    Some(_) => Some(tensors.tensor(get_str(step, &name, "noise")?, device)?),
+                    None => None,
+                };
+                let o = lcm.step_with_noise(model_output, i, x, noise)?;
+                let ref_denoised = tensors.get(get_str(step, &name, "denoised")?)?;
+                out.push((
+                    format!("{name}.{i}.denoised"),
+                    compare(&o.denoised, ref_denoised)?,
+                ));
+                o.prev_sample
+            }
+            None => scheduler.step(model_output, i, x)?,
+        };
         let ref_prev = tensors.get(get_str(step, &name, "prev_sample")?)?;
         out.push((format!("{name}.{i}.prev_sample"), compare(&x, ref_prev)?));
     }

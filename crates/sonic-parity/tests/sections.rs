@@ -104,3 +104,88 @@ fn unseen_projector_variant_matches_pytorch_in_both_modes() {
             .any(|r| r.id == "projector.0.emb_projection.13")
     );
 }
+
+#[test]
+fn lcm_scheduler_matches_diffusers_with_the_recorded_noise() {
+    let results = run("fast-tiny", "schedulers");
+    // Two loops (4 and 8 steps): timesteps, sigma, and per step input, denoised, prev_sample.
+    assert_eq!(results.len(), 2 * 2 + 3 * (4 + 8));
+    assert!(
+        results
+            .iter()
+            .any(|r| r.id == "schedulers.lcm_sd1_8.7.denoised")
+    );
+}
+
+#[test]
+fn tiny_autoencoder_matches_diffusers() {
+    let results = run("fast-tiny", "vae_tiny");
+    assert_eq!(results.len(), 2);
+}
+
+#[test]
+fn unet_with_lora_matches_diffusers_in_every_layout() {
+    let results = run("fast-tiny", "unet_lora");
+    for layout in ["diffusers", "kohya", "peft"] {
+        for scale in ["1.0", "0.5"] {
+            let id = format!("unet_lora.{layout}_{scale}");
+            assert!(results.iter().any(|r| r.id == id), "{id}");
+        }
+    }
+}
+
+/// A LoRA at scale 0 leaves every weight as it was, bit for bit; merged, it changes them; and
+/// unmerging restores them bit for bit. Checked on the weights themselves, in all three layouts.
+#[test]
+fn lora_at_scale_zero_is_the_base_and_unmerge_restores_it_exactly() {
+    use burn::module::Module;
+    use sonic_core::lora::{LoraComponent, LoraFile};
+    let fixture = fixture("fast-tiny");
+    let device = device();
+    let base =
+        sonic_unet::UNet2DConditionModel::from_dir(&fixture.dir.join("unet"), &device).unwrap();
+    let weights = |m: &sonic_unet::UNet2DConditionModel| -> Vec<f32> {
+        let mut v = Vec::new();
+        struct Collect<'a>(&'a mut Vec<f32>);
+        impl burn::module::ModuleVisitor for Collect<'_> {
+            fn visit_float<const D: usize>(
+                &mut self,
+                param: &burn::module::Param<burn::tensor::Tensor<D>>,
+            ) {
+                self.0.extend(
+                    param
+                        .val()
+                        .into_data()
+                        .try_into_vec::<f32>()
+                        .expect("f32 weights"),
+                );
+            }
+        }
+        m.visit(&mut Collect(&mut v));
+        v
+    };
+    let original = weights(&base);
+    for file in [
+        "lora/pytorch_lora_weights.safetensors",
+        "lora_peft/pytorch_lora_weights.safetensors",
+        "lora_kohya/lora.safetensors",
+    ] {
+        let lora = LoraFile::open(&fixture.dir.join(file)).unwrap();
+        assert!(lora.targets(LoraComponent::Unet) && !lora.targets(LoraComponent::TextEncoder));
+        let (zero, merged) = lora
+            .merge_into(base.clone(), LoraComponent::Unet, 0.0, true)
+            .unwrap();
+        assert!(merged.is_empty(), "{file}");
+        assert!(
+            weights(&zero) == original,
+            "{file}: scale 0 changed a weight"
+        );
+        let (on, merged) = lora
+            .merge_into(base.clone(), LoraComponent::Unet, 1.0, true)
+            .unwrap();
+        assert_eq!(merged.len(), lora.layers().len(), "{file}");
+        assert!(weights(&on) != original, "{file}: the LoRA changed nothing");
+        let off = merged.unmerge(on);
+        assert!(weights(&off) == original, "{file}: unmerge is not exact");
+    }
+}

@@ -146,6 +146,8 @@ pub fn audio_to_image(
 
     let mut scheduler = sd.scheduler(&req.scheduler)?;
     scheduler.set_timesteps(req.steps)?;
+    // Stochastic schedulers (LCM) draw their step noise from the request's seed.
+    scheduler.set_noise_seed(req.seed);
     let lc = sd.unet.in_channels;
     let latents = initial_latents(
         req.latents.as_ref(),

@@ -77,6 +77,8 @@ pub struct SonicPipelineBuilder {
     crop: Option<CropStart>,
     preset: Option<Checkpoint>,
     hub: Option<HubOptions>,
+    loras: Vec<(PathBuf, f32)>,
+    tiny_vae: Option<PathBuf>,
 }
 
 fn missing(name: &'static str) -> PipelineError {
@@ -111,6 +113,18 @@ impl SonicPipelineBuilder {
     /// The adapter weights (`landscape.pt`, `greatest_hits.pt` or safetensors).
     pub fn adapters(mut self, path: impl Into<PathBuf>) -> Self {
         self.adapters = Some(path.into());
+        self
+    }
+    /// A LoRA file merged into the UNet (and text encoder) at `scale`; call again for more
+    /// ([`StableDiffusion::with_lora`]).
+    pub fn lora(mut self, path: impl Into<PathBuf>, scale: f32) -> Self {
+        self.loras.push((path.into(), scale));
+        self
+    }
+    /// A tiny autoencoder folder (TAESD) that decodes and encodes instead of the full VAE
+    /// ([`StableDiffusion::with_tiny_vae`]).
+    pub fn tiny_vae(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.tiny_vae = Some(dir.into());
         self
     }
     /// The device (default: [`sonic_core::device::default_device`]).
@@ -175,13 +189,21 @@ impl SonicPipelineBuilder {
             projector_config,
             adapters,
             crop,
+            loras,
+            tiny_vae,
             ..
         } = this;
         let model = model.ok_or_else(|| missing("model"))?;
         let clap_path = clap.ok_or_else(|| missing("clap"))?;
         let projector_path = projector.ok_or_else(|| missing("projector"))?;
         let adapters = adapters.ok_or_else(|| missing("adapters"))?;
-        let sd = StableDiffusion::from_dir(&model, &device)?.with_adapters(&adapters)?;
+        let mut sd = StableDiffusion::from_dir(&model, &device)?.with_adapters(&adapters)?;
+        for (path, scale) in &loras {
+            sd = sd.with_lora(path, *scale)?;
+        }
+        if let Some(dir) = &tiny_vae {
+            sd = sd.with_tiny_vae(dir)?;
+        }
         let mut clap = ClapAudioEncoder::from_file(&clap_path, &device)?;
         if let Some(c) = crop {
             clap = clap.with_crop(c);

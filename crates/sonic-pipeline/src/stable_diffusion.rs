@@ -4,9 +4,10 @@ use crate::error::PipelineError;
 use burn::tensor::{Device, Tensor};
 use sonic_clip::ClipTextModel;
 use sonic_clip::tokenizer::ClipTokenizer;
+use sonic_core::lora::{LoraComponent, LoraFile};
 use sonic_schedulers::{Scheduler, read_python_json, scheduler_by_name};
 use sonic_unet::{UNet2DConditionModel, UNetConfig};
-use sonic_vae::{AutoencoderKL, VaeConfig};
+use sonic_vae::{AutoencoderKL, AutoencoderTiny, VaeConfig};
 use std::path::{Path, PathBuf};
 
 /// The components of a Stable Diffusion 1.x / 2.x model.
@@ -21,6 +22,9 @@ pub struct StableDiffusion {
     pub unet: UNet2DConditionModel,
     /// The VAE.
     pub vae: AutoencoderKL,
+    /// The tiny autoencoder (TAESD) used instead of [`Self::vae`] when set
+    /// ([`Self::with_tiny_vae`]): decoding in a fraction of the time.
+    pub tiny_vae: Option<AutoencoderTiny>,
     /// The UNet's config (`unet/config.json`).
     pub unet_config: UNetConfig,
     /// The VAE's config (`vae/config.json`).
@@ -76,6 +80,7 @@ impl StableDiffusion {
             text_encoder: ClipTextModel::from_dir(&dir.join("text_encoder"), device)?,
             unet: UNet2DConditionModel::from_weights(&unet_config, &weights[1], device)?,
             vae: AutoencoderKL::from_weights(&vae_config, &weights[2], device)?,
+            tiny_vae: None,
             unet_config,
             vae_config,
             scheduler_config,
@@ -91,6 +96,64 @@ impl StableDiffusion {
         tracing::info!(file = %path.display(), ?placement, "loaded adapters");
         self.unet = unet;
         Ok(self)
+    }
+
+    /// Merges a LoRA file (diffusers, PEFT or kohya layout) into the UNet and, when it has
+    /// layers for it, the text encoder, at `scale` (`1.0` as trained; several LoRAs add up).
+    /// The weights change once, here: sampling costs nothing more.
+    pub fn with_lora(mut self, path: &Path, scale: f32) -> Result<Self, PipelineError> {
+        let lora = LoraFile::open(path)?;
+        let (unet, merged) = lora.merge_into(self.unet, LoraComponent::Unet, scale, false)?;
+        self.unet = unet;
+        let (text_encoder, merged_te) =
+            lora.merge_into(self.text_encoder, LoraComponent::TextEncoder, scale, false)?;
+        self.text_encoder = text_encoder;
+        tracing::info!(
+            file = %path.display(),
+            layout = ?lora.layout(),
+            scale,
+            unet = merged.len(),
+            text_encoder = merged_te.len(),
+            "merged LoRA"
+        );
+        Ok(self)
+    }
+
+    /// Uses the tiny autoencoder in `dir` (a diffusers `AutoencoderTiny` folder, e.g.
+    /// `madebyollin/taesd`) for decoding and encoding instead of the full VAE.
+    pub fn with_tiny_vae(mut self, dir: &Path) -> Result<Self, PipelineError> {
+        let tiny = AutoencoderTiny::from_dir(dir, &self.device)?;
+        if tiny.latent_channels != self.vae.latent_channels
+            || tiny.downsampling_factor() != self.vae.downsampling_factor()
+        {
+            return Err(PipelineError::InvalidParameter {
+                name: "tiny VAE",
+                value: dir.display().to_string(),
+                reason: format!(
+                    "its latent space ({} channels, factor {}) is not the model's ({} channels, \
+                     factor {})",
+                    tiny.latent_channels,
+                    tiny.downsampling_factor(),
+                    self.vae.latent_channels,
+                    self.vae.downsampling_factor()
+                ),
+            });
+        }
+        self.tiny_vae = Some(tiny);
+        Ok(self)
+    }
+
+    /// Encodes images in `[-1, 1]` to latents scaled for the UNet (the posterior mean of the
+    /// VAE, or the tiny autoencoder's latents when one is set).
+    pub fn encode_images(&self, images: Tensor<4>) -> Result<Tensor<4>, PipelineError> {
+        Ok(match &self.tiny_vae {
+            Some(tiny) => tiny.encode(images)?.mul_scalar(tiny.scaling_factor()),
+            None => self
+                .vae
+                .encode(images)?
+                .mean
+                .mul_scalar(self.vae.scaling_factor()),
+        })
     }
 
     /// Builds a scheduler by name (`model`, `ddim`, `pndm`, `euler`, `euler-karras`,
@@ -120,11 +183,15 @@ impl StableDiffusion {
         default_image_size(&self.dir, self.vae_scale_factor())
     }
 
-    /// Decodes latents (scaled by the VAE's scaling factor) to images in `[0, 1]`.
+    /// Decodes latents (scaled by the VAE's scaling factor) to images in `[0, 1]`, with the
+    /// tiny autoencoder when one is set.
     pub fn decode_latents(&self, latents: Tensor<4>) -> Result<Tensor<4>, PipelineError> {
-        let image = self
-            .vae
-            .decode(latents.div_scalar(self.vae.scaling_factor()))?;
+        let image = match &self.tiny_vae {
+            Some(tiny) => tiny.decode(latents.div_scalar(tiny.scaling_factor()))?,
+            None => self
+                .vae
+                .decode(latents.div_scalar(self.vae.scaling_factor()))?,
+        };
         Ok(image.div_scalar(2.0).add_scalar(0.5).clamp(0.0, 1.0))
     }
 }

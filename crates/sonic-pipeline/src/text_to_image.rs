@@ -4,9 +4,7 @@
 use crate::error::PipelineError;
 use crate::sampling::{Conditioning, Guidance, ProgressOnly, denoise};
 use crate::stable_diffusion::StableDiffusion;
-use burn::tensor::{Tensor, TensorData};
-use rand::SeedableRng;
-use rand_distr::{Distribution, StandardNormal};
+use burn::tensor::Tensor;
 
 /// Progress of a long-running job, reported through a callback after each step.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,12 +70,10 @@ pub struct Generation {
     pub images: Tensor<4>,
 }
 
-/// Draws `shape` standard normal values from a ChaCha8 generator seeded with `seed`.
+/// Draws `shape` standard normal values from a ChaCha8 generator seeded with `seed` (stream
+/// 0 of [`sonic_core::noise::seeded_normal`]).
 pub fn seeded_noise(shape: [usize; 4], seed: u64, device: &burn::tensor::Device) -> Tensor<4> {
-    let n: usize = shape.iter().product();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let v: Vec<f32> = (0..n).map(|_| StandardNormal.sample(&mut rng)).collect();
-    Tensor::from_data(TensorData::new(v, shape), device)
+    sonic_core::noise::seeded_normal(shape, seed, 0, device)
 }
 
 /// Checks a pixel size against the VAE factor.
@@ -178,6 +174,8 @@ pub fn text_to_image(
 
     let mut scheduler = sd.scheduler(&req.scheduler)?;
     scheduler.set_timesteps(req.steps)?;
+    // Stochastic schedulers (LCM) draw their step noise from the request's seed.
+    scheduler.set_noise_seed(req.seed);
     let lc = sd.unet.in_channels;
     let latents = initial_latents(
         req.latents.as_ref(),

@@ -35,11 +35,13 @@ pub enum SchedulerChoice {
     DpmSolver2m,
     /// DPM-Solver++ 2M with Karras sigmas.
     DpmSolver2mKarras,
+    /// `lcm`: Latent Consistency Model sampling (LCM models, LCM-LoRA), 4-8 steps.
+    Lcm,
 }
 
 impl SchedulerChoice {
     /// Every choice, in the order of [`SCHEDULER_NAMES`].
-    pub const ALL: [SchedulerChoice; 8] = [
+    pub const ALL: [SchedulerChoice; 9] = [
         SchedulerChoice::Ddim,
         SchedulerChoice::DdimInverse,
         SchedulerChoice::Pndm,
@@ -47,6 +49,7 @@ impl SchedulerChoice {
         SchedulerChoice::EulerKarras,
         SchedulerChoice::DpmSolver2m,
         SchedulerChoice::DpmSolver2mKarras,
+        SchedulerChoice::Lcm,
         SchedulerChoice::Model,
     ];
 
@@ -60,7 +63,8 @@ impl SchedulerChoice {
             SchedulerChoice::EulerKarras => SCHEDULER_NAMES[4],
             SchedulerChoice::DpmSolver2m => SCHEDULER_NAMES[5],
             SchedulerChoice::DpmSolver2mKarras => SCHEDULER_NAMES[6],
-            SchedulerChoice::Model => SCHEDULER_NAMES[7],
+            SchedulerChoice::Lcm => SCHEDULER_NAMES[7],
+            SchedulerChoice::Model => SCHEDULER_NAMES[8],
         }
     }
 
@@ -75,6 +79,9 @@ impl SchedulerChoice {
             SchedulerChoice::EulerKarras => "Euler with Karras sigmas",
             SchedulerChoice::DpmSolver2m => "DPM-Solver++ 2M, good in 20-25 steps",
             SchedulerChoice::DpmSolver2mKarras => "DPM-Solver++ 2M with Karras sigmas",
+            SchedulerChoice::Lcm => {
+                "LCM, 4-8 steps with an LCM model or LCM-LoRA (stochastic, seeded)"
+            }
         }
     }
 

@@ -30,6 +30,7 @@ pub(crate) fn check_steps(class: &str, n: usize, num_train: usize) -> Result<()>
             class: class.to_string(),
             steps: n,
             max: num_train,
+            limit: "num_train_timesteps".into(),
         });
     }
     Ok(())

@@ -30,16 +30,19 @@ pub enum SchedulerKind {
     EulerDiscrete,
     /// `DPMSolverMultistepScheduler` (DPM-Solver++ 2M).
     DpmSolverMultistep,
+    /// `LCMScheduler` (Latent Consistency Model sampling, for LCM models and LCM-LoRA).
+    Lcm,
 }
 
 impl SchedulerKind {
     /// Every implemented class.
-    pub const ALL: [SchedulerKind; 5] = [
+    pub const ALL: [SchedulerKind; 6] = [
         SchedulerKind::Ddim,
         SchedulerKind::DdimInverse,
         SchedulerKind::Pndm,
         SchedulerKind::EulerDiscrete,
         SchedulerKind::DpmSolverMultistep,
+        SchedulerKind::Lcm,
     ];
 
     /// diffusers' class name, e.g. `"DDIMScheduler"`.
@@ -50,12 +53,13 @@ impl SchedulerKind {
             SchedulerKind::Pndm => "PNDMScheduler",
             SchedulerKind::EulerDiscrete => "EulerDiscreteScheduler",
             SchedulerKind::DpmSolverMultistep => "DPMSolverMultistepScheduler",
+            SchedulerKind::Lcm => "LCMScheduler",
         }
     }
 
     /// Parses a diffusers class name (`"DDIMScheduler"`, ...) or a short alias
     /// (case-insensitive): `ddim`, `ddim-inverse`, `pndm` / `plms`, `euler`,
-    /// `dpm++2m` / `dpmpp2m` / `dpm-solver++` / `dpmsolver++`.
+    /// `dpm++2m` / `dpmpp2m` / `dpm-solver++` / `dpmsolver++`, `lcm`.
     pub fn from_name(name: &str) -> Result<Self> {
         let lower = name.trim().to_ascii_lowercase();
         let kind = match lower.as_str() {
@@ -74,6 +78,7 @@ impl SchedulerKind {
             | "dpm-solver++"
             | "dpmsolver++"
             | "dpm-solver-multistep" => SchedulerKind::DpmSolverMultistep,
+            "lcmscheduler" | "lcm" => SchedulerKind::Lcm,
             _ => {
                 return Err(SchedulerError::UnknownClass {
                     name: name.to_string(),
@@ -197,7 +202,8 @@ const PNDM: &str = "PNDMScheduler";
 const EULER: &str = "EulerDiscreteScheduler";
 const DPM: &str = "DPMSolverMultistepScheduler";
 const DDPM: &str = "DDPMScheduler";
-const SAMPLERS: &[&str] = &[DDIM, DDIM_INV, PNDM, EULER, DPM];
+const LCM: &str = "LCMScheduler";
+const SAMPLERS: &[&str] = &[DDIM, DDIM_INV, PNDM, EULER, DPM, LCM];
 const BETAS: &[&str] = &["linear", "scaled_linear", "squaredcos_cap_v2"];
 const ALL_SPACINGS: &[&str] = &["leading", "trailing", "linspace"];
 const SIGMA_SPACING: &str = "not implemented (use_karras_sigmas is)";
@@ -215,7 +221,7 @@ const REJECTIONS: &[(&[&str], &str, Rule)] = &[
         Rule::OneOf(&["linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid"]),
     ),
     (
-        &[DDIM, DDIM_INV, DPM, DDPM],
+        &[DDIM, DDIM_INV, DPM, DDPM, LCM],
         "prediction_type",
         Rule::OneOf(&["epsilon", "sample", "v_prediction"]),
     ),
@@ -240,7 +246,7 @@ const REJECTIONS: &[(&[&str], &str, Rule)] = &[
         Rule::OneOf(&["leading", "trailing"]),
     ),
     (
-        &[DDIM, DPM],
+        &[DDIM, DPM, LCM],
         "thresholding",
         Rule::True("dynamic thresholding is not implemented (SD latents do not use it)"),
     ),

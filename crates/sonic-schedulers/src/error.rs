@@ -48,7 +48,7 @@ pub enum SchedulerError {
     /// `set_timesteps` was asked for an impossible number of steps.
     #[error(
         "{class}: num_inference_steps = {steps} is invalid: it must be between 1 and \
-         num_train_timesteps = {max}"
+         {limit} = {max}"
     )]
     InvalidStepCount {
         /// The scheduler class.
@@ -57,6 +57,17 @@ pub enum SchedulerError {
         steps: usize,
         /// The largest allowed number of steps.
         max: usize,
+        /// The config value that bounds it (`num_train_timesteps`, or LCM's
+        /// `original_inference_steps`).
+        limit: String,
+    },
+    /// A stochastic step (LCM's re-noising) was given no noise.
+    #[error("{class}: step {index} adds fresh noise, and none was given")]
+    NoiseRequired {
+        /// The scheduler class.
+        class: String,
+        /// The step index.
+        index: usize,
     },
     /// A method that needs timesteps was called before `set_timesteps`.
     #[error("{class}: `{operation}` was called before `set_timesteps`")]

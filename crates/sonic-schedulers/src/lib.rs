@@ -2,7 +2,9 @@
 //!
 //! - [`Scheduler`]: one object-safe trait for the sampling loop, implemented by
 //!   [`DdimScheduler`] (DDIM and its inverse, by [`DdimDirection`]), [`PndmScheduler`] (PLMS),
-//!   [`EulerDiscreteScheduler`] and [`DpmSolverMultistepScheduler`] (DPM-Solver++ 2M);
+//!   [`EulerDiscreteScheduler`], [`DpmSolverMultistepScheduler`] (DPM-Solver++ 2M) and
+//!   [`LcmScheduler`] (Latent Consistency Model sampling, stochastic: its noise comes from a
+//!   seed, [`Scheduler::set_noise_seed`]);
 //! - [`scheduler_from_config`]: builds any of them from a diffusers config dict (a
 //!   `scheduler_config.json`) with diffusers' `from_config` semantics, so a DDIM config can
 //!   build an Euler scheduler; [`scheduler_by_name`] adds user-facing names such as
@@ -52,6 +54,7 @@ pub mod dpm;
 pub mod error;
 pub mod euler;
 pub mod json;
+pub mod lcm;
 pub mod pndm;
 pub mod schedule;
 mod tables;
@@ -66,6 +69,7 @@ pub use dpm::{DpmSolverConfig, DpmSolverMultistepScheduler};
 pub use error::SchedulerError;
 pub use euler::{EulerConfig, EulerDiscreteScheduler};
 pub use json::{parse_python_json, read_python_json};
+pub use lcm::{LcmConfig, LcmScheduler, LcmStepOutput};
 pub use pndm::{PndmConfig, PndmScheduler};
 pub use schedule::NoiseSchedule;
 
@@ -132,6 +136,12 @@ pub trait Scheduler: Send {
     /// Clears the multistep history (a no-op for single-step schedulers).
     fn reset(&mut self) {}
 
+    /// Sets the seed of the noise a stochastic scheduler draws in its steps (LCM re-noises
+    /// before every step but the last; step `i` draws stream `i + 1` of
+    /// [`sonic_core::noise::seeded_normal`], stream 0 being the initial latents). A no-op for
+    /// the deterministic ones.
+    fn set_noise_seed(&mut self, _seed: u64) {}
+
     /// The training noise schedule.
     fn noise_schedule(&self) -> &NoiseSchedule;
 
@@ -162,6 +172,7 @@ pub fn build_scheduler(kind: SchedulerKind, config: &Value) -> Result<Box<dyn Sc
         SchedulerKind::DpmSolverMultistep => {
             Box::new(DpmSolverMultistepScheduler::from_json(config)?)
         }
+        SchedulerKind::Lcm => Box::new(LcmScheduler::from_json(config)?),
     })
 }
 
@@ -189,7 +200,7 @@ pub fn scheduler_from_model_config(config: &Value) -> Result<Box<dyn Scheduler>>
 }
 
 /// The user-facing scheduler names of [`scheduler_by_name`].
-pub const SCHEDULER_NAMES: [&str; 8] = [
+pub const SCHEDULER_NAMES: [&str; 9] = [
     "ddim",
     "ddim-inverse",
     "pndm",
@@ -197,6 +208,7 @@ pub const SCHEDULER_NAMES: [&str; 8] = [
     "euler-karras",
     "dpm++2m",
     "dpm++2m-karras",
+    "lcm",
     "model",
 ];
 
@@ -488,6 +500,11 @@ mod tests {
                         s("timestep_spacing"),
                         "{source}"
                     );
+                }
+                SchedulerKind::Lcm => {
+                    let c = LcmConfig::from_json(cfg).unwrap();
+                    check_betas(&c.betas);
+                    assert_eq!(c.prediction_type.as_str(), s("prediction_type"), "{source}");
                 }
             }
             scheduler_from_config(class, cfg).unwrap();

@@ -5,9 +5,7 @@ use crate::error::VaeError;
 use burn::module::Module;
 use burn::nn::GroupNorm;
 use burn::nn::conv::Conv2d;
-use burn::tensor::{Device, Tensor, TensorData};
-use rand::SeedableRng;
-use rand_distr::{Distribution, StandardNormal};
+use burn::tensor::{Device, Tensor};
 use sonic_attn::{Attention, AttentionConfig};
 use sonic_core::weights::{LoadOptions, Remap, find_weights, load_weights};
 use sonic_kernels::norm::group_norm_silu;
@@ -154,13 +152,11 @@ impl DiagonalGaussian {
         self.logvar.clone().mul_scalar(0.5).exp()
     }
 
-    /// Draws `mean + std * noise` with noise from a seeded ChaCha generator.
+    /// Draws `mean + std * noise` with seeded noise ([`sonic_core::noise::seeded_normal`],
+    /// stream 0).
     pub fn sample(&self, seed: u64) -> Tensor<4> {
-        let dims = self.mean.dims();
-        let n: usize = dims.iter().product();
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let noise: Vec<f32> = (0..n).map(|_| StandardNormal.sample(&mut rng)).collect();
-        let noise = Tensor::<4>::from_data(TensorData::new(noise, dims), &self.mean.device());
+        let noise =
+            sonic_core::noise::seeded_normal(self.mean.dims(), seed, 0, &self.mean.device());
         self.mean.clone() + self.std() * noise
     }
 }

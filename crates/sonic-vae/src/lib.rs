@@ -1,5 +1,7 @@
-//! Stable Diffusion's variational autoencoder (diffusers' `AutoencoderKL`): images in
-//! `[-1, 1]` to latent distributions (mean, log-variance) and latents back to images.
+//! Stable Diffusion's autoencoders: the variational autoencoder (diffusers' `AutoencoderKL`:
+//! images in `[-1, 1]` to latent distributions (mean, log-variance) and latents back to
+//! images) and the tiny autoencoder of the same latent space (diffusers' `AutoencoderTiny`,
+//! TAESD weights: [`AutoencoderTiny`]), which decodes in a fraction of the time.
 //!
 //! ```no_run
 //! use sonic_vae::AutoencoderKL;
@@ -14,9 +16,11 @@
 //! ```
 
 pub mod autoencoder_kl;
+pub mod autoencoder_tiny;
 pub mod config;
 pub mod error;
 
 pub use autoencoder_kl::{AutoencoderKL, DiagonalGaussian};
+pub use autoencoder_tiny::{AutoencoderTiny, TinyVaeConfig};
 pub use config::VaeConfig;
 pub use error::VaeError;

@@ -10,20 +10,20 @@ use std::path::Path;
 /// Where a module traversal stands: the module path (enum variants skipped, as the stores
 /// do) and the container types, so a parameter gets its PyTorch name and layout.
 #[derive(Default)]
-pub(super) struct ParamPath {
+pub(crate) struct ParamPath {
     path: Vec<String>,
     containers: Vec<String>,
 }
 
 impl ParamPath {
-    pub(super) fn enter(&mut self, name: &str, container_type: &str) {
+    pub(crate) fn enter(&mut self, name: &str, container_type: &str) {
         self.containers.push(container_type.to_string());
         if !container_type.starts_with("Enum:") {
             self.path.push(name.to_string());
         }
     }
 
-    pub(super) fn exit(&mut self, container_type: &str) {
+    pub(crate) fn exit(&mut self, container_type: &str) {
         self.containers.pop();
         if !container_type.starts_with("Enum:") {
             self.path.pop();
@@ -39,10 +39,18 @@ impl ParamPath {
             .map(String::as_str)
     }
 
+    /// Whether the parameter here is a `Linear` weight (stored `[in, out]` by Burn, the
+    /// transpose of PyTorch's `[out, in]`).
+    pub(crate) fn is_linear_weight(&self, ndims: usize) -> bool {
+        self.module_type() == Some("Struct:Linear")
+            && ndims == 2
+            && self.path.last().is_some_and(|l| l == "weight")
+    }
+
     /// The parameter's PyTorch name and shape given its Burn shape: norms' `gamma` / `beta`
     /// are `weight` / `bias`, linear weights are `[out, in]` (burn-store's
     /// `BurnToPyTorchAdapter`, without touching the data).
-    pub(super) fn pytorch(&self, shape: &[usize]) -> (String, Vec<usize>) {
+    pub(crate) fn pytorch(&self, shape: &[usize]) -> (String, Vec<usize>) {
         let module = self.module_type().unwrap_or_default();
         let mut path = self.path.clone();
         let mut shape = shape.to_vec();

@@ -4,10 +4,10 @@
 use super::*;
 
 /// Encodes images `[B, 3, H, W]` in `[-1, 1]` to latents: the VAE posterior mean times the
-/// scaling factor (0.18215 for SD 1.x).
+/// scaling factor (0.18215 for SD 1.x), or the tiny autoencoder's latents when one is set
+/// ([`StableDiffusion::encode_images`]).
 pub fn encode_image(sd: &StableDiffusion, image: Tensor<4>) -> Result<Tensor<4>, PipelineError> {
-    let post = sd.vae.encode(image)?;
-    Ok(post.mean.mul_scalar(sd.vae.scaling_factor()))
+    sd.encode_images(image)
 }
 
 /// The result of a DDIM inversion.

@@ -30,6 +30,8 @@ pub fn sdedit(
     }
     let mut scheduler = sd.scheduler(&req.scheduler)?;
     scheduler.set_timesteps(req.steps)?;
+    // Stochastic schedulers (LCM) draw their step noise from the request's seed.
+    scheduler.set_noise_seed(req.seed);
     if (scheduler.init_noise_sigma() - 1.0).abs() > 1e-9 {
         return Err(PipelineError::InvalidParameter {
             name: "scheduler",
