@@ -292,14 +292,23 @@ impl ClipTextModel {
         weights: &Path,
         device: &Device,
     ) -> Result<Self, ClipError> {
-        let options = LoadOptions {
+        let model = load_weights(
+            Self::new(config, act, device),
+            weights,
+            &Self::load_options(),
+        )?;
+        Ok(model)
+    }
+
+    /// The weight-name rewrites from transformers' layout (the `text_model.` prefix of full
+    /// CLIP checkpoints dropped, `position_ids` buffers skipped).
+    pub fn load_options() -> LoadOptions {
+        LoadOptions {
             remaps: vec![Remap::new(r"^text_model\.", "")],
             ignore: vec![r"position_ids$".into()],
             subset: None,
             ..Default::default()
-        };
-        let model = load_weights(Self::new(config, act, device), weights, &options)?;
-        Ok(model)
+        }
     }
 
     /// The number of positions (the sequence length every prompt is padded to).

@@ -14,16 +14,18 @@
 //!   `.lora_up.weight` / `.alpha`, and `lora_te_...` for the text encoder; the underscored names
 //!   are resolved against the model's own module names.
 //!
-//! `alpha`: kohya's per-layer `.alpha` (diffusers' network alphas) or `<module>.alpha`; the
-//! metadata's `lora_alpha` / `alpha_pattern`; else, as diffusers' `get_peft_kwargs`, the rank
-//! of the component's first layer (key order), which is `alpha = r` (factor 1) whenever every
-//! layer has the same rank.
+//! `alpha` follows what diffusers (0.42) sets up when it loads a file, so outputs match it:
+//! kohya's per-layer `.alpha`, except for the attention projections, whose alphas diffusers
+//! ignores (they take the component's most common alpha); a `<module>.alpha` key; the
+//! LoraConfig metadata diffusers writes (`lora_alpha`, `alpha_pattern`, `use_rslora`); else
+//! `alpha = r` (factor 1).
 //!
 //! ```no_run
 //! use sonic_core::lora::{LoraComponent, LoraFile};
 //! # fn run<M: burn::module::Module>(unet: M) -> Result<(), sonic_core::CoreError> {
 //! let lora = LoraFile::open(std::path::Path::new("pytorch_lora_weights.safetensors"))?;
-//! let (unet, merged) = lora.merge_into(unet, LoraComponent::Unet, 1.0, true)?;
+//! let names = sonic_core::weights::LoadOptions::default(); // the model's name rewrites
+//! let (unet, merged) = lora.merge_into(unet, LoraComponent::Unet, 1.0, true, &names)?;
 //! println!("{} weights changed", merged.len());
 //! let unet = merged.unmerge(unet); // the original weights, bit for bit
 //! # Ok(()) }
@@ -31,8 +33,10 @@
 
 use crate::checkpoint::Checkpoint;
 use crate::error::{CoreError, Result};
+use crate::weights::LoadOptions;
 use crate::weights::expected_tensors;
 use crate::weights::names::ParamPath;
+use crate::weights::remap::CompiledRemaps;
 use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::{Device, Tensor, TensorData};
 use std::collections::{BTreeMap, HashMap};
@@ -226,7 +230,8 @@ fn parse_dotted(key: &str) -> std::result::Result<Option<(Parsed, LoraLayout)>, 
 /// The LoraConfig values diffusers writes into a file's metadata, per component.
 #[derive(Debug, Default)]
 struct PeftMeta {
-    r: Option<f64>,
+    /// Whether the metadata has any key for the component.
+    present: bool,
     lora_alpha: Option<f64>,
     use_rslora: bool,
     alpha_pattern: BTreeMap<String, f64>,
@@ -242,8 +247,11 @@ fn read_meta(meta: &serde_json::Value, component: LoraComponent) -> PeftMeta {
                 .collect()
         })
         .unwrap_or_default();
+    let prefix = format!("{}.", component.prefix());
     PeftMeta {
-        r: get("r").and_then(|v| v.as_f64()),
+        present: meta
+            .as_object()
+            .is_some_and(|o| o.keys().any(|k| k.starts_with(&prefix))),
         lora_alpha: get("lora_alpha").and_then(|v| v.as_f64()),
         use_rslora: get("use_rslora").and_then(|v| v.as_bool()).unwrap_or(false),
         alpha_pattern: pattern,
@@ -253,6 +261,94 @@ fn read_meta(meta: &serde_json::Value, component: LoraComponent) -> PeftMeta {
 /// Whether PEFT pattern `pattern` names `module` (the module itself or a dotted suffix).
 fn pattern_matches(pattern: &str, module: &str) -> bool {
     module == pattern || module.ends_with(&format!(".{pattern}"))
+}
+
+/// Whether diffusers ignores this kohya layer's own alpha: it converts the attention
+/// projections (the UNet's `attn1` / `attn2` under `transformer_blocks`, the text encoder's
+/// `self_attn` projections) to its attention-processor names, whose alpha keys then match no
+/// module, so they take the component's default alpha.
+fn kohya_alpha_ignored(layer: &LoraLayer) -> bool {
+    let m = &layer.module;
+    match layer.component {
+        LoraComponent::Unet => {
+            m.contains("transformer_blocks") && (m.contains("attn1") || m.contains("attn2"))
+        }
+        LoraComponent::TextEncoder => {
+            m.contains("self_attn")
+                && ["q_proj", "k_proj", "v_proj", "out_proj"]
+                    .iter()
+                    .any(|p| m.ends_with(p))
+        }
+    }
+}
+
+/// Each layer's alpha, as diffusers (0.42) sets up PEFT when it loads the file:
+/// - kohya layers: their own `.alpha`, except the attention projections
+///   ([`kohya_alpha_ignored`]) and layers without one, which take the component's most common
+///   alpha (ties: the first in key order); no alphas at all: `alpha = r`;
+/// - other layers: a `<module>.alpha` key; else the file's LoraConfig metadata
+///   (`alpha_pattern`, `lora_alpha`, PEFT's default 8; `use_rslora` as `alpha * sqrt(r)`);
+///   else `alpha = r` (factor 1).
+fn resolve_alphas(
+    pending: Vec<(LoraLayer, Option<f32>)>,
+    meta: Option<&serde_json::Value>,
+) -> Vec<LoraLayer> {
+    let mut common: HashMap<LoraComponent, f32> = HashMap::new();
+    for component in [LoraComponent::Unet, LoraComponent::TextEncoder] {
+        // (alpha, count) in order of first appearance.
+        let mut counts: Vec<(f32, usize)> = Vec::new();
+        for (_, a) in pending
+            .iter()
+            .filter(|(l, _)| l.component == component && l.underscored)
+        {
+            if let Some(a) = a {
+                match counts.iter_mut().find(|(v, _)| v == a) {
+                    Some((_, n)) => *n += 1,
+                    None => counts.push((*a, 1)),
+                }
+            }
+        }
+        let best = counts.iter().map(|(_, n)| *n).max().unwrap_or(0);
+        if let Some((a, _)) = counts.iter().find(|(_, n)| *n == best) {
+            common.insert(component, *a);
+        }
+    }
+    pending
+        .into_iter()
+        .map(|(mut layer, own)| {
+            let rank = layer.rank as f32;
+            layer.alpha = if layer.underscored {
+                let default = common.get(&layer.component).copied();
+                match (own, default) {
+                    (Some(a), _) if !kohya_alpha_ignored(&layer) => a,
+                    (_, Some(d)) => d,
+                    (_, None) => rank,
+                }
+            } else if let Some(a) = own {
+                a
+            } else if let Some(m) = meta
+                .map(|m| read_meta(m, layer.component))
+                .filter(|m| m.present)
+            {
+                let alpha = m
+                    .alpha_pattern
+                    .iter()
+                    .find(|(p, _)| pattern_matches(p, &layer.module))
+                    .map(|(_, a)| *a)
+                    .or(m.lora_alpha)
+                    .unwrap_or(8.0);
+                if m.use_rslora {
+                    // alpha / sqrt(r) as an equivalent alpha over r.
+                    (alpha * (layer.rank as f64).sqrt()) as f32
+                } else {
+                    alpha as f32
+                }
+            } else {
+                rank
+            };
+            layer
+        })
+        .collect()
 }
 
 impl LoraFile {
@@ -318,11 +414,11 @@ impl LoraFile {
             }
         };
 
-        let mut layers = Vec::with_capacity(groups.len());
-        let mut first_rank: HashMap<LoraComponent, usize> = HashMap::new();
-        // Key order (sorted, as safetensors lists them) decides diffusers' default alpha.
+        let mut pending = Vec::with_capacity(groups.len());
+        // Key order of the down tensors (sorted, as safetensors lists them, which is the
+        // order diffusers converts kohya layers in) breaks ties of the default alpha.
         let mut ordered: Vec<_> = groups.into_iter().collect();
-        ordered.sort_by(|a, b| a.1.1.cmp(&b.1.1));
+        ordered.sort_by(|a, b| a.1.0.cmp(&b.1.0));
         for ((component, module, underscored), (down, up, alpha_key)) in ordered {
             let (down_key, up_key) = match (down, up) {
                 (Some(d), Some(u)) => (d, u),
@@ -353,47 +449,32 @@ impl LoraFile {
                 ));
             }
             let rank = ds[0];
-            let first = *first_rank.entry(component).or_insert(rank);
             let alpha = match &alpha_key {
                 Some(k) => {
                     let (_, v) = checkpoint
                         .read_f32(k)?
                         .ok_or_else(|| lora_err(path, k, "cannot be read"))?;
                     match v.as_slice() {
-                        [a] if a.is_finite() => *a,
+                        [a] if a.is_finite() => Some(*a),
                         _ => return Err(lora_err(path, k, "alpha must be one finite number")),
                     }
                 }
-                None => {
-                    let m = meta
-                        .as_ref()
-                        .map(|m| read_meta(m, component))
-                        .unwrap_or_default();
-                    let alpha = m
-                        .alpha_pattern
-                        .iter()
-                        .find(|(p, _)| pattern_matches(p, &module))
-                        .map(|(_, a)| *a)
-                        .or(m.lora_alpha)
-                        .unwrap_or(m.r.unwrap_or(first as f64));
-                    if m.use_rslora {
-                        // alpha / sqrt(r) as an equivalent alpha over r.
-                        (alpha * (rank as f64).sqrt()) as f32
-                    } else {
-                        alpha as f32
-                    }
-                }
+                None => None,
             };
-            layers.push(LoraLayer {
-                component,
-                module,
-                underscored,
-                down_key,
-                up_key,
-                rank,
+            pending.push((
+                LoraLayer {
+                    component,
+                    module,
+                    underscored,
+                    down_key,
+                    up_key,
+                    rank,
+                    alpha: 0.0,
+                },
                 alpha,
-            });
+            ));
         }
+        let layers = resolve_alphas(pending, meta.as_ref());
         tracing::debug!(file = %path.display(), ?layout, layers = layers.len(), "read LoRA");
         Ok(Self {
             checkpoint,
@@ -427,6 +508,9 @@ impl LoraFile {
     /// `W + scale * alpha / r * up @ down`. With `keep_originals` the changed weights'
     /// originals are kept (memory: those weights once more) so that
     /// [`MergedLora::unmerge`] restores them bit for bit. At scale 0 nothing changes.
+    /// `names` are the module's weight-name rewrites (its [`LoadOptions::remaps`] from
+    /// diffusers' names to the module's, and their inverse [`LoadOptions::file_key`]), so
+    /// that the LoRA's diffusers names find the module's weights.
     ///
     /// Errors, before any weight changes, when a layer targets a module the model lacks or
     /// whose weight has another size.
@@ -436,6 +520,7 @@ impl LoraFile {
         component: LoraComponent,
         scale: f32,
         keep_originals: bool,
+        names: &LoadOptions,
     ) -> Result<(M, MergedLora)> {
         if !scale.is_finite() {
             return Err(lora_err(
@@ -444,7 +529,7 @@ impl LoraFile {
                 format!("{scale} is not finite"),
             ));
         }
-        let deltas = self.plan(&module, component)?;
+        let deltas = self.plan(&module, component, names)?;
         let mut merged = MergedLora {
             changed: Vec::new(),
             originals: keep_originals.then(HashMap::new),
@@ -473,15 +558,27 @@ impl LoraFile {
         &self,
         module: &M,
         component: LoraComponent,
+        names: &LoadOptions,
     ) -> Result<HashMap<String, (usize, Vec<usize>)>> {
-        let names = expected_tensors(module);
-        let weights: HashMap<&str, &Vec<usize>> = names
+        let remaps = CompiledRemaps::new(&names.remaps, self.path())?;
+        let tensors = expected_tensors(module);
+        let weights: HashMap<&str, &Vec<usize>> = tensors
             .iter()
             .filter_map(|(k, s)| Some((k.strip_suffix(".weight")?, s)))
             .filter(|(_, s)| s.len() == 2 || s.len() == 4)
             .collect();
-        let underscored: HashMap<String, &str> =
-            weights.keys().map(|m| (m.replace('.', "_"), *m)).collect();
+        // kohya's names are diffusers' module paths with `_` for `.`.
+        let underscored: HashMap<String, &str> = weights
+            .keys()
+            .map(|m| {
+                let weight = format!("{m}.weight");
+                let file = names
+                    .file_key
+                    .map_or_else(|| weight.clone(), |f| f(&weight));
+                let file = file.strip_suffix(".weight").unwrap_or(&file);
+                (file.replace('.', "_"), *m)
+            })
+            .collect();
         let mut plan = HashMap::new();
         for (i, layer) in self.layers.iter().enumerate() {
             if layer.component != component {
@@ -492,9 +589,9 @@ impl LoraFile {
                 let name = name.strip_prefix("text_model_").unwrap_or(name);
                 underscored.get(name).copied()
             } else {
-                weights
-                    .get_key_value(layer.module.as_str())
-                    .map(|(k, _)| *k)
+                let mapped = remaps.apply(&format!("{}.weight", layer.module));
+                let mapped = mapped.strip_suffix(".weight").unwrap_or(&mapped);
+                weights.get_key_value(mapped).map(|(k, _)| *k)
             };
             let Some(target) = target else {
                 return Err(lora_err(

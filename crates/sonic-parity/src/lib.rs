@@ -23,6 +23,7 @@
 
 pub mod audio;
 pub mod clip;
+pub mod lora;
 pub mod pipeline;
 pub mod projector;
 pub mod schedulers;
@@ -159,7 +160,11 @@ pub static SECTIONS: &[&dyn ParitySection] = &[
     },
     &Runner {
         name: "unet_lora",
-        run: unet::run_unet_lora,
+        run: lora::run_unet_lora,
+    },
+    &Runner {
+        name: "text_encoder_lora",
+        run: lora::run_text_encoder_lora,
     },
     &Runner {
         name: "projector",

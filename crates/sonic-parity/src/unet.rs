@@ -1,10 +1,9 @@
-//! The `unet` section of the SD reference fixtures (the output and every recorded block
-//! intermediate) and the `unet_lora` section (the UNet with a LoRA merged), each <= 1e-4.
+//! The `unet` section of the SD reference fixtures: the output and every recorded block
+//! intermediate, each <= 1e-4.
 
 use crate::Result;
 use burn::tensor::Device;
 use sonic_core::fixtures::{CaseResult, Comparison, Fixture, compare};
-use sonic_core::lora::LoraComponent;
 use sonic_unet::adapter::AdapterStrength;
 use sonic_unet::hooks::{AdapterTap, RecordBlocks};
 use sonic_unet::unet_2d_condition::UNet2DConditionModel;
@@ -145,57 +144,6 @@ pub fn run_unet(fixture: &Fixture, device: &Device) -> Result<Vec<CaseResult>> {
             &format!("unet.{i}"),
             device,
         )?);
-    }
-    Ok(out)
-}
-
-/// Runs every case of the `unet_lora` section (fast-tiny): the fixture's base `unet/` with the
-/// case's LoRA `file` (any layout; `null`: none) merged at `scale`, on `sample` / `timestep` /
-/// `encoder_hidden_states`, against `out`, within the case's `tol` (default [`UNET_TOL`]).
-/// Ids are `unet_lora.<id>`.
-pub fn run_unet_lora(fixture: &Fixture, device: &Device) -> Result<Vec<CaseResult>> {
-    let Some(cases) = fixture.section("unet_lora").and_then(|s| s.as_array()) else {
-        return Ok(vec![]);
-    };
-    let base = UNet2DConditionModel::from_dir(&fixture.dir.join("unet"), device)?;
-    let mut out = Vec::new();
-    for (i, case) in cases.iter().enumerate() {
-        let id = case
-            .get("id")
-            .and_then(|v| v.as_str())
-            .map_or_else(|| i.to_string(), str::to_string);
-        let tol = case.get("tol").and_then(|v| v.as_f64()).unwrap_or(UNET_TOL);
-        let scale = case
-            .get("scale")
-            .and_then(|v| v.as_f64())
-            .ok_or_else(|| fixture.schema_error("scale"))? as f32;
-        let unet = match case.get("file").and_then(|v| v.as_str()) {
-            Some(file) => {
-                let lora = sonic_core::lora::LoraFile::open(&fixture.dir.join(file))?;
-                lora.merge_into(base.clone(), LoraComponent::Unet, scale, false)?
-                    .0
-            }
-            None => base.clone(),
-        };
-        let sample = fixture.tensor_of(case, "sample")?.to_tensor::<4>(device)?;
-        let t = case
-            .get("timestep")
-            .and_then(|v| v.as_f64())
-            .ok_or_else(|| fixture.schema_error("timestep"))?;
-        let b = sample.dims()[0];
-        let text = fixture
-            .tensor_of(case, "encoder_hidden_states")?
-            .to_tensor::<3>(device)?;
-        let y = unet.forward_with(
-            sample,
-            &vec![t as f32; b],
-            sonic_unet::UNetInputs::new(text),
-        )?;
-        out.push(CaseResult::new(
-            format!("unet_lora.{id}"),
-            compare(&y, fixture.tensor_of(case, "out")?)?,
-            tol,
-        ));
     }
     Ok(out)
 }

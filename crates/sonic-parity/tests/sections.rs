@@ -165,6 +165,7 @@ fn lora_at_scale_zero_is_the_base_and_unmerge_restores_it_exactly() {
         v
     };
     let original = weights(&base);
+    let names = sonic_unet::UNet2DConditionModel::load_options();
     for file in [
         "lora/pytorch_lora_weights.safetensors",
         "lora_peft/pytorch_lora_weights.safetensors",
@@ -173,7 +174,7 @@ fn lora_at_scale_zero_is_the_base_and_unmerge_restores_it_exactly() {
         let lora = LoraFile::open(&fixture.dir.join(file)).unwrap();
         assert!(lora.targets(LoraComponent::Unet) && !lora.targets(LoraComponent::TextEncoder));
         let (zero, merged) = lora
-            .merge_into(base.clone(), LoraComponent::Unet, 0.0, true)
+            .merge_into(base.clone(), LoraComponent::Unet, 0.0, true, &names)
             .unwrap();
         assert!(merged.is_empty(), "{file}");
         assert!(
@@ -181,11 +182,29 @@ fn lora_at_scale_zero_is_the_base_and_unmerge_restores_it_exactly() {
             "{file}: scale 0 changed a weight"
         );
         let (on, merged) = lora
-            .merge_into(base.clone(), LoraComponent::Unet, 1.0, true)
+            .merge_into(base.clone(), LoraComponent::Unet, 1.0, true, &names)
             .unwrap();
         assert_eq!(merged.len(), lora.layers().len(), "{file}");
         assert!(weights(&on) != original, "{file}: the LoRA changed nothing");
         let off = merged.unmerge(on);
         assert!(weights(&off) == original, "{file}: unmerge is not exact");
     }
+}
+
+/// Held-out variants (tools/gen_fast_variants.py, tests-data/fast-variants): kohya LoRAs with
+/// per-layer alphas on convolutions, time embeddings and feed-forwards; a PEFT file with
+/// diffusers' LoraConfig metadata (lora_alpha != r, an alpha pattern); mixed ranks without
+/// alphas; text-encoder LoRAs (PEFT and kohya); a 3-level silu AutoencoderTiny on a
+/// non-square image; LCM with v-prediction, 20 / 30 original steps, ᾱ_prev edge, clipping.
+#[test]
+fn held_out_fast_variants_match_diffusers() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests-data/fast-variants");
+    let fixture = Fixture::open(&dir).unwrap();
+    let unet = run_on(&fixture, "fast-variants", "unet_lora");
+    assert_eq!(unet.len(), 6);
+    let te = run_on(&fixture, "fast-variants", "text_encoder_lora");
+    assert_eq!(te.len(), 5);
+    assert_eq!(run_on(&fixture, "fast-variants", "vae_tiny").len(), 2);
+    let lcm = run_on(&fixture, "fast-variants", "schedulers");
+    assert_eq!(lcm.len(), 2 * 2 + 3 * (3 + 5));
 }

@@ -103,10 +103,21 @@ impl StableDiffusion {
     /// The weights change once, here: sampling costs nothing more.
     pub fn with_lora(mut self, path: &Path, scale: f32) -> Result<Self, PipelineError> {
         let lora = LoraFile::open(path)?;
-        let (unet, merged) = lora.merge_into(self.unet, LoraComponent::Unet, scale, false)?;
+        let (unet, merged) = lora.merge_into(
+            self.unet,
+            LoraComponent::Unet,
+            scale,
+            false,
+            &UNet2DConditionModel::load_options(),
+        )?;
         self.unet = unet;
-        let (text_encoder, merged_te) =
-            lora.merge_into(self.text_encoder, LoraComponent::TextEncoder, scale, false)?;
+        let (text_encoder, merged_te) = lora.merge_into(
+            self.text_encoder,
+            LoraComponent::TextEncoder,
+            scale,
+            false,
+            &ClipTextModel::load_options(),
+        )?;
         self.text_encoder = text_encoder;
         tracing::info!(
             file = %path.display(),

@@ -39,6 +39,13 @@ pub struct FeedForward {
     pub out: Linear,
 }
 
+/// The inverse of [`feed_forward_remaps`]: a module path to diffusers' key.
+pub fn feed_forward_file_key(module_key: &str) -> String {
+    module_key
+        .replace(".ff.geglu.", ".ff.net.0.")
+        .replace(".ff.out.", ".ff.net.2.")
+}
+
 /// The key rewrites from diffusers' `ff.net.N` list to [`FeedForward`]'s fields.
 pub fn feed_forward_remaps() -> Vec<Remap> {
     vec![

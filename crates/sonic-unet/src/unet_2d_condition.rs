@@ -6,7 +6,9 @@ use crate::embeddings::{TimestepEmbedding, timestep_embedding};
 use crate::error::UNetError;
 use crate::hooks::{NoHook, UNetHook};
 use crate::inputs::UNetInputs;
-use crate::transformer_2d::{BasicTransformerBlock, Transformer2DModel, feed_forward_remaps};
+use crate::transformer_2d::{
+    BasicTransformerBlock, Transformer2DModel, feed_forward_file_key, feed_forward_remaps,
+};
 use crate::unet_2d_blocks::{BlockSpec, DownBlock, MidBlock, UpBlock};
 use burn::module::Module;
 use burn::nn::GroupNorm;
@@ -144,12 +146,14 @@ impl UNet2DConditionModel {
         })
     }
 
-    /// The weight-key rewrites from diffusers' layout.
+    /// The weight-key rewrites from diffusers' layout (and back, for messages and LoRA
+    /// names).
     pub fn load_options() -> LoadOptions {
         LoadOptions {
             remaps: feed_forward_remaps(),
             ignore: vec![],
             subset: None,
+            file_key: Some(feed_forward_file_key),
             ..Default::default()
         }
     }
