@@ -3,7 +3,8 @@
 use anyhow::Result;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use sonic_pipeline::hub::{
-    DownloadProgress, HubOptions, ModelFiles, Preset, ProgressState, resolve,
+    DownloadProgress, FastFiles, HubOptions, ModelFiles, Preset, ProgressState, resolve,
+    resolve_fast,
 };
 use std::collections::HashMap;
 
@@ -18,11 +19,16 @@ pub struct HubArgs {
     pub fp16: bool,
 }
 
-/// Resolves a preset's files (downloading missing ones unless offline), with progress bars.
-pub fn resolve_preset(preset: Preset, args: &HubArgs) -> Result<ModelFiles> {
+/// The hub options of `args` (environment first, then the flags).
+fn options(args: &HubArgs) -> Result<HubOptions> {
     let mut options = HubOptions::from_env()?;
     options.offline |= args.offline;
     options.fp16 = args.fp16;
+    Ok(options)
+}
+
+/// Runs `f` with a progress callback that draws one bar per file being downloaded.
+fn with_bars<T>(f: impl FnOnce(&mut dyn FnMut(DownloadProgress)) -> T) -> T {
     let multi = MultiProgress::new();
     let style = ProgressStyle::with_template(
         "{msg:50!} [{bar:25}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
@@ -30,7 +36,7 @@ pub fn resolve_preset(preset: Preset, args: &HubArgs) -> Result<ModelFiles> {
     .unwrap_or_else(|_| ProgressStyle::default_bar())
     .progress_chars("=> ");
     let mut bars: HashMap<String, ProgressBar> = HashMap::new();
-    let files = resolve(preset, &options, &mut |p: DownloadProgress| {
+    f(&mut |p: DownloadProgress| {
         let key = format!("{}/{}", p.repo, p.file);
         if matches!(p.state, ProgressState::Cached) {
             return;
@@ -48,12 +54,23 @@ pub fn resolve_preset(preset: Preset, args: &HubArgs) -> Result<ModelFiles> {
         if matches!(p.state, ProgressState::Done) {
             bar.finish();
         }
-    })?;
-    Ok(files)
+    })
 }
 
-/// Runs `sonic download`.
-pub fn run(preset: Preset, args: &HubArgs) -> Result<()> {
+/// Resolves a preset's files (downloading missing ones unless offline), with progress bars.
+pub fn resolve_preset(preset: Preset, args: &HubArgs) -> Result<ModelFiles> {
+    let options = options(args)?;
+    Ok(with_bars(|progress| resolve(preset, &options, progress))?)
+}
+
+/// Resolves LCM-LoRA and TAESD (downloading them unless offline), with progress bars.
+pub fn resolve_fast_files(args: &HubArgs) -> Result<FastFiles> {
+    let options = options(args)?;
+    Ok(with_bars(|progress| resolve_fast(&options, progress))?)
+}
+
+/// Runs `sonic download` (`fast`: LCM-LoRA and TAESD too).
+pub fn run(preset: Preset, fast: bool, args: &HubArgs) -> Result<()> {
     let files = resolve_preset(preset, args)?;
     println!("stable diffusion: {}", files.sd_dir.display());
     println!("clap: {}", files.clap.display());
@@ -64,6 +81,11 @@ pub fn run(preset: Preset, args: &HubArgs) -> Result<()> {
             c.projector.display(),
             c.adapters.display()
         );
+    }
+    if fast {
+        let fast = resolve_fast_files(args)?;
+        println!("lcm-lora: {}", fast.lcm_lora.display());
+        println!("taesd: {}", fast.taesd_dir.display());
     }
     Ok(())
 }

@@ -252,7 +252,7 @@ pub fn run(args: &EditArgs, device: &Device) -> Result<()> {
         Mode::Sdedit => "editing",
     };
     let mut bar = StepBar::new(label, args.steps);
-    let metadata = vec![
+    let mut metadata = vec![
         ("sonic:mode".to_string(), format!("{:?}", args.mode)),
         ("sonic:image".to_string(), args.image.display().to_string()),
         ("sonic:audio".to_string(), args.audio.display().to_string()),
@@ -266,6 +266,10 @@ pub fn run(args: &EditArgs, device: &Device) -> Result<()> {
             format!("sonic {}", env!("CARGO_PKG_VERSION")),
         ),
     ];
+    metadata.extend(crate::values::lora_metadata(
+        &args.lora,
+        args.tiny_vae.as_deref(),
+    ));
     let result = edit_file(
         &pipe,
         &args.image,

@@ -29,12 +29,18 @@ pub struct GenerateArgs {
     /// The negative prompt.
     #[arg(long, default_value = "")]
     pub negative_prompt: String,
-    /// Denoising steps.
-    #[arg(long, default_value_t = 50)]
-    pub steps: usize,
-    /// Classifier-free guidance scale (no guidance when <= 1).
-    #[arg(long, default_value_t = 7.5)]
-    pub guidance: f64,
+    /// Denoising steps [default: 50; 4 with --fast].
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Classifier-free guidance scale (no guidance when <= 1) [default: 7.5; 1 with --fast].
+    #[arg(long)]
+    pub guidance: Option<f64>,
+    /// Fast generation: LCM-LoRA merged into the model, the LCM scheduler, 4 steps without
+    /// guidance and the tiny autoencoder (TAESD) for decoding; LCM-LoRA and TAESD come from the
+    /// cache (downloaded on first use unless --offline). --steps, --guidance, --scheduler and
+    /// --tiny-vae still override.
+    #[arg(long)]
+    pub fast: bool,
     /// The scheduler (`sonic schedulers` describes them).
     #[arg(long, default_value = "model", value_parser = crate::values::scheduler_parser())]
     pub scheduler: SchedulerChoice,
@@ -102,6 +108,16 @@ pub struct GenerateArgs {
 }
 
 impl GenerateArgs {
+    /// The denoising steps (`--steps`, else 4 with `--fast`, else 50).
+    fn steps(&self) -> usize {
+        self.steps.unwrap_or(if self.fast { 4 } else { 50 })
+    }
+
+    /// The guidance scale (`--guidance`, else 1 with `--fast`, else 7.5).
+    fn guidance(&self) -> f64 {
+        self.guidance.unwrap_or(if self.fast { 1.0 } else { 7.5 })
+    }
+
     fn wants_audio(&self) -> bool {
         self.audio.is_some() || !self.mix.is_empty() || !self.interpolate.is_empty()
     }
@@ -134,6 +150,20 @@ fn apply_preset(args: &GenerateArgs) -> Result<GenerateArgs> {
     paths.fill_from(args.preset, &args.hub)?;
     (args.model, args.clap, args.projector, args.adapters) =
         (paths.model, paths.clap, paths.projector, paths.adapters);
+    if args.fast {
+        let fast = crate::download::resolve_fast_files(&args.hub)?;
+        args.lora.insert(
+            0,
+            crate::values::LoraArg {
+                path: fast.lcm_lora,
+                scale: 1.0,
+            },
+        );
+        args.tiny_vae.get_or_insert(fast.taesd_dir);
+        if args.scheduler == SchedulerChoice::Model {
+            args.scheduler = SchedulerChoice::Lcm;
+        }
+    }
     Ok(args)
 }
 
@@ -151,7 +181,7 @@ fn check_memory(args: &GenerateArgs, device: &Device) -> Result<()> {
     };
     let branches = match (args.wants_audio(), args.audio_guidance) {
         (true, Some(_)) => 3,
-        _ if args.guidance > 1.0 => 2,
+        _ if args.guidance() > 1.0 => 2,
         _ => 1,
     };
     let run = memory::ImageRun::new(
@@ -228,10 +258,10 @@ fn run_audio(args: &GenerateArgs, seed: u64, out: &std::path::Path, device: &Dev
     let req = AudioToImage {
         prompt: args.prompt.clone(),
         negative_prompt: args.negative_prompt.clone(),
-        guidance_scale: args.guidance,
+        guidance_scale: args.guidance(),
         audio_guidance_scale: args.audio_guidance,
         audio_strength: AdapterStrength::Global(args.audio_strength),
-        steps: args.steps,
+        steps: args.steps(),
         scheduler: args.scheduler.to_string(),
         seed,
         width: args.width.unwrap_or(default_px),
@@ -239,7 +269,7 @@ fn run_audio(args: &GenerateArgs, seed: u64, out: &std::path::Path, device: &Dev
         batch_size: args.batch,
         latents: None,
     };
-    let mut bar = StepBar::new("denoising", args.steps);
+    let mut bar = StepBar::new("denoising", args.steps());
     let result = pipe.generate(embeddings, &req, &mut |p| bar.update(p));
     bar.finish();
     let images = result?;
@@ -276,15 +306,15 @@ fn common_metadata(
     width: usize,
     height: usize,
 ) -> Vec<(String, String)> {
-    vec![
+    let mut meta = vec![
         ("sonic:prompt".to_string(), args.prompt.clone()),
         (
             "sonic:negative_prompt".to_string(),
             args.negative_prompt.clone(),
         ),
         ("sonic:model".to_string(), model.display().to_string()),
-        ("sonic:steps".to_string(), args.steps.to_string()),
-        ("sonic:guidance".to_string(), args.guidance.to_string()),
+        ("sonic:steps".to_string(), args.steps().to_string()),
+        ("sonic:guidance".to_string(), args.guidance().to_string()),
         ("sonic:scheduler".to_string(), scheduler.to_string()),
         ("sonic:seed".to_string(), seed.to_string()),
         ("sonic:size".to_string(), format!("{width}x{height}")),
@@ -292,7 +322,12 @@ fn common_metadata(
             "Software".to_string(),
             format!("sonic {}", env!("CARGO_PKG_VERSION")),
         ),
-    ]
+    ];
+    meta.extend(crate::values::lora_metadata(
+        &args.lora,
+        args.tiny_vae.as_deref(),
+    ));
+    meta
 }
 
 /// Runs `sonic generate`.
@@ -332,15 +367,15 @@ pub fn run(args: &GenerateArgs, device: &Device) -> Result<()> {
     let default_px = sd.default_image_size();
     let mut req = TextToImage::new(args.prompt.clone());
     req.negative_prompt = args.negative_prompt.clone();
-    req.steps = args.steps;
-    req.guidance_scale = args.guidance;
+    req.steps = args.steps();
+    req.guidance_scale = args.guidance();
     req.scheduler = args.scheduler.to_string();
     req.seed = seed;
     req.width = args.width.unwrap_or(default_px);
     req.height = args.height.unwrap_or(default_px);
     req.batch_size = args.batch;
 
-    let mut bar = StepBar::new("denoising", args.steps);
+    let mut bar = StepBar::new("denoising", args.steps());
     let result = text_to_image(&sd, &req, &mut |p| bar.update(p));
     bar.finish();
     let images = result?;

@@ -85,6 +85,10 @@ enum Command {
         /// Which released checkpoints.
         #[arg(long, default_value = "landscape", value_parser = values::preset_parser())]
         preset: sonic_pipeline::hub::Preset,
+        /// Also fetch the fast-generation extras: LCM-LoRA (latent-consistency/lcm-lora-sdv1-5)
+        /// and the tiny autoencoder TAESD (madebyollin/taesd), used by `generate --fast`.
+        #[arg(long)]
+        fast: bool,
         #[command(flatten)]
         hub: download::HubArgs,
     },
@@ -195,7 +199,7 @@ fn run() -> Result<()> {
             }
             Ok(())
         }
-        Command::Download { preset, hub } => download::run(preset, &hub),
+        Command::Download { preset, fast, hub } => download::run(preset, fast, &hub),
         Command::Edit { args } => edit::run(&args, &device(spec)?.0),
         Command::Export { args } => export::run(&args, &device(spec)?.0),
         Command::Generate { args } => generate::run(&args, &device(spec)?.0),

@@ -88,6 +88,26 @@ impl std::str::FromStr for LoraArg {
     }
 }
 
+/// The PNG metadata entries of the LoRAs and tiny VAE a run used (`sonic:lora` as
+/// `file:scale` list, `sonic:tiny_vae`); none when there are none.
+pub fn lora_metadata(
+    loras: &[LoraArg],
+    tiny_vae: Option<&std::path::Path>,
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if !loras.is_empty() {
+        let list: Vec<String> = loras
+            .iter()
+            .map(|l| format!("{}:{}", l.path.display(), l.scale))
+            .collect();
+        out.push(("sonic:lora".to_string(), list.join(",")));
+    }
+    if let Some(dir) = tiny_vae {
+        out.push(("sonic:tiny_vae".to_string(), dir.display().to_string()));
+    }
+    out
+}
+
 #[cfg(test)]
 mod lora_arg_tests {
     use super::LoraArg;

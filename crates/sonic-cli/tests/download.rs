@@ -13,6 +13,9 @@
 //!   of the tiny adapters (the adapter loader picks the reader by extension), written by
 //!   `tests/data/make_checkpoints.py`.
 //!
+//! - `latent-consistency/lcm-lora-sdv1-5` and `madebyollin/taesd` (the `--fast` extras):
+//!   `fast-tiny`'s kohya LoRA (made for sd15-tiny's UNet) and its tiny autoencoder.
+//!
 //! Every command runs the real `sonic` binary with `HF_ENDPOINT` at the server and `HF_HOME`
 //! in a temporary folder.
 
@@ -83,6 +86,19 @@ fn entries() -> Vec<Entry> {
             for c in Checkpoint::ALL {
                 v.push(Entry::new(SPACE, c.projector_file(), projector.clone()));
                 v.push(Entry::new(SPACE, c.adapters_file(), adapters.clone()));
+            }
+            let fast = fixtures().join("fast-tiny");
+            v.push(Entry::new(
+                hub::LCM_LORA_REPO,
+                hub::LCM_LORA_FILE,
+                std::fs::read(fast.join("lora_kohya/lora.safetensors")).unwrap(),
+            ));
+            for f in ["config.json", "diffusion_pytorch_model.safetensors"] {
+                v.push(Entry::new(
+                    hub::TAESD_REPO,
+                    f,
+                    std::fs::read(fast.join("vae_tiny").join(f)).unwrap(),
+                ));
             }
             v
         })
@@ -650,4 +666,78 @@ fn the_pipeline_builder_resolves_a_preset() {
     options.offline = true;
     let e = build(options).err().expect("nothing cached");
     assert!(e.to_string().contains("sonic download"), "{e}");
+}
+
+/// `download --fast` fetches LCM-LoRA and TAESD; `generate --fast` then uses them with the LCM
+/// scheduler, 4 steps and no guidance (recorded in the PNG), from the cache alone; an explicit
+/// `--steps` still wins.
+#[test]
+fn fast_generation_fetches_lcm_lora_and_taesd_and_uses_them() {
+    let hub = Hub::start(entries());
+    let home = tempfile::tempdir().unwrap();
+    let out = sonic(
+        home.path(),
+        &hub.endpoint(),
+        &["download", "--preset", "landscape", "--fast"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let e = entries();
+    let lora = snapshot(home.path(), "models--latent-consistency--lcm-lora-sdv1-5")
+        .join(hub::LCM_LORA_FILE);
+    assert_eq!(
+        std::fs::read(&lora).unwrap(),
+        entry(&e, hub::LCM_LORA_REPO, hub::LCM_LORA_FILE).data
+    );
+    let taesd = snapshot(home.path(), "models--madebyollin--taesd");
+    assert!(taesd.join("diffusion_pytorch_model.safetensors").is_file());
+
+    let before = hub.log().len();
+    let wav = thunder();
+    let run = |png: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "generate",
+            "--preset",
+            "landscape",
+            "--fast",
+            "--audio",
+            wav.to_str().unwrap(),
+            "--seed",
+            "3",
+            "--width",
+            "64",
+            "--height",
+            "64",
+            "--out",
+            png.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let out = sonic(home.path(), &hub.endpoint(), &args);
+        assert!(out.status.success(), "{}", text(&out));
+    };
+    let png = home.path().join("fast.png");
+    run(&png, &[]);
+    assert!(
+        hub.log()[before..].iter().all(|l| l.method != "GET"),
+        "the cache holds everything: {:?}",
+        &hub.log()[before..]
+    );
+    assert_eq!(
+        common::meta(&png, "sonic:scheduler").as_deref(),
+        Some("lcm")
+    );
+    assert_eq!(common::meta(&png, "sonic:steps").as_deref(), Some("4"));
+    assert_eq!(common::meta(&png, "sonic:guidance").as_deref(), Some("1"));
+    let lora_meta = common::meta(&png, "sonic:lora").expect("the LoRA is recorded");
+    assert!(
+        lora_meta.ends_with("pytorch_lora_weights.safetensors:1"),
+        "{lora_meta}"
+    );
+    assert!(common::meta(&png, "sonic:tiny_vae").is_some());
+    let png2 = home.path().join("fast2.png");
+    run(&png2, &["--steps", "2"]);
+    assert_eq!(common::meta(&png2, "sonic:steps").as_deref(), Some("2"));
+    assert_ne!(
+        image_pixels(&std::fs::read(&png).unwrap()),
+        image_pixels(&std::fs::read(&png2).unwrap())
+    );
 }

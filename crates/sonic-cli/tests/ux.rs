@@ -5,6 +5,7 @@
 //! lists in `--help`, and shell completions.
 
 mod common;
+use common::meta;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -55,26 +56,6 @@ fn generate(dir: &Path, extra: &[&str]) -> Output {
 }
 
 /// The `iTXt` chunks of a PNG file.
-fn itxt(path: &Path) -> Vec<(String, String)> {
-    let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
-    let mut reader = dec.read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size()];
-    reader.next_frame(&mut buf).unwrap();
-    reader
-        .info()
-        .utf8_text
-        .iter()
-        .map(|c| (c.keyword.clone(), c.get_text().unwrap()))
-        .collect()
-}
-
-fn meta(path: &Path, key: &str) -> Option<String> {
-    itxt(path)
-        .into_iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v)
-}
-
 /// The value printed on a `NAME: VALUE` line of stderr.
 fn printed(o: &Output, name: &str) -> Option<String> {
     String::from_utf8_lossy(&o.stderr)
@@ -400,7 +381,7 @@ fn help_lists_values_and_examples_and_completions_cover_them() {
     let o = sonic().arg("schedulers").output().unwrap();
     let list = String::from_utf8_lossy(&o.stdout);
     assert!(
-        list.lines().count() == 8 && list.contains("euler-karras"),
+        list.lines().count() == 9 && list.contains("euler-karras") && list.contains("lcm"),
         "{list}"
     );
     let o = sonic().arg("presets").output().unwrap();

@@ -19,6 +19,8 @@
 //! | model `CompVis/stable-diffusion-v1-4` | `model_index.json`, `scheduler/scheduler_config.json`, `tokenizer/{tokenizer_config.json, vocab.json, merges.txt, special_tokens_map.json}`, `{text_encoder,unet,vae}/config.json` and their weights (`model.safetensors` / `diffusion_pytorch_model.safetensors`, or the `.fp16.safetensors` variants) |
 //! | model `microsoft/msclap` | `CLAP_weights_2022.pth` |
 //! | space `burakcanbiner/SonicDiffusion` | `ckpts/landscape.pt`, `ckpts/audio_projector_landscape.pth` (landscape); `ckpts/greatest_hits.pt`, `ckpts/audio_projector_gh.pth` (greatest hits) |
+//! | model `latent-consistency/lcm-lora-sdv1-5` | `pytorch_lora_weights.safetensors` (fast generation, [`resolve_fast`]) |
+//! | model `madebyollin/taesd` | `config.json`, `diffusion_pytorch_model.safetensors` (fast generation) |
 //!
 //! The client itself (cache layout, resumable and verified transfers, offline lookups) is the
 //! `sonic-hub` crate, re-exported here; this module holds the catalogue: which repositories and
@@ -42,6 +44,12 @@ pub const CLAP_REPO: &str = "microsoft/msclap";
 pub const CLAP_FILE: &str = "CLAP_weights_2022.pth";
 /// The SonicDiffusion space holding the released projector and adapter checkpoints.
 pub const SONIC_SPACE: &str = "burakcanbiner/SonicDiffusion";
+/// LCM-LoRA for SD 1.5 (it loads on SD 1.4, the same architecture): 4-8 step sampling.
+pub const LCM_LORA_REPO: &str = "latent-consistency/lcm-lora-sdv1-5";
+/// The LoRA file in [`LCM_LORA_REPO`].
+pub const LCM_LORA_FILE: &str = "pytorch_lora_weights.safetensors";
+/// TAESD, the tiny autoencoder of SD 1.x / 2.x latents (diffusers `AutoencoderTiny`).
+pub const TAESD_REPO: &str = "madebyollin/taesd";
 
 /// The repositories the presets fetch from, as constructors on [`HubRepo`]
 /// (`HubRepo::stable_diffusion()`).
@@ -52,6 +60,10 @@ pub trait KnownRepos {
     fn clap() -> Self;
     /// The space `burakcanbiner/SonicDiffusion`.
     fn sonic_space() -> Self;
+    /// `latent-consistency/lcm-lora-sdv1-5`.
+    fn lcm_lora() -> Self;
+    /// `madebyollin/taesd`.
+    fn taesd() -> Self;
 }
 
 impl KnownRepos for HubRepo {
@@ -65,6 +77,14 @@ impl KnownRepos for HubRepo {
 
     fn sonic_space() -> Self {
         Self::space(SONIC_SPACE)
+    }
+
+    fn lcm_lora() -> Self {
+        Self::model(LCM_LORA_REPO)
+    }
+
+    fn taesd() -> Self {
+        Self::model(TAESD_REPO)
     }
 }
 
@@ -281,21 +301,19 @@ impl ModelFiles {
     }
 }
 
-/// Makes every file of `preset` available locally and returns their paths: from the cache
-/// when a cached snapshot holds them all, else downloading what is missing (resuming partial
-/// transfers, verifying size and sha256). With `options.offline`, only the cache is used and
-/// missing files give [`HubError::Missing`], which lists them and names the
-/// `sonic download` command that fetches them.
-pub fn resolve(
-    preset: Preset,
+/// Makes every file of `plan` available: from the cache when a cached snapshot holds a
+/// repository's files, else downloading what is missing; offline, the missing files of every
+/// repository are listed together, with `hint` (the command that fetches them).
+fn fetch_plan(
+    plan: &[(HubRepo, Vec<String>)],
     options: &HubOptions,
+    hint: &str,
     progress: &mut dyn FnMut(DownloadProgress),
-) -> Result<ModelFiles, HubError> {
-    let plan = preset.files(options.fp16);
+) -> Result<Vec<RepoSnapshot>, HubError> {
     let mut snapshots = Vec::with_capacity(plan.len());
     if options.offline {
         let mut missing = Vec::new();
-        for (repo, files) in &plan {
+        for (repo, files) in plan {
             match cached_snapshot(repo, files, &options.cache_dir)? {
                 Ok(s) => {
                     report_cached(&s, files, progress);
@@ -308,14 +326,75 @@ pub fn resolve(
             return Err(HubError::Missing {
                 missing,
                 cache_dir: options.cache_dir.clone(),
-                hint: preset.download_command(options.fp16),
+                hint: hint.to_string(),
             });
         }
     } else {
-        for (repo, files) in &plan {
+        for (repo, files) in plan {
             snapshots.push(fetch(repo, files, options, progress)?);
         }
     }
+    Ok(snapshots)
+}
+
+/// The fast-generation extras: LCM-LoRA and TAESD.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FastFiles {
+    /// `pytorch_lora_weights.safetensors` of [`LCM_LORA_REPO`] (kohya layout).
+    pub lcm_lora: PathBuf,
+    /// The diffusers `AutoencoderTiny` folder of [`TAESD_REPO`].
+    pub taesd_dir: PathBuf,
+}
+
+/// The files of the fast-generation extras, per repository.
+pub fn fast_files() -> Vec<(HubRepo, Vec<String>)> {
+    vec![
+        (HubRepo::lcm_lora(), vec![LCM_LORA_FILE.to_string()]),
+        (
+            HubRepo::taesd(),
+            vec![
+                "config.json".to_string(),
+                "diffusion_pytorch_model.safetensors".to_string(),
+            ],
+        ),
+    ]
+}
+
+/// Makes LCM-LoRA and TAESD available locally (as [`resolve`] does for a preset) and returns
+/// their paths.
+pub fn resolve_fast(
+    options: &HubOptions,
+    progress: &mut dyn FnMut(DownloadProgress),
+) -> Result<FastFiles, HubError> {
+    let snapshots = fetch_plan(&fast_files(), options, "sonic download --fast", progress)?;
+    let [lora, taesd] =
+        <[RepoSnapshot; 2]>::try_from(snapshots).map_err(|_| HubError::Protocol {
+            url: options.endpoint.clone(),
+            message: "internal: the fast extras span two repositories".into(),
+        })?;
+    Ok(FastFiles {
+        lcm_lora: lora.path(LCM_LORA_FILE),
+        taesd_dir: taesd.dir,
+    })
+}
+
+/// Makes every file of `preset` available locally and returns their paths: from the cache
+/// when a cached snapshot holds them all, else downloading what is missing (resuming partial
+/// transfers, verifying size and sha256). With `options.offline`, only the cache is used and
+/// missing files give [`HubError::Missing`], which lists them and names the
+/// `sonic download` command that fetches them.
+pub fn resolve(
+    preset: Preset,
+    options: &HubOptions,
+    progress: &mut dyn FnMut(DownloadProgress),
+) -> Result<ModelFiles, HubError> {
+    let plan = preset.files(options.fp16);
+    let snapshots = fetch_plan(
+        &plan,
+        options,
+        &preset.download_command(options.fp16),
+        progress,
+    )?;
     let [sd, clap, space] =
         <[RepoSnapshot; 3]>::try_from(snapshots).map_err(|_| HubError::Protocol {
             url: options.endpoint.clone(),

@@ -55,3 +55,25 @@ pub fn dataset(dir: &Path) -> PathBuf {
     std::fs::write(&m, csv).unwrap();
     m
 }
+
+/// The PNG's iTXt entries (keyword, text).
+pub fn itxt(path: &Path) -> Vec<(String, String)> {
+    let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+    let mut reader = dec.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    reader.next_frame(&mut buf).unwrap();
+    reader
+        .info()
+        .utf8_text
+        .iter()
+        .map(|c| (c.keyword.clone(), c.get_text().unwrap()))
+        .collect()
+}
+
+/// One iTXt entry of the PNG.
+pub fn meta(path: &Path, key: &str) -> Option<String> {
+    itxt(path)
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v)
+}
