@@ -41,6 +41,11 @@ pub struct GenerateArgs {
     /// --tiny-vae still override.
     #[arg(long)]
     pub fast: bool,
+    /// Write a preview of the picture every N steps to `<out>-preview.png` (decoded from the
+    /// step's estimate of the final latents; quick with --tiny-vae or --fast, a full VAE decode
+    /// otherwise).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub preview_every: Option<u64>,
     /// The scheduler (`sonic schedulers` describes them).
     #[arg(long, default_value = "model", value_parser = crate::values::scheduler_parser())]
     pub scheduler: SchedulerChoice,
@@ -270,7 +275,11 @@ fn run_audio(args: &GenerateArgs, seed: u64, out: &std::path::Path, device: &Dev
         latents: None,
     };
     let mut bar = StepBar::new("denoising", args.steps());
-    let result = pipe.generate(embeddings, &req, &mut |p| bar.update(p));
+    let mut preview = Preview::new(args.preview_every, &out);
+    let result = pipe.generate(embeddings, &req, &mut |p| {
+        bar.update(p);
+        preview.update(&pipe.sd, p);
+    });
     bar.finish();
     let images = result?;
     let sounds: Vec<String> = if !args.interpolate.is_empty() {
@@ -296,6 +305,42 @@ fn run_audio(args: &GenerateArgs, seed: u64, out: &std::path::Path, device: &Dev
         println!("{}", p.display());
     }
     Ok(())
+}
+
+/// `--preview-every N`: decodes the step's estimate of the final latents every N steps (and
+/// at the last step) to `<out stem>-preview.png`, written atomically. A failed preview is a
+/// warning, never the end of the run.
+struct Preview {
+    every: Option<u64>,
+    path: PathBuf,
+}
+
+impl Preview {
+    fn new(every: Option<u64>, out: &std::path::Path) -> Self {
+        let stem = out
+            .file_stem()
+            .map_or_else(|| "sonic".to_string(), |s| s.to_string_lossy().into_owned());
+        Self {
+            every,
+            path: out.with_file_name(format!("{stem}-preview.png")),
+        }
+    }
+
+    fn update(&mut self, sd: &StableDiffusion, p: &sonic_pipeline::Progress) {
+        let (Some(every), Some(latents)) = (self.every, &p.preview) else {
+            return;
+        };
+        if p.step as u64 % every != 0 && p.step != p.total {
+            return;
+        }
+        let written = sd
+            .decode_latents(latents.clone())
+            .and_then(|images| sonic_pipeline::output::save_images(&images, &self.path, &[]));
+        if let Err(e) = written {
+            eprintln!("warning: preview at step {}: {e}", p.step);
+            self.every = None;
+        }
+    }
 }
 
 fn common_metadata(
@@ -376,7 +421,11 @@ pub fn run(args: &GenerateArgs, device: &Device) -> Result<()> {
     req.batch_size = args.batch;
 
     let mut bar = StepBar::new("denoising", args.steps());
-    let result = text_to_image(&sd, &req, &mut |p| bar.update(p));
+    let mut preview = Preview::new(args.preview_every, &out);
+    let result = text_to_image(&sd, &req, &mut |p| {
+        bar.update(p);
+        preview.update(&sd, p);
+    });
     bar.finish();
     let images = result?;
     let metadata = common_metadata(args, seed, &model, &req.scheduler, req.width, req.height);

@@ -669,8 +669,8 @@ fn the_pipeline_builder_resolves_a_preset() {
 }
 
 /// `download --fast` fetches LCM-LoRA and TAESD; `generate --fast` then uses them with the LCM
-/// scheduler, 4 steps and no guidance (recorded in the PNG), from the cache alone; an explicit
-/// `--steps` still wins.
+/// scheduler, 4 steps and no guidance (recorded in the PNG), from the cache alone, and writes
+/// previews with `--preview-every`; an explicit `--steps` still wins.
 #[test]
 fn fast_generation_fetches_lcm_lora_and_taesd_and_uses_them() {
     let hub = Hub::start(entries());
@@ -715,7 +715,12 @@ fn fast_generation_fetches_lcm_lora_and_taesd_and_uses_them() {
         assert!(out.status.success(), "{}", text(&out));
     };
     let png = home.path().join("fast.png");
-    run(&png, &[]);
+    run(&png, &["--preview-every", "2"]);
+    let preview = std::fs::read(home.path().join("fast-preview.png")).expect("a preview");
+    assert!(
+        preview.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "the preview is a PNG"
+    );
     assert!(
         hub.log()[before..].iter().all(|l| l.method != "GET"),
         "the cache holds everything: {:?}",

@@ -2,6 +2,7 @@
 //! UNet, guidance that combines the branches' predictions, and a scheduler step.
 
 use crate::error::PipelineError;
+use crate::text_to_image::Progress;
 use burn::tensor::Tensor;
 use sonic_schedulers::Scheduler;
 use sonic_unet::hooks::{NoHook, UNetHook};
@@ -73,6 +74,9 @@ pub struct StepTensors {
     pub branch_eps: Vec<Tensor<4>>,
     /// The guided prediction.
     pub eps: Tensor<4>,
+    /// The scheduler's estimate of the clean latents at this step
+    /// ([`Scheduler::predict_original_sample`]), for previews; `None` where it has none.
+    pub denoised: Option<Tensor<4>>,
     /// The latents after the step.
     pub latents: Tensor<4>,
 }
@@ -121,6 +125,40 @@ impl SamplingObserver for ProgressOnly<'_> {
 
     fn after_step(&mut self, step: &StepTensors) {
         (self.progress)(step.index + 1, self.total, step.timestep);
+    }
+}
+
+/// An observer that reports [`Progress`] after each step, with the step's estimate of the
+/// final latents as its preview.
+pub struct ReportProgress<'a> {
+    progress: &'a mut dyn FnMut(&Progress),
+    total: usize,
+    hook: NoHook,
+}
+
+impl<'a> ReportProgress<'a> {
+    /// Reports to `progress`; `total` steps in all.
+    pub fn new(progress: &'a mut dyn FnMut(&Progress), total: usize) -> Self {
+        Self {
+            progress,
+            total,
+            hook: NoHook,
+        }
+    }
+}
+
+impl SamplingObserver for ReportProgress<'_> {
+    fn unet_hook(&mut self) -> &mut dyn UNetHook {
+        &mut self.hook
+    }
+
+    fn after_step(&mut self, step: &StepTensors) {
+        (self.progress)(&Progress {
+            step: step.index + 1,
+            total: self.total,
+            timestep: step.timestep,
+            preview: step.denoised.clone(),
+        });
     }
 }
 
@@ -179,12 +217,14 @@ pub fn denoise(
                 value: format!("{} branches", branch_eps.len()),
                 reason: format!("{guidance:?} needs {n}"),
             })?;
+        let denoised = scheduler.predict_original_sample(eps.clone(), i, latents.clone());
         latents = scheduler.step(eps.clone(), i, latents)?;
         observer.after_step(&StepTensors {
             index: i,
             timestep: t,
             branch_eps,
             eps,
+            denoised,
             latents: latents.clone(),
         });
     }

@@ -32,13 +32,12 @@
 use crate::audio_to_image::{AudioToImage, audio_to_image};
 use crate::error::PipelineError;
 use crate::hub::{Checkpoint, HubOptions};
-use crate::sampling::{SamplingObserver, StepTensors};
+use crate::sampling::ReportProgress;
 use crate::stable_diffusion::StableDiffusion;
 use crate::text_to_image::{Generation, Progress, seeded_noise};
 use burn::tensor::{Device, Tensor, TensorData};
 use sonic_audio::{ClapAudioEncoder, CropStart};
 use sonic_projector::Projector;
-use sonic_unet::hooks::{NoHook, UNetHook};
 use std::path::PathBuf;
 
 /// A sound to condition on.
@@ -254,25 +253,6 @@ pub fn slerp_frames(a: &[f32], b: &[f32], frames: usize) -> Vec<Vec<f32>> {
         .collect()
 }
 
-struct ProgressObserver<'a> {
-    progress: &'a mut dyn FnMut(&Progress),
-    total: usize,
-    hook: NoHook,
-}
-
-impl SamplingObserver for ProgressObserver<'_> {
-    fn unet_hook(&mut self) -> &mut dyn UNetHook {
-        &mut self.hook
-    }
-    fn after_step(&mut self, step: &StepTensors) {
-        (self.progress)(&Progress {
-            step: step.index + 1,
-            total: self.total,
-            timestep: step.timestep,
-        });
-    }
-}
-
 impl SonicPipeline {
     /// A builder.
     pub fn builder() -> SonicPipelineBuilder {
@@ -386,11 +366,7 @@ impl SonicPipeline {
                 req.latents = Some(one.repeat_dim(0, rows));
             }
         }
-        let mut observer = ProgressObserver {
-            progress,
-            total: req.steps,
-            hook: NoHook,
-        };
+        let mut observer = ReportProgress::new(progress, req.steps);
         audio_to_image(&self.sd, &req, &tokens, &null, &mut observer)
     }
 }

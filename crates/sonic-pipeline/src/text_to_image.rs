@@ -2,12 +2,12 @@
 //! `StableDiffusionPipeline`.
 
 use crate::error::PipelineError;
-use crate::sampling::{Conditioning, Guidance, ProgressOnly, denoise};
+use crate::sampling::{Conditioning, Guidance, ReportProgress, denoise};
 use crate::stable_diffusion::StableDiffusion;
 use burn::tensor::Tensor;
 
 /// Progress of a long-running job, reported through a callback after each step.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Progress {
     /// Steps done.
     pub step: usize,
@@ -15,6 +15,10 @@ pub struct Progress {
     pub total: usize,
     /// The timestep just processed.
     pub timestep: f64,
+    /// The estimate of the final latents after this step (scaled as the UNet's latents;
+    /// decode with [`crate::StableDiffusion::decode_latents`], fast with a tiny VAE), for
+    /// previews; `None` where the job has none.
+    pub preview: Option<Tensor<4>>,
 }
 
 /// Parameters of a text-to-image generation. `TextToImage::new(prompt)` gives diffusers'
@@ -194,14 +198,7 @@ pub fn text_to_image(
         Guidance::None
     };
     let total = scheduler.timesteps().len();
-    let mut report = |step, total, timestep| {
-        progress(&Progress {
-            step,
-            total,
-            timestep,
-        })
-    };
-    let mut observer = ProgressOnly::new(&mut report, total);
+    let mut observer = ReportProgress::new(progress, total);
     let latents = denoise(
         &sd.unet,
         scheduler.as_mut(),

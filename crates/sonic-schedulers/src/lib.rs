@@ -127,6 +127,25 @@ pub trait Scheduler: Send {
         sample: Tensor<4>,
     ) -> Result<Tensor<4>>;
 
+    /// The estimate of the clean sample x0 from the model output at step `step_index` and
+    /// the sample the model saw (before `scale_model_input`), for previews: `(x - sqrt(1 - ᾱ)
+    /// ε) / sqrt(ᾱ)` (or the v / sample forms) at the step's timestep. `None` where the sample
+    /// is not variance-preserving (Euler's sigma-scaled samples) or the timestep is fractional
+    /// or out of range.
+    fn predict_original_sample(
+        &self,
+        model_output: Tensor<4>,
+        step_index: usize,
+        sample: Tensor<4>,
+    ) -> Option<Tensor<4>> {
+        let t = *self.timesteps().get(step_index)?;
+        if self.init_noise_sigma() != 1.0 || t.fract() != 0.0 || t < 0.0 {
+            return None;
+        }
+        let alpha = *self.alphas_cumprod().get(t as usize)? as f32;
+        Some(common::predict_x0_eps(self.prediction_type(), sample, model_output, alpha).0)
+    }
+
     /// diffusers' class attribute `order` (1 for every class here; it counts model
     /// evaluations per step for progress bars, not the solver order).
     fn order(&self) -> usize {
@@ -290,6 +309,34 @@ mod tests {
             s.set_timesteps(10).unwrap();
             assert!(!s.timesteps().is_empty());
         }
+    }
+
+    /// The preview estimate inverts the forward process at the step's timestep, for the
+    /// variance-preserving schedulers; Euler's sigma-scaled samples get none.
+    #[test]
+    fn predicted_original_sample_recovers_x0() {
+        let device = burn::tensor::Device::default();
+        let x0 = Tensor::<4>::from_data(
+            burn::tensor::TensorData::new(
+                (0..16).map(|i| i as f32 / 8.0 - 1.0).collect(),
+                [1, 1, 4, 4],
+            ),
+            &device,
+        );
+        let eps = x0.clone().flip([3]).mul_scalar(0.7);
+        for name in ["ddim", "dpm++2m", "lcm", "pndm"] {
+            let mut s = scheduler_by_name(name, &sd1_ddim()).unwrap();
+            s.set_timesteps(4).unwrap();
+            let t = s.timesteps()[1] as usize;
+            let a = s.alphas_cumprod()[t] as f32;
+            let xt = x0.clone().mul_scalar(a.sqrt()) + eps.clone().mul_scalar((1.0 - a).sqrt());
+            let got = s.predict_original_sample(eps.clone(), 1, xt).unwrap();
+            let err = (got - x0.clone()).abs().max().into_scalar::<f32>();
+            assert!(err < 1e-5, "{name}: {err}");
+        }
+        let mut e = scheduler_by_name("euler", &sd1_ddim()).unwrap();
+        e.set_timesteps(4).unwrap();
+        assert!(e.predict_original_sample(eps.clone(), 0, x0).is_none());
     }
 
     #[test]

@@ -161,6 +161,7 @@ pub fn edit(
                     step,
                     total,
                     timestep,
+                    preview: None,
                 })
             },
         )?,
@@ -172,6 +173,7 @@ pub fn edit(
                     step: s,
                     total: 2 * steps,
                     timestep: t,
+                    preview: None,
                 })
             })?;
             pnp_sample(
@@ -186,6 +188,7 @@ pub fn edit(
                         step: steps + s,
                         total: 2 * steps,
                         timestep: t,
+                        preview: None,
                     })
                 },
             )?
