@@ -326,24 +326,33 @@ def run_case(case, runs, warmup, dtype, fixtures, model=None):
 
         times = time_runs(runs, warmup, load)
         extra = dict(model=model)
-    elif case == "audio-to-image-512":
+    elif case in ("audio-to-image-512", "audio-to-image-512-fast"):
         # The whole wait of `sonic generate --audio clip.wav --steps 10`: read the WAV, CLAP,
         # projector (and its null tokens), 10 PNDM steps of the UNet with the 10 adapters under
         # guidance 7.5 (batch 2), VAE decode to 512x512, as diffusers' pipeline loop does.
+        # `-fast`: `generate --fast`'s settings: 4 LCM steps without guidance (batch 1), TAESD
+        # (AutoencoderTiny) decode.
         import tempfile
-        from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
+        from diffusers import (AutoencoderKL, AutoencoderTiny, LCMScheduler, PNDMScheduler,
+                               UNet2DConditionModel)
         from transformers import CLIPTokenizer
+        fast = case.endswith("-fast")
+        steps = 4 if fast else 10
         unet = UNet2DConditionModel(**SD14_UNET)
         blocks = add_adapters(unet)
         if len(blocks) != 10:
             raise RuntimeError(f"SD1.4 should get 10 adapters, got {len(blocks)}")
         unet = cast(unet, dtype)
-        vae = cast(AutoencoderKL(**SD14_VAE), dtype)
+        vae = cast(AutoencoderTiny() if fast else AutoencoderKL(**SD14_VAE), dtype)
+        scaling = 1.0 if fast else 0.18215
         text = cast(sd14_text_encoder(), dtype)
         tok = CLIPTokenizer.from_pretrained(os.path.join(fixtures, "sd15-tiny", "tokenizer"))
         clap = cast(ClapAudio(), dtype)
         proj = cast(Projector(), dtype)
         sched = PNDMScheduler(**SD14_SCHEDULER)
+        if fast:
+            # As a diffusers user switches: the model's scheduler config, the LCM class.
+            sched = LCMScheduler.from_config(sched.config)
         folder = tempfile.mkdtemp()
         path = os.path.join(folder, "clip.wav")
         write_test_wav(path)
@@ -353,24 +362,30 @@ def run_case(case, runs, warmup, dtype, fixtures, model=None):
             e = clap(wave)
             tokens = proj(e)
             null = proj(torch.zeros_like(e))
-            ids = tok(["", ""], padding="max_length", max_length=77, truncation=True,
+            prompts = [""] if fast else ["", ""]
+            ids = tok(prompts, padding="max_length", max_length=77, truncation=True,
                       return_tensors="pt").input_ids
             ctx = text(ids)[0]
             for b in blocks:
-                b.audio_tokens = torch.cat([null, tokens])
-            sched.set_timesteps(10)
-            lat = torch.randn(1, 4, 64, 64, generator=torch.Generator().manual_seed(0))
+                b.audio_tokens = tokens if fast else torch.cat([null, tokens])
+            sched.set_timesteps(steps)
+            gen = torch.Generator().manual_seed(0)
+            lat = torch.randn(1, 4, 64, 64, generator=gen)
             lat = (lat * sched.init_noise_sigma).to(dtype)
             for t in sched.timesteps:
-                inp = sched.scale_model_input(torch.cat([lat, lat]), t)
-                eps = unet(inp, t, encoder_hidden_states=ctx).sample
-                u, c = eps.chunk(2)
-                lat = sched.step(u + 7.5 * (c - u), t, lat).prev_sample
-            img = vae.decode(lat / 0.18215).sample
+                if fast:
+                    eps = unet(sched.scale_model_input(lat, t), t, encoder_hidden_states=ctx).sample
+                    lat = sched.step(eps, t, lat, generator=gen).prev_sample
+                else:
+                    inp = sched.scale_model_input(torch.cat([lat, lat]), t)
+                    eps = unet(inp, t, encoder_hidden_states=ctx).sample
+                    u, c = eps.chunk(2)
+                    lat = sched.step(u + 7.5 * (c - u), t, lat).prev_sample
+            img = vae.decode(lat / scaling).sample
             return (img / 2 + 0.5).clamp(0, 1)
 
         times = time_runs(runs, warmup, run)
-        extra = dict(steps=10, adapters=len(blocks))
+        extra = dict(steps=steps, adapters=len(blocks))
     else:
         raise SystemExit(f"unknown case {case}")
     out = dict(case=case, impl="pytorch", torch=torch.__version__,

@@ -1,6 +1,6 @@
-//! Arbitrary bytes as a `.safetensors` file: the header reader and the checkpoint index must
-//! return the tensors or a typed error naming the file, never panic or allocate what the
-//! header claims.
+//! Arbitrary bytes as a `.safetensors` file: the header reader, the checkpoint index and the
+//! LoRA reader (key layouts, ranks, alphas, metadata) must return the tensors or a typed error
+//! naming the file, never panic or allocate what the header claims.
 
 #![no_main]
 
@@ -24,6 +24,9 @@ fuzz_target!(|data: &[u8]| {
         Err(e) => common::names(&e.to_string(), "w.safetensors"),
     }
     if let Err(e) = Checkpoint::open(&p) {
+        common::names(&e.to_string(), "w.safetensors");
+    }
+    if let Err(e) = sonic_core::lora::LoraFile::open(&p) {
         common::names(&e.to_string(), "w.safetensors");
     }
 });

@@ -117,4 +117,20 @@ put("image", "png_gray_alpha", b"\x00" + buf.getvalue())
 put("tokenizer", "plain", "a photo of a cat sitting on a wooden table")
 put("tokenizer", "punct_unicode", "Rain!!! on   the roof -- 3.5 mm, \u00e9t\u00e9, \u65e5\u672c, \U0001F600 <|endoftext|>")
 put("tokenizer", "long", " ".join(["thunder"] * 120))
+# safetensors_header (the LoRA reader too): tiny LoRA files in the kohya layout (conv and
+# linear, alphas) and the PEFT layout with diffusers' LoraConfig metadata. Their own generator,
+# so that the seeds above stay as they were.
+lg = torch.Generator().manual_seed(20)
+put("safetensors_header", "lora_kohya", save({
+    "lora_unet_conv.lora_down.weight": torch.randn(1, 2, 3, 3, generator=lg),
+    "lora_unet_conv.lora_up.weight": torch.randn(4, 1, 1, 1, generator=lg),
+    "lora_unet_conv.alpha": torch.tensor(2.0),
+    "lora_te_text_model_encoder_layers_0_mlp_fc1.lora_down.weight": torch.randn(2, 3, generator=lg),
+    "lora_te_text_model_encoder_layers_0_mlp_fc1.lora_up.weight": torch.randn(2, 2, generator=lg),
+}))
+put("safetensors_header", "lora_peft_meta", save({
+    "unet.proj.lora_A.weight": torch.randn(2, 3, generator=lg),
+    "unet.proj.lora_B.weight": torch.randn(2, 2, generator=lg),
+}, metadata={"format": "pt", "lora_adapter_metadata": json.dumps(
+    {"unet.r": 2, "unet.lora_alpha": 4, "unet.alpha_pattern": {"proj": 1}})}))
 print("seeds written under", seeds)

@@ -21,6 +21,7 @@ pub const CASES: &[&str] = &[
     "adapters",
     "tiny-pipeline",
     "audio-to-image-512",
+    "audio-to-image-512-fast",
     "load-sd",
 ];
 
@@ -32,7 +33,9 @@ pub struct BenchArgs {
     /// clap-10s, projector, adapters (UNet 32x32 with and without the 10 SD1.4 adapters),
     /// tiny-pipeline (sd15-tiny, 20 DDIM steps, guidance 7.5, latent output),
     /// audio-to-image-512 (the whole wait of `sonic generate --audio`: WAV -> CLAP -> projector
-    /// -> 10 PNDM steps with the 10 adapters and guidance -> VAE decode at 512x512), load-sd
+    /// -> 10 PNDM steps with the 10 adapters and guidance -> VAE decode at 512x512; `--steps`
+    /// sets the count), audio-to-image-512-fast (the same with `generate --fast`'s settings:
+    /// 4 LCM steps without guidance, TAESD decode), load-sd
     /// (the folder of `--model` to a ready UNet + VAE + text encoder + tokenizer; skipped when
     /// all cases run without `--model`).
     #[arg(long = "case", value_delimiter = ',')]
@@ -56,6 +59,10 @@ pub struct BenchArgs {
     /// Seed of the random weights and inputs.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Denoising steps of the audio-to-image-512 case (10 by default, to keep a run short;
+    /// `sonic generate` uses 50).
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
     /// The Stable Diffusion 1.x folder (diffusers layout) the `load-sd` case loads, e.g. a
     /// downloaded model or the random one `benches/compare_pytorch` writes.
     #[arg(long)]
@@ -120,7 +127,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             .args(["--warmup", &args.warmup.to_string()])
             .args(["--device", &args.device])
             .args(["--dtype", &args.dtype])
-            .args(["--seed", &args.seed.to_string()]);
+            .args(["--seed", &args.seed.to_string()])
+            .args(["--steps", &args.steps.to_string()]);
         if let Some(f) = &args.fixtures {
             cmd.arg("--fixtures").arg(f);
         }
@@ -413,7 +421,8 @@ fn run_case(case: &str, args: &BenchArgs, dtype: FloatDType) -> Result<String> {
             with
         }
         "tiny-pipeline" => tiny_pipeline(args, &device)?,
-        "audio-to-image-512" => audio_to_image_512(args, &device, &mut extra)?,
+        "audio-to-image-512" => audio_to_image_512(args, &device, &mut extra, false)?,
+        "audio-to-image-512-fast" => audio_to_image_512(args, &device, &mut extra, true)?,
         "load-sd" => {
             let Some(dir) = &args.model else {
                 bail!(
@@ -500,14 +509,26 @@ fn write_test_wav(path: &Path, seconds: f64) -> Result<()> {
     Ok(())
 }
 
+/// TAESD's `config.json` (madebyollin/taesd).
+pub const TAESD: &str = r#"{
+  "act_fn": "relu", "block_out_channels": [64, 64, 64, 64],
+  "encoder_block_out_channels": [64, 64, 64, 64], "decoder_block_out_channels": [64, 64, 64, 64],
+  "in_channels": 3, "latent_channels": 4, "num_encoder_blocks": [1, 3, 3, 3],
+  "num_decoder_blocks": [3, 3, 3, 1], "out_channels": 3, "scaling_factor": 1.0,
+  "upsample_fn": "nearest", "upsampling_scaling_factor": 2
+}"#;
+
 /// The whole wait of `sonic generate --audio clip.wav --steps 10` at SD 1.4 sizes with
 /// random weights: decode and prepare the WAV, CLAP, the projector (and its null tokens), 10
-/// PNDM steps of the UNet with its 10 adapters under guidance 7.5 (batch 2), VAE decode to
-/// 512x512. The tokenizer is sd15-tiny's (its ids fit the SD 1.4 vocabulary).
+/// (`--steps`) PNDM steps of the UNet with its 10 adapters under guidance 7.5 (batch 2), VAE
+/// decode to 512x512. `fast`: `generate --fast`'s settings instead: 4 LCM steps without
+/// guidance (batch 1) and a TAESD decode (a merged LoRA costs nothing per step, so none is
+/// merged here). The tokenizer is sd15-tiny's (its ids fit the SD 1.4 vocabulary).
 fn audio_to_image_512(
     args: &BenchArgs,
     device: &Device,
     extra: &mut serde_json::Map<String, serde_json::Value>,
+    fast: bool,
 ) -> Result<Timings> {
     let root = fixtures_dir(args.fixtures.as_deref())?;
     let tokenizer_dir = root.join("sd15-tiny").join("tokenizer");
@@ -528,7 +549,13 @@ fn audio_to_image_512(
             text_encoder: sonic_clip::ClipTextModel::new(&text_config, act, device),
             unet,
             vae: sd14_vae(device)?,
-            tiny_vae: None,
+            tiny_vae: if fast {
+                let config: sonic_vae::TinyVaeConfig = serde_json::from_str(TAESD)?;
+                config.validate(Path::new("<taesd>"))?;
+                Some(sonic_vae::AutoencoderTiny::new(&config, device))
+            } else {
+                None
+            },
             unet_config: sonic_unet::UNetConfig::from_json_str(
                 SD14_UNET,
                 Path::new("<sd14 unet>"),
@@ -546,14 +573,27 @@ fn audio_to_image_512(
     let dir = tempfile::tempdir()?;
     let wav = dir.path().join("clip.wav");
     write_test_wav(&wav, 10.0)?;
-    let req = sonic_pipeline::AudioToImage {
-        steps: 10,
-        scheduler: "model".into(),
-        width: 512,
-        height: 512,
-        ..Default::default()
+    let req = if fast {
+        sonic_pipeline::AudioToImage {
+            steps: 4,
+            scheduler: "lcm".into(),
+            guidance_scale: 1.0,
+            width: 512,
+            height: 512,
+            ..Default::default()
+        }
+    } else {
+        sonic_pipeline::AudioToImage {
+            steps: args.steps,
+            scheduler: "model".into(),
+            width: 512,
+            height: 512,
+            ..Default::default()
+        }
     };
     extra.insert("steps".into(), req.steps.into());
+    extra.insert("scheduler".into(), req.scheduler.clone().into());
+    extra.insert("guidance".into(), req.guidance_scale.into());
     extra.insert("adapters".into(), adapters.into());
     time_runs(args.runs, args.warmup, || {
         let e = pipeline.embed(&[sonic_pipeline::sonic::AudioSource::File(wav.clone())])?;

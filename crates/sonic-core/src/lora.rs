@@ -837,6 +837,190 @@ mod tests {
         assert!(parse_dotted("unet.conv_in.weight").unwrap().is_none());
     }
 
+    use crate::weights::tensor_file::{NamedTensor, write_safetensors_f32};
+    use burn::nn::conv::{Conv2d, Conv2dConfig};
+    use burn::nn::{Linear, LinearConfig};
+
+    #[derive(Module, Debug)]
+    struct Tiny {
+        proj: Linear,
+        conv: Conv2d,
+    }
+
+    fn tiny(device: &Device) -> Tiny {
+        Tiny {
+            proj: LinearConfig::new(3, 2).init(device),
+            conv: Conv2dConfig::new([2, 4], [3, 3]).init(device),
+        }
+    }
+
+    fn t(name: &str, shape: &[usize], data: Vec<f32>) -> NamedTensor {
+        NamedTensor {
+            name: name.into(),
+            shape: shape.to_vec(),
+            data,
+        }
+    }
+
+    fn ramp(n: usize, k: f32) -> Vec<f32> {
+        (0..n).map(|i| (i as f32 - n as f32 / 2.0) * k).collect()
+    }
+
+    fn write(dir: &Path, name: &str, tensors: &[NamedTensor]) -> std::path::PathBuf {
+        let path = dir.join(name);
+        write_safetensors_f32(&path, tensors, None).unwrap();
+        path
+    }
+
+    fn values<const D: usize>(x: Tensor<D>) -> Vec<f32> {
+        x.into_data().try_into_vec::<f32>().unwrap()
+    }
+
+    /// The merged weights are `W + scale * alpha / r * up @ down`, in PyTorch's layout for a
+    /// linear layer (Burn keeps it transposed) and a 3x3 convolution (kohya's `[r, in, 3, 3]`
+    /// down, `[out, r, 1, 1]` up).
+    #[test]
+    fn merging_adds_the_scaled_low_rank_product() {
+        let device = Device::default();
+        let dir = tempfile::tempdir().unwrap();
+        let base = tiny(&device);
+        let (down, up) = (ramp(2 * 3, 0.1), ramp(2 * 2, 0.3));
+        let (cdown, cup) = (ramp(18, 0.05), ramp(4, 0.2));
+        let path = write(
+            dir.path(),
+            "k.safetensors",
+            &[
+                t("lora_unet_proj.lora_down.weight", &[2, 3], down.clone()),
+                t("lora_unet_proj.lora_up.weight", &[2, 2], up.clone()),
+                t("lora_unet_proj.alpha", &[], vec![1.0]),
+                t(
+                    "lora_unet_conv.lora_down.weight",
+                    &[1, 2, 3, 3],
+                    cdown.clone(),
+                ),
+                t("lora_unet_conv.lora_up.weight", &[4, 1, 1, 1], cup.clone()),
+                t("lora_unet_conv.alpha", &[], vec![3.0]),
+            ],
+        );
+        let lora = LoraFile::open(&path).unwrap();
+        assert_eq!(lora.layout(), LoraLayout::Kohya);
+        let w0 = values(base.proj.weight.val()); // [in 3, out 2]
+        let c0 = values(base.conv.weight.val()); // [4, 2, 3, 3]
+        let (merged, m) = lora
+            .merge_into(
+                base,
+                LoraComponent::Unet,
+                0.5,
+                false,
+                &LoadOptions::default(),
+            )
+            .unwrap();
+        assert_eq!(m.len(), 2);
+        let w = values(merged.proj.weight.val());
+        for o in 0..2 {
+            for i in 0..3 {
+                let delta: f32 = (0..2).map(|r| up[o * 2 + r] * down[r * 3 + i]).sum();
+                let want = w0[i * 2 + o] + 0.5 * (1.0 / 2.0) * delta;
+                assert!((w[i * 2 + o] - want).abs() < 1e-6, "proj [{o},{i}]");
+            }
+        }
+        let c = values(merged.conv.weight.val());
+        for o in 0..4 {
+            for j in 0..18 {
+                let want = c0[o * 18 + j] + 0.5 * 3.0 * cup[o] * cdown[j];
+                assert!((c[o * 18 + j] - want).abs() < 1e-6, "conv [{o},{j}]");
+            }
+        }
+    }
+
+    #[test]
+    fn bad_files_are_typed_errors_naming_file_and_key() {
+        let device = Device::default();
+        let dir = tempfile::tempdir().unwrap();
+        let cases: Vec<(&str, Vec<NamedTensor>, &str, &str)> = vec![
+            (
+                "missing_target",
+                vec![
+                    t("unet.nope.lora_A.weight", &[1, 3], vec![0.1; 3]),
+                    t("unet.nope.lora_B.weight", &[2, 1], vec![0.1; 2]),
+                ],
+                "unet.nope.lora_A.weight",
+                "does not have",
+            ),
+            (
+                "wrong_shape",
+                vec![
+                    t("unet.proj.lora_A.weight", &[1, 5], vec![0.1; 5]),
+                    t("unet.proj.lora_B.weight", &[2, 1], vec![0.1; 2]),
+                ],
+                "unet.proj.lora_A.weight",
+                "do not fit",
+            ),
+            (
+                "no_up",
+                vec![t("unet.proj.lora_A.weight", &[1, 3], vec![0.1; 3])],
+                "unet.proj.lora_A.weight",
+                "no matching",
+            ),
+            (
+                "rank_mismatch",
+                vec![
+                    t("unet.proj.lora_A.weight", &[2, 3], vec![0.1; 6]),
+                    t("unet.proj.lora_B.weight", &[2, 1], vec![0.1; 2]),
+                ],
+                "unet.proj.lora_A.weight",
+                "rank-r pair",
+            ),
+            (
+                "not_lora",
+                vec![t("proj.weight", &[2, 3], vec![0.1; 6])],
+                "proj.weight",
+                "not a LoRA tensor",
+            ),
+            (
+                "nan",
+                vec![
+                    t("unet.proj.lora_A.weight", &[1, 3], vec![f32::NAN; 3]),
+                    t("unet.proj.lora_B.weight", &[2, 1], vec![0.1; 2]),
+                ],
+                "unet.proj.lora_A.weight",
+                "NaN",
+            ),
+            (
+                "dora",
+                vec![t("lora_unet_proj.dora_scale", &[2, 1], vec![0.1; 2])],
+                "lora_unet_proj.dora_scale",
+                "DoRA",
+            ),
+        ];
+        for (name, tensors, key, what) in cases {
+            let path = write(dir.path(), &format!("{name}.safetensors"), &tensors);
+            let result = LoraFile::open(&path).and_then(|l| {
+                l.merge_into(
+                    tiny(&device),
+                    LoraComponent::Unet,
+                    1.0,
+                    false,
+                    &LoadOptions::default(),
+                )
+            });
+            let e = result.err().unwrap_or_else(|| panic!("{name}: no error"));
+            let msg = e.to_string();
+            assert!(
+                matches!(e, CoreError::Lora { .. })
+                    && msg.contains(key)
+                    && msg.contains(what)
+                    && msg.contains(&format!("{name}.safetensors")),
+                "{name}: {msg}"
+            );
+        }
+        // An empty or garbage file is an error of the reader, naming the file.
+        let path = dir.path().join("garbage.safetensors");
+        std::fs::write(&path, b"not a tensor file").unwrap();
+        let e = LoraFile::open(&path).unwrap_err().to_string();
+        assert!(e.contains("garbage.safetensors"), "{e}");
+    }
+
     #[test]
     fn peft_patterns_match_whole_segments() {
         assert!(pattern_matches("to_q", "a.b.to_q"));
