@@ -19,7 +19,11 @@ cases with diffusers + peft and records them in the same schema (`reference/case
   out = last_hidden_state for given ids;
 - vae_tiny: an AutoencoderTiny with 3 levels of width 12, other block counts and silu;
 - schedulers: LCM loops with v-prediction, original_inference_steps 20, 3 and 5 steps,
-  set_alpha_to_one false, timestep_scaling 5, clip_sample (range 0.8).
+  set_alpha_to_one false, timestep_scaling 5, clip_sample (range 0.8);
+- lcm_pipeline: diffusers' StableDiffusionPipeline end to end with the kohya LoRA (scale 0.8)
+  on unet/, LCMScheduler (4 steps, no guidance) and the tiny autoencoder, from given latents
+  and prompt embeddings; the noise each LCM step drew is recorded (`noise`), the final latents
+  (`out_latents`, from callback_on_step_end) and the image (output_type "pt").
 
 Output: tests-data/fast-variants/ (committed; about 1 MB). Run from the workspace root with
 the fixture venv (scripts/fixtures.sh --setup):
@@ -63,6 +67,8 @@ LCM = [
     ("lcm_edge_5", dict(set_alpha_to_one=False, timestep_scaling=5.0, clip_sample=True,
                         clip_sample_range=0.8, original_inference_steps=30), 5),
 ]
+LCM_PIPE = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                set_alpha_to_one=False, original_inference_steps=50)
 UNET_TARGETS = ("conv1", "conv2", "time_emb_proj", "proj_in", "proj_out", "ff.net.0.proj",
                 "ff.net.2", "to_q", "to_k", "to_v", "to_out.0")
 TE_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
@@ -171,6 +177,53 @@ def lcm_cases(tensors, gen, noise_gen):
     return cases
 
 
+def pipeline_case(out, tae, tensors, gen):
+    """diffusers' pipeline with LCM, a LoRA and the tiny autoencoder; LCM's noise recorded."""
+    from diffusers.schedulers import scheduling_lcm
+
+    unet = diffusers.UNet2DConditionModel.from_pretrained(out / "unet").eval()
+    sched = diffusers.LCMScheduler(**LCM_PIPE)
+    pipe = diffusers.StableDiffusionPipeline(
+        vae=tae, text_encoder=None, tokenizer=None, unet=unet, scheduler=sched,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    lora = "lora_kohya/lora.safetensors"
+    pipe.load_lora_weights(str(out / lora), adapter_name="fx")
+    pipe.set_adapters(["fx"], adapter_weights=[0.8])
+    latents = torch.randn(1, 4, 8, 8, generator=gen)
+    embeds = torch.randn(1, 77, UNET["cross_attention_dim"], generator=gen)
+    drawn, last = [], {}
+    original = scheduling_lcm.randn_tensor
+
+    def record(*args, **kwargs):
+        x = original(*args, **kwargs)
+        drawn.append(x.clone())
+        return x
+
+    def on_step_end(_pipe, _i, _t, kwargs):
+        last["latents"] = kwargs["latents"].clone()
+        return kwargs
+
+    scheduling_lcm.randn_tensor = record
+    try:
+        with torch.no_grad():
+            image = pipe(prompt_embeds=embeds, latents=latents.clone(), num_inference_steps=4,
+                         guidance_scale=1.0, output_type="pt", height=64, width=64,
+                         generator=torch.Generator().manual_seed(7),
+                         callback_on_step_end=on_step_end).images
+    finally:
+        scheduling_lcm.randn_tensor = original
+    tensors["pipe.latents"], tensors["pipe.embeds"] = latents, embeds
+    tensors["pipe.out_latents"], tensors["pipe.image"] = last["latents"], image
+    noise = []
+    for i, x in enumerate(drawn):
+        tensors[f"pipe.noise.{i}"] = x
+        noise.append(f"pipe.noise.{i}")
+    return [{"id": "lcm_lora_tiny", "lora": lora, "lora_scale": 0.8,
+             "config": common.scheduler_config(sched), "num_inference_steps": 4,
+             "latents": "pipe.latents", "prompt_embeds": "pipe.embeds", "noise": noise,
+             "out_latents": "pipe.out_latents", "image": "pipe.image", "tol": 1e-3}]
+
+
 def generate(out):
     out = common.fresh_dir(out)
     torch.manual_seed(SEED)
@@ -246,6 +299,7 @@ def generate(out):
                  "z": "tae.z", "decoded": "tae.decoded", "tol": 1e-4}]
 
     schedulers = lcm_cases(tensors, gen, noise_gen)
+    lcm_pipeline = pipeline_case(out, tae, tensors, gen)
     doc = {
         "about": "Held-out fast-generation variants made by tools/gen_fast_variants.py; the "
                  "schemas of fast-tiny's cases.json, plus `text_encoder_lora` (the "
@@ -253,12 +307,18 @@ def generate(out):
                  "load_lora_into_text_encoder from `file` at `scale`; input_ids -> "
                  "out = last_hidden_state).",
         "vae_tiny": "encode(image).latents -> `latents`; decode(z).sample -> `decoded`",
+        "lcm_pipeline": "StableDiffusionPipeline(unet/ + LoRA `lora` at `lora_scale`, "
+                        "LCMScheduler from `config`, AutoencoderTiny vae_tiny/)(prompt_embeds, "
+                        "latents, num_inference_steps, guidance_scale 1, output_type 'pt'); "
+                        "`noise`: the tensor LCM's step i drew (steps but the last); "
+                        "`out_latents`: the latents after the last step; `image` in [0, 1]",
         "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__,
                      "transformers": transformers.__version__, "peft": peft.__version__},
     }
     common.write_json(out / "reference" / "cases.json", {
         "variant": "fast-variants", "dtype": "float32", "_doc": doc, "schedulers": schedulers,
-        "vae_tiny": vae_tiny, "unet_lora": unet_cases, "text_encoder_lora": te_cases})
+        "vae_tiny": vae_tiny, "unet_lora": unet_cases, "text_encoder_lora": te_cases,
+        "lcm_pipeline": lcm_pipeline})
     common.save_tensors(out / "reference" / "tensors.safetensors", tensors)
     print(f"fast-variants: {len(tensors)} tensors -> {out}", flush=True)
 

@@ -175,6 +175,10 @@ pub static SECTIONS: &[&dyn ParitySection] = &[
         run: pipeline::run_pipeline,
     },
     &Runner {
+        name: "lcm_pipeline",
+        run: pipeline::run_lcm_pipeline,
+    },
+    &Runner {
         name: "schedulers",
         run: schedulers::run_schedulers,
     },

@@ -1,5 +1,7 @@
-//! The `pipeline` section of the SD reference fixtures: whole text-to-image runs with
-//! classifier-free guidance from given latents; `out_latents` and `image` <= 1e-3.
+//! The `pipeline` section of the SD reference fixtures (whole text-to-image runs with
+//! classifier-free guidance from given latents) and the `lcm_pipeline` section of the fast
+//! variants (LCM + LoRA + tiny autoencoder, replaying diffusers' noise); `out_latents` and
+//! `image` <= 1e-3.
 
 use crate::Result;
 use burn::tensor::Device;
@@ -181,6 +183,135 @@ fn run_audio_pipeline(
             format!("pipeline.{i}.image"),
             compare(&result.images, fixture.tensor_of(case, "image")?)?,
             PIPELINE_TOL,
+        ));
+    }
+    Ok(out)
+}
+
+/// An LCM scheduler that takes each step's noise from a recording (diffusers' own draws)
+/// instead of its seed, so that a whole LCM pipeline can be replayed.
+struct ReplayLcm {
+    inner: sonic_schedulers::LcmScheduler,
+    noise: Vec<burn::tensor::Tensor<4>>,
+}
+
+impl sonic_schedulers::Scheduler for ReplayLcm {
+    fn kind(&self) -> sonic_schedulers::SchedulerKind {
+        self.inner.kind()
+    }
+
+    fn set_timesteps(&mut self, n: usize) -> Result<(), sonic_schedulers::SchedulerError> {
+        self.inner.set_timesteps(n)
+    }
+
+    fn timesteps(&self) -> &[f64] {
+        self.inner.timesteps()
+    }
+
+    fn step(
+        &mut self,
+        model_output: burn::tensor::Tensor<4>,
+        step_index: usize,
+        sample: burn::tensor::Tensor<4>,
+    ) -> Result<burn::tensor::Tensor<4>, sonic_schedulers::SchedulerError> {
+        let noise = self.noise.get(step_index).cloned();
+        Ok(self
+            .inner
+            .step_with_noise(model_output, step_index, sample, noise)?
+            .prev_sample)
+    }
+
+    fn noise_schedule(&self) -> &sonic_schedulers::NoiseSchedule {
+        self.inner.noise_schedule()
+    }
+}
+
+/// Runs every case of the `lcm_pipeline` section (the held-out fast variants): the folder's
+/// `unet/` with the case's `lora` merged at `lora_scale`, an LCM loop of
+/// `num_inference_steps` without guidance through the shared sampling loop, replaying the
+/// recorded `noise`, from `latents` and `prompt_embeds`, then the tiny autoencoder
+/// (`vae_tiny/`): `out_latents` and `image` within the case's `tol` (default
+/// [`PIPELINE_TOL`]).
+pub fn run_lcm_pipeline(fixture: &Fixture, device: &Device) -> Result<Vec<CaseResult>> {
+    use sonic_core::lora::{LoraComponent, LoraFile};
+    use sonic_pipeline::sampling::{Conditioning, Guidance, ProgressOnly, denoise};
+    use sonic_schedulers::Scheduler;
+    use sonic_unet::UNet2DConditionModel;
+    let Some(cases) = fixture.section("lcm_pipeline").and_then(|s| s.as_array()) else {
+        return Ok(vec![]);
+    };
+    let base = UNet2DConditionModel::from_dir(&fixture.dir.join("unet"), device)?;
+    let tae = sonic_vae::AutoencoderTiny::from_dir(&fixture.dir.join("vae_tiny"), device)?;
+    let mut out = Vec::new();
+    for (i, case) in cases.iter().enumerate() {
+        let id = case
+            .get("id")
+            .and_then(|v| v.as_str())
+            .map_or_else(|| i.to_string(), str::to_string);
+        let tol = case
+            .get("tol")
+            .and_then(|v| v.as_f64())
+            .unwrap_or(PIPELINE_TOL);
+        let lora = LoraFile::open(&fixture.dir.join(fixture.str_field(case, "lora")?))?;
+        let (unet, _) = lora.merge_into(
+            base.clone(),
+            LoraComponent::Unet,
+            fixture.f64_field(case, "lora_scale")? as f32,
+            false,
+            &UNet2DConditionModel::load_options(),
+        )?;
+        let noise = case
+            .get("noise")
+            .and_then(|v| v.as_array())
+            .ok_or_else(|| fixture.schema_error("noise"))?
+            .iter()
+            .map(|k| {
+                let k = k.as_str().ok_or_else(|| fixture.schema_error("noise"))?;
+                Ok(fixture.tensors.get(k)?.to_tensor::<4>(device)?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let config = case
+            .get("config")
+            .ok_or_else(|| fixture.schema_error("config"))?;
+        let mut scheduler = ReplayLcm {
+            inner: sonic_schedulers::LcmScheduler::from_json(config)?,
+            noise,
+        };
+        let steps = fixture.f64_field(case, "num_inference_steps")? as usize;
+        scheduler.set_timesteps(steps)?;
+        let latents = fixture.tensor_of(case, "latents")?.to_tensor::<4>(device)?;
+        let cond = Conditioning {
+            text: fixture
+                .tensor_of(case, "prompt_embeds")?
+                .to_tensor::<3>(device)?,
+            adapter: None,
+        };
+        let mut report = |_, _, _| {};
+        let mut observer = ProgressOnly::new(&mut report, steps);
+        let latents = latents.mul_scalar(scheduler.init_noise_sigma());
+        let latents = denoise(
+            &unet,
+            &mut scheduler,
+            latents,
+            &cond,
+            Guidance::None,
+            0,
+            &mut observer,
+        )?;
+        out.push(CaseResult::new(
+            format!("lcm_pipeline.{id}.out_latents"),
+            compare(&latents, fixture.tensor_of(case, "out_latents")?)?,
+            tol,
+        ));
+        let image = tae
+            .decode(latents.div_scalar(tae.scaling_factor()))?
+            .div_scalar(2.0)
+            .add_scalar(0.5)
+            .clamp(0.0, 1.0);
+        out.push(CaseResult::new(
+            format!("lcm_pipeline.{id}.image"),
+            compare(&image, fixture.tensor_of(case, "image")?)?,
+            tol,
         ));
     }
     Ok(out)

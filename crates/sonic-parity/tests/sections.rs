@@ -195,7 +195,8 @@ fn lora_at_scale_zero_is_the_base_and_unmerge_restores_it_exactly() {
 /// per-layer alphas on convolutions, time embeddings and feed-forwards; a PEFT file with
 /// diffusers' LoraConfig metadata (lora_alpha != r, an alpha pattern); mixed ranks without
 /// alphas; text-encoder LoRAs (PEFT and kohya); a 3-level silu AutoencoderTiny on a
-/// non-square image; LCM with v-prediction, 20 / 30 original steps, ᾱ_prev edge, clipping.
+/// non-square image; LCM with v-prediction, 20 / 30 original steps, ᾱ_prev edge, clipping;
+/// diffusers' StableDiffusionPipeline with LCM + LoRA + tiny autoencoder, end to end.
 #[test]
 fn held_out_fast_variants_match_diffusers() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests-data/fast-variants");
@@ -207,4 +208,6 @@ fn held_out_fast_variants_match_diffusers() {
     assert_eq!(run_on(&fixture, "fast-variants", "vae_tiny").len(), 2);
     let lcm = run_on(&fixture, "fast-variants", "schedulers");
     assert_eq!(lcm.len(), 2 * 2 + 3 * (3 + 5));
+    // The whole loop: diffusers' pipeline with the LoRA, LCM and the tiny autoencoder.
+    assert_eq!(run_on(&fixture, "fast-variants", "lcm_pipeline").len(), 2);
 }
