@@ -275,7 +275,7 @@ fn run_audio(args: &GenerateArgs, seed: u64, out: &std::path::Path, device: &Dev
         latents: None,
     };
     let mut bar = StepBar::new("denoising", args.steps());
-    let mut preview = Preview::new(args.preview_every, &out);
+    let mut preview = Preview::new(args.preview_every, out);
     let result = pipe.generate(embeddings, &req, &mut |p| {
         bar.update(p);
         preview.update(&pipe.sd, p);
@@ -330,7 +330,7 @@ impl Preview {
         let (Some(every), Some(latents)) = (self.every, &p.preview) else {
             return;
         };
-        if p.step as u64 % every != 0 && p.step != p.total {
+        if !(p.step as u64).is_multiple_of(every) && p.step != p.total {
             return;
         }
         let written = sd

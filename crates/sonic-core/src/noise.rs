@@ -40,7 +40,7 @@ mod tests {
         assert_ne!(a, d);
         let v = seeded_normal([64, 64], 1, 0, &device)
             .into_data()
-            .to_vec::<f32>()
+            .try_into_vec::<f32>()
             .unwrap();
         let mean = v.iter().sum::<f32>() / v.len() as f32;
         let var = v.iter().map(|x| (x - mean) * (x - mean)).sum::<f32>() / v.len() as f32;
