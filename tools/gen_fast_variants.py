@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
 import common  # noqa: E402  (torch threads / determinism, tools/ on sys.path)
 
 import diffusers  # noqa: E402
+import fast_tiny  # noqa: E402
 import gen_sd_variants as sdv  # noqa: E402
 import peft  # noqa: E402
 import safetensors.torch  # noqa: E402
@@ -145,36 +146,8 @@ def te_loras(te, out, gen):
 
 
 def lcm_cases(tensors, gen, noise_gen):
-    cases = []
-    for name, cfg, steps in LCM:
-        sched = diffusers.LCMScheduler(**cfg)
-        sched.set_timesteps(steps)
-        x_start = torch.randn(1, 4, 8, 8, generator=gen) * sched.init_noise_sigma
-        tensors[f"{name}.x_start"] = x_start
-        x = x_start.clone()
-        entry = {"name": name, "class": "LCMScheduler",
-                 "config": common.scheduler_config(sched), "num_inference_steps": steps,
-                 "timesteps": [float(t) for t in sched.timesteps],
-                 "init_noise_sigma": float(sched.init_noise_sigma),
-                 "x_start": f"{name}.x_start", "steps": []}
-        for i, t in enumerate(sched.timesteps):
-            scaled = sched.scale_model_input(x, t)
-            model_output = torch.randn(1, 4, 8, 8, generator=gen)
-            before = noise_gen.get_state()
-            res = sched.step(model_output, t, x, generator=noise_gen)
-            step = {"t": float(t)}
-            for key, value in (("scaled_input", scaled), ("model_output", model_output),
-                               ("denoised", res.denoised), ("prev_sample", res.prev_sample)):
-                tensors[f"{name}.{i}.{key}"] = value.clone()
-                step[key] = f"{name}.{i}.{key}"
-            if i + 1 < len(sched.timesteps):
-                replay = torch.Generator().set_state(before)
-                tensors[f"{name}.{i}.noise"] = torch.randn(1, 4, 8, 8, generator=replay)
-                step["noise"] = f"{name}.{i}.noise"
-            entry["steps"].append(step)
-            x = res.prev_sample
-        cases.append(entry)
-    return cases
+    return [fast_tiny.lcm_case(name, steps, tensors, noise_gen, config=cfg, gen=gen)
+            for name, cfg, steps in LCM]
 
 
 def pipeline_case(out, tae, tensors, gen):

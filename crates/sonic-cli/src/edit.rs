@@ -187,14 +187,7 @@ pub fn run(args: &EditArgs, device: &Device) -> Result<()> {
         .projector(need(&paths.projector, "--projector")?)
         .adapters(need(&paths.adapters, "--adapters")?)
         .device(device.clone());
-    let pipe = args
-        .lora
-        .iter()
-        .fold(pipe, |pipe, l| pipe.lora(&l.path, l.scale));
-    let pipe = match &args.tiny_vae {
-        Some(dir) => pipe.tiny_vae(dir),
-        None => pipe,
-    };
+    let pipe = crate::values::with_fast_parts(pipe, &args.lora, args.tiny_vae.as_deref());
     let pipe = match &args.projector_config {
         Some(c) => pipe.projector_config(c),
         None => pipe,

@@ -88,6 +88,21 @@ impl std::str::FromStr for LoraArg {
     }
 }
 
+/// The pipeline builder with `--lora` files merged and `--tiny-vae` set.
+pub fn with_fast_parts(
+    pipe: sonic_pipeline::sonic::SonicPipelineBuilder,
+    loras: &[LoraArg],
+    tiny_vae: Option<&std::path::Path>,
+) -> sonic_pipeline::sonic::SonicPipelineBuilder {
+    let pipe = loras
+        .iter()
+        .fold(pipe, |pipe, l| pipe.lora(&l.path, l.scale));
+    match tiny_vae {
+        Some(dir) => pipe.tiny_vae(dir),
+        None => pipe,
+    }
+}
+
 /// The PNG metadata entries of the LoRAs and tiny VAE a run used (`sonic:lora` as
 /// `file:scale` list, `sonic:tiny_vae`); none when there are none.
 pub fn lora_metadata(

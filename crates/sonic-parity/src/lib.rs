@@ -112,6 +112,20 @@ impl ParitySection for Runner {
     }
 }
 
+/// A case's id (its `id` field, else its index) and tolerance (its `tol` field, else
+/// `default_tol`).
+pub fn case_id_and_tol(case: &serde_json::Value, index: usize, default_tol: f64) -> (String, f64) {
+    let id = case
+        .get("id")
+        .and_then(serde_json::Value::as_str)
+        .map_or_else(|| index.to_string(), str::to_string);
+    let tol = case
+        .get("tol")
+        .and_then(serde_json::Value::as_f64)
+        .unwrap_or(default_tol);
+    (id, tol)
+}
+
 /// Every section these runners cover.
 pub static SECTIONS: &[&dyn ParitySection] = &[
     &Runner {

@@ -16,18 +16,6 @@ use sonic_unet::unet_2d_condition::UNet2DConditionModel;
 /// Default tolerance of a LoRA case.
 pub const LORA_TOL: f64 = 1e-4;
 
-/// The case's id (its `id`, else its index) and tolerance.
-fn id_and_tol(case: &Value, i: usize) -> (String, f64) {
-    let id = case
-        .get("id")
-        .and_then(Value::as_str)
-        .map_or_else(|| i.to_string(), str::to_string);
-    (
-        id,
-        case.get("tol").and_then(Value::as_f64).unwrap_or(LORA_TOL),
-    )
-}
-
 /// `base` with the case's LoRA file merged into `component` at its scale (a copy of `base`
 /// when the case has no file).
 fn merged<M: Module>(
@@ -59,7 +47,7 @@ pub fn run_unet_lora(fixture: &Fixture, device: &Device) -> Result<Vec<CaseResul
     let base = UNet2DConditionModel::from_dir(&fixture.dir.join("unet"), device)?;
     let mut out = Vec::new();
     for (i, case) in cases.iter().enumerate() {
-        let (id, tol) = id_and_tol(case, i);
+        let (id, tol) = crate::case_id_and_tol(case, i, LORA_TOL);
         let unet = merged(
             &base,
             fixture,
@@ -101,7 +89,7 @@ pub fn run_text_encoder_lora(fixture: &Fixture, device: &Device) -> Result<Vec<C
     let base = ClipTextModel::from_dir(&fixture.dir.join("text_encoder"), device)?;
     let mut out = Vec::new();
     for (i, case) in cases.iter().enumerate() {
-        let (id, tol) = id_and_tol(case, i);
+        let (id, tol) = crate::case_id_and_tol(case, i, LORA_TOL);
         let model = merged(
             &base,
             fixture,

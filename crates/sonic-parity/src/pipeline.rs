@@ -244,14 +244,7 @@ pub fn run_lcm_pipeline(fixture: &Fixture, device: &Device) -> Result<Vec<CaseRe
     let tae = sonic_vae::AutoencoderTiny::from_dir(&fixture.dir.join("vae_tiny"), device)?;
     let mut out = Vec::new();
     for (i, case) in cases.iter().enumerate() {
-        let id = case
-            .get("id")
-            .and_then(|v| v.as_str())
-            .map_or_else(|| i.to_string(), str::to_string);
-        let tol = case
-            .get("tol")
-            .and_then(|v| v.as_f64())
-            .unwrap_or(PIPELINE_TOL);
+        let (id, tol) = crate::case_id_and_tol(case, i, PIPELINE_TOL);
         let lora = LoraFile::open(&fixture.dir.join(fixture.str_field(case, "lora")?))?;
         let (unet, _) = lora.merge_into(
             base.clone(),

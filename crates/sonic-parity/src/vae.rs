@@ -50,11 +50,7 @@ pub fn run_vae_tiny(fixture: &Fixture, device: &Device) -> Result<Vec<CaseResult
     let vae = AutoencoderTiny::from_dir(&fixture.dir.join("vae_tiny"), device)?;
     let mut out = Vec::new();
     for (i, case) in cases.iter().enumerate() {
-        let id = case
-            .get("id")
-            .and_then(|v| v.as_str())
-            .map_or_else(|| i.to_string(), str::to_string);
-        let tol = case.get("tol").and_then(|v| v.as_f64()).unwrap_or(VAE_TOL);
+        let (id, tol) = crate::case_id_and_tol(case, i, VAE_TOL);
         let image = fixture.tensor_of(case, "image")?.to_tensor::<4>(device)?;
         let latents = vae.encode(image)?;
         out.push(CaseResult::new(
