@@ -4,7 +4,7 @@ use anyhow::Result;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use sonic_pipeline::hub::{
     DownloadProgress, FastFiles, HubOptions, ModelFiles, Preset, ProgressState, resolve,
-    resolve_fast,
+    resolve_fast, resolve_taesd,
 };
 use std::collections::HashMap;
 
@@ -61,6 +61,12 @@ fn with_bars<T>(f: impl FnOnce(&mut dyn FnMut(DownloadProgress)) -> T) -> T {
 pub fn resolve_preset(preset: Preset, args: &HubArgs) -> Result<ModelFiles> {
     let options = options(args)?;
     Ok(with_bars(|progress| resolve(preset, &options, progress))?)
+}
+
+/// Resolves TAESD alone (downloading it unless offline), with progress bars.
+pub fn resolve_taesd_dir(args: &HubArgs) -> Result<std::path::PathBuf> {
+    let options = options(args)?;
+    Ok(with_bars(|progress| resolve_taesd(&options, progress))?)
 }
 
 /// Resolves LCM-LoRA and TAESD (downloading them unless offline), with progress bars.

@@ -89,6 +89,10 @@ pub struct EditArgs {
     /// VAE: decoding in a fraction of the time, at some cost in detail.
     #[arg(long, value_name = "DIR")]
     pub tiny_vae: Option<PathBuf>,
+    /// Which decoder: `full` (the model's VAE) or `tiny` (TAESD: `--tiny-vae DIR`, else from
+    /// the cache, downloaded on first use unless --offline) [default: full; tiny with --fast].
+    #[arg(long, value_enum)]
+    pub vae: Option<crate::values::VaeChoice>,
     /// Steps (inversion and sampling for PnP; the full schedule for SDEdit).
     #[arg(long, default_value_t = 50)]
     pub steps: usize,
@@ -176,6 +180,8 @@ pub fn run(args: &EditArgs, device: &Device) -> Result<()> {
         adapters: args.adapters.clone(),
     };
     paths.fill_from(args.preset, &args.hub)?;
+    let tiny_vae =
+        crate::values::tiny_vae_dir(args.tiny_vae.as_deref(), args.vae, false, &args.hub)?;
     let need = |p: &Option<PathBuf>, flag: &str| {
         p.clone().with_context(|| {
             format!("sonic edit needs {flag} FILE, or --preset landscape|greatest-hits")
@@ -187,7 +193,7 @@ pub fn run(args: &EditArgs, device: &Device) -> Result<()> {
         .projector(need(&paths.projector, "--projector")?)
         .adapters(need(&paths.adapters, "--adapters")?)
         .device(device.clone());
-    let pipe = crate::values::with_fast_parts(pipe, &args.lora, args.tiny_vae.as_deref());
+    let pipe = crate::values::with_fast_parts(pipe, &args.lora, tiny_vae.as_deref());
     let pipe = match &args.projector_config {
         Some(c) => pipe.projector_config(c),
         None => pipe,
@@ -261,7 +267,7 @@ pub fn run(args: &EditArgs, device: &Device) -> Result<()> {
     ];
     metadata.extend(crate::values::lora_metadata(
         &args.lora,
-        args.tiny_vae.as_deref(),
+        tiny_vae.as_deref(),
     ));
     let result = edit_file(
         &pipe,

@@ -110,6 +110,10 @@ pub struct GenerateArgs {
     /// VAE: decoding in a fraction of the time, at some cost in detail.
     #[arg(long, value_name = "DIR")]
     pub tiny_vae: Option<PathBuf>,
+    /// Which decoder: `full` (the model's VAE) or `tiny` (TAESD: `--tiny-vae DIR`, else from
+    /// the cache, downloaded on first use unless --offline) [default: full; tiny with --fast].
+    #[arg(long, value_enum)]
+    pub vae: Option<crate::values::VaeChoice>,
 }
 
 impl GenerateArgs {
@@ -164,11 +168,15 @@ fn apply_preset(args: &GenerateArgs) -> Result<GenerateArgs> {
                 scale: 1.0,
             },
         );
-        args.tiny_vae.get_or_insert(fast.taesd_dir);
+        if args.tiny_vae.is_none() && args.vae != Some(crate::values::VaeChoice::Full) {
+            args.tiny_vae = Some(fast.taesd_dir);
+        }
         if args.scheduler == SchedulerChoice::Model {
             args.scheduler = SchedulerChoice::Lcm;
         }
     }
+    args.tiny_vae =
+        crate::values::tiny_vae_dir(args.tiny_vae.as_deref(), args.vae, args.fast, &args.hub)?;
     Ok(args)
 }
 

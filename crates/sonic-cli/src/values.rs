@@ -88,6 +88,36 @@ impl std::str::FromStr for LoraArg {
     }
 }
 
+/// `--vae`: which decoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum VaeChoice {
+    /// The model's own VAE.
+    Full,
+    /// TAESD (the tiny autoencoder): `--tiny-vae DIR`, else from the Hugging Face cache.
+    Tiny,
+}
+
+/// The tiny VAE folder a run uses: `--tiny-vae DIR` when given; else, when `--vae tiny` (or
+/// `fast` without `--vae full`), TAESD from the hub cache (downloaded on first use unless
+/// `--offline`); else none.
+pub fn tiny_vae_dir(
+    given: Option<&std::path::Path>,
+    vae: Option<VaeChoice>,
+    fast: bool,
+    hub: &crate::download::HubArgs,
+) -> anyhow::Result<Option<std::path::PathBuf>> {
+    if vae == Some(VaeChoice::Full) {
+        return Ok(None);
+    }
+    if let Some(dir) = given {
+        return Ok(Some(dir.to_path_buf()));
+    }
+    if vae == Some(VaeChoice::Tiny) || fast {
+        return Ok(Some(crate::download::resolve_taesd_dir(hub)?));
+    }
+    Ok(None)
+}
+
 /// The pipeline builder with `--lora` files merged and `--tiny-vae` set.
 pub fn with_fast_parts(
     pipe: sonic_pipeline::sonic::SonicPipelineBuilder,

@@ -741,6 +741,14 @@ fn fast_generation_fetches_lcm_lora_and_taesd_and_uses_them() {
     let png2 = home.path().join("fast2.png");
     run(&png2, &["--steps", "2"]);
     assert_eq!(common::meta(&png2, "sonic:steps").as_deref(), Some("2"));
+    // `--vae full` keeps the model's own decoder under --fast.
+    let png3 = home.path().join("fast3.png");
+    run(&png3, &["--vae", "full"]);
+    assert!(common::meta(&png3, "sonic:tiny_vae").is_none());
+    assert_eq!(
+        common::meta(&png3, "sonic:scheduler").as_deref(),
+        Some("lcm")
+    );
     assert_ne!(
         image_pixels(&std::fs::read(&png).unwrap()),
         image_pixels(&std::fs::read(&png2).unwrap())

@@ -181,6 +181,28 @@ fn lora_at_scale_zero_is_the_base_and_unmerge_restores_it_exactly() {
             weights(&zero) == original,
             "{file}: scale 0 changed a weight"
         );
+        // And so the output, bit for bit.
+        let (x, t, ehs) = (
+            fixture
+                .tensors
+                .get("lora.sample")
+                .unwrap()
+                .to_tensor::<4>(&device)
+                .unwrap(),
+            [601.0f32, 601.0],
+            fixture
+                .tensors
+                .get("lora.ehs")
+                .unwrap()
+                .to_tensor::<3>(&device)
+                .unwrap(),
+        );
+        let run = |m: &sonic_unet::UNet2DConditionModel| {
+            m.forward_with(x.clone(), &t, sonic_unet::UNetInputs::new(ehs.clone()))
+                .unwrap()
+                .into_data()
+        };
+        assert_eq!(run(&zero), run(&base), "{file}: scale 0 changed the output");
         let (on, merged) = lora
             .merge_into(base.clone(), LoraComponent::Unet, 1.0, true, &names)
             .unwrap();

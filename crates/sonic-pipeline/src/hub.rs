@@ -346,18 +346,38 @@ pub struct FastFiles {
     pub taesd_dir: PathBuf,
 }
 
-/// The files of the fast-generation extras, per repository.
+/// The files of the fast-generation extras, per repository: LCM-LoRA, then TAESD.
 pub fn fast_files() -> Vec<(HubRepo, Vec<String>)> {
-    vec![
-        (HubRepo::lcm_lora(), vec![LCM_LORA_FILE.to_string()]),
-        (
-            HubRepo::taesd(),
-            vec![
-                "config.json".to_string(),
-                "diffusion_pytorch_model.safetensors".to_string(),
-            ],
-        ),
-    ]
+    let mut files = vec![(HubRepo::lcm_lora(), vec![LCM_LORA_FILE.to_string()])];
+    files.extend(taesd_files());
+    files
+}
+
+/// The files of TAESD.
+pub fn taesd_files() -> Vec<(HubRepo, Vec<String>)> {
+    vec![(
+        HubRepo::taesd(),
+        vec![
+            "config.json".to_string(),
+            "diffusion_pytorch_model.safetensors".to_string(),
+        ],
+    )]
+}
+
+/// Makes TAESD alone available locally (as [`resolve_fast`] does) and returns its folder.
+pub fn resolve_taesd(
+    options: &HubOptions,
+    progress: &mut dyn FnMut(DownloadProgress),
+) -> Result<PathBuf, HubError> {
+    let snapshots = fetch_plan(&taesd_files(), options, "sonic download --fast", progress)?;
+    snapshots
+        .into_iter()
+        .next()
+        .map(|s| s.dir)
+        .ok_or_else(|| HubError::Protocol {
+            url: options.endpoint.clone(),
+            message: "internal: TAESD resolved to no snapshot".into(),
+        })
 }
 
 /// Makes LCM-LoRA and TAESD available locally (as [`resolve`] does for a preset) and returns
