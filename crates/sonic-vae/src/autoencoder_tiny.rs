@@ -389,7 +389,9 @@ pub struct AutoencoderTiny {
 }
 
 impl AutoencoderTiny {
-    /// The model of a validated `config` with untrained weights.
+    /// The model of `config` with untrained weights (lazily initialised: nothing is allocated
+    /// until used or loaded). Call [`TinyVaeConfig::validate`] first: an unvalidated config may
+    /// name an unsupported activation (read as relu) or absurd sizes.
     pub fn new(config: &TinyVaeConfig, device: &Device) -> Self {
         // validate() has accepted the name.
         let act = Activation::parse(&config.act_fn).unwrap_or(Activation::Relu);
@@ -448,7 +450,10 @@ impl AutoencoderTiny {
             scaling_factor: config.scaling_factor,
             latent_channels: config.latent_channels,
             in_channels: config.in_channels,
-            downsampling: 1 << (config.encoder_block_out_channels.len() - 1),
+            // 2 per level after the first (validate() caps the levels at 16).
+            downsampling: 1usize
+                .checked_shl(config.encoder_block_out_channels.len().saturating_sub(1) as u32)
+                .unwrap_or(0),
         }
     }
 
