@@ -80,19 +80,8 @@ pub struct EditArgs {
     /// The adapter weights.
     #[arg(long)]
     pub adapters: Option<PathBuf>,
-    /// A LoRA merged into the model at load, `FILE[:SCALE]` (scale 1 when not given; diffusers,
-    /// PEFT or kohya layout, e.g. LCM-LoRA with `--scheduler lcm --steps 4 --guidance 1`);
-    /// repeat for several.
-    #[arg(long = "lora", value_name = "FILE[:SCALE]")]
-    pub lora: Vec<crate::values::LoraArg>,
-    /// A tiny autoencoder folder (TAESD: diffusers `AutoencoderTiny`) used instead of the full
-    /// VAE: decoding in a fraction of the time, at some cost in detail.
-    #[arg(long, value_name = "DIR")]
-    pub tiny_vae: Option<PathBuf>,
-    /// Which decoder: `full` (the model's VAE) or `tiny` (TAESD: `--tiny-vae DIR`, else from
-    /// the cache, downloaded on first use unless --offline) [default: full; tiny with --fast].
-    #[arg(long, value_enum)]
-    pub vae: Option<crate::values::VaeChoice>,
+    #[command(flatten)]
+    pub parts: crate::values::ModelParts,
     /// Steps (inversion and sampling for PnP; the full schedule for SDEdit).
     #[arg(long, default_value_t = 50)]
     pub steps: usize,
@@ -180,8 +169,12 @@ pub fn run(args: &EditArgs, device: &Device) -> Result<()> {
         adapters: args.adapters.clone(),
     };
     paths.fill_from(args.preset, &args.hub)?;
-    let tiny_vae =
-        crate::values::tiny_vae_dir(args.tiny_vae.as_deref(), args.vae, false, &args.hub)?;
+    let tiny_vae = crate::values::tiny_vae_dir(
+        args.parts.tiny_vae.as_deref(),
+        args.parts.vae,
+        false,
+        &args.hub,
+    )?;
     let need = |p: &Option<PathBuf>, flag: &str| {
         p.clone().with_context(|| {
             format!("sonic edit needs {flag} FILE, or --preset landscape|greatest-hits")
@@ -193,7 +186,7 @@ pub fn run(args: &EditArgs, device: &Device) -> Result<()> {
         .projector(need(&paths.projector, "--projector")?)
         .adapters(need(&paths.adapters, "--adapters")?)
         .device(device.clone());
-    let pipe = crate::values::with_fast_parts(pipe, &args.lora, tiny_vae.as_deref());
+    let pipe = crate::values::with_fast_parts(pipe, &args.parts.lora, tiny_vae.as_deref());
     let pipe = match &args.projector_config {
         Some(c) => pipe.projector_config(c),
         None => pipe,
@@ -266,7 +259,7 @@ pub fn run(args: &EditArgs, device: &Device) -> Result<()> {
         ),
     ];
     metadata.extend(crate::values::lora_metadata(
-        &args.lora,
+        &args.parts.lora,
         tiny_vae.as_deref(),
     ));
     let result = edit_file(

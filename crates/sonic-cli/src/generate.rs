@@ -101,19 +101,8 @@ pub struct GenerateArgs {
     /// The adapter weights (landscape.pt, greatest_hits.pt or safetensors).
     #[arg(long)]
     pub adapters: Option<PathBuf>,
-    /// A LoRA merged into the model at load, `FILE[:SCALE]` (scale 1 when not given; diffusers,
-    /// PEFT or kohya layout, e.g. LCM-LoRA with `--scheduler lcm --steps 4 --guidance 1`);
-    /// repeat for several.
-    #[arg(long = "lora", value_name = "FILE[:SCALE]")]
-    pub lora: Vec<crate::values::LoraArg>,
-    /// A tiny autoencoder folder (TAESD: diffusers `AutoencoderTiny`) used instead of the full
-    /// VAE: decoding in a fraction of the time, at some cost in detail.
-    #[arg(long, value_name = "DIR")]
-    pub tiny_vae: Option<PathBuf>,
-    /// Which decoder: `full` (the model's VAE) or `tiny` (TAESD: `--tiny-vae DIR`, else from
-    /// the cache, downloaded on first use unless --offline) [default: full; tiny with --fast].
-    #[arg(long, value_enum)]
-    pub vae: Option<crate::values::VaeChoice>,
+    #[command(flatten)]
+    pub parts: crate::values::ModelParts,
 }
 
 impl GenerateArgs {
@@ -161,22 +150,26 @@ fn apply_preset(args: &GenerateArgs) -> Result<GenerateArgs> {
         (paths.model, paths.clap, paths.projector, paths.adapters);
     if args.fast {
         let fast = crate::download::resolve_fast_files(&args.hub)?;
-        args.lora.insert(
+        args.parts.lora.insert(
             0,
             crate::values::LoraArg {
                 path: fast.lcm_lora,
                 scale: 1.0,
             },
         );
-        if args.tiny_vae.is_none() && args.vae != Some(crate::values::VaeChoice::Full) {
-            args.tiny_vae = Some(fast.taesd_dir);
+        if args.parts.tiny_vae.is_none() && args.parts.vae != Some(crate::values::VaeChoice::Full) {
+            args.parts.tiny_vae = Some(fast.taesd_dir);
         }
         if args.scheduler == SchedulerChoice::Model {
             args.scheduler = SchedulerChoice::Lcm;
         }
     }
-    args.tiny_vae =
-        crate::values::tiny_vae_dir(args.tiny_vae.as_deref(), args.vae, args.fast, &args.hub)?;
+    args.parts.tiny_vae = crate::values::tiny_vae_dir(
+        args.parts.tiny_vae.as_deref(),
+        args.parts.vae,
+        args.fast,
+        &args.hub,
+    )?;
     Ok(args)
 }
 
@@ -234,7 +227,8 @@ fn run_audio(args: &GenerateArgs, seed: u64, out: &std::path::Path, device: &Dev
         .projector(need(&args.projector, "--projector")?)
         .adapters(need(&args.adapters, "--adapters")?)
         .device(device.clone());
-    let pipe = crate::values::with_fast_parts(pipe, &args.lora, args.tiny_vae.as_deref());
+    let pipe =
+        crate::values::with_fast_parts(pipe, &args.parts.lora, args.parts.tiny_vae.as_deref());
     let pipe = match &args.projector_config {
         Some(c) => pipe.projector_config(c),
         None => pipe,
@@ -370,8 +364,8 @@ fn common_metadata(
         ),
     ];
     meta.extend(crate::values::lora_metadata(
-        &args.lora,
-        args.tiny_vae.as_deref(),
+        &args.parts.lora,
+        args.parts.tiny_vae.as_deref(),
     ));
     meta
 }
@@ -398,12 +392,12 @@ pub fn run(args: &GenerateArgs, device: &Device) -> Result<()> {
     let sd = with_spinner("loading the models", || {
         let mut sd = StableDiffusion::from_dir(&model, device)
             .with_context(|| format!("loading model {}", model.display()))?;
-        for l in &args.lora {
+        for l in &args.parts.lora {
             sd = sd
                 .with_lora(&l.path, l.scale)
                 .with_context(|| format!("merging LoRA {}", l.path.display()))?;
         }
-        if let Some(dir) = &args.tiny_vae {
+        if let Some(dir) = &args.parts.tiny_vae {
             sd = sd
                 .with_tiny_vae(dir)
                 .with_context(|| format!("loading the tiny VAE {}", dir.display()))?;

@@ -88,6 +88,24 @@ impl std::str::FromStr for LoraArg {
     }
 }
 
+/// The model parts `generate` and `edit` add at load: LoRAs and the decoder.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ModelParts {
+    /// A LoRA merged into the model at load, `FILE[:SCALE]` (scale 1 when not given; diffusers,
+    /// PEFT or kohya layout, e.g. LCM-LoRA with `--scheduler lcm --steps 4 --guidance 1`);
+    /// repeat for several.
+    #[arg(long = "lora", value_name = "FILE[:SCALE]")]
+    pub lora: Vec<crate::values::LoraArg>,
+    /// A tiny autoencoder folder (TAESD: diffusers `AutoencoderTiny`) used instead of the full
+    /// VAE: decoding in a fraction of the time, at some cost in detail.
+    #[arg(long, value_name = "DIR")]
+    pub tiny_vae: Option<std::path::PathBuf>,
+    /// Which decoder: `full` (the model's VAE) or `tiny` (TAESD: `--tiny-vae DIR`, else from
+    /// the cache, downloaded on first use unless --offline) [default: full; tiny with --fast].
+    #[arg(long, value_enum)]
+    pub vae: Option<crate::values::VaeChoice>,
+}
+
 /// `--vae`: which decoder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum VaeChoice {
