@@ -25,6 +25,7 @@ pub mod config;
 pub mod device;
 pub mod error;
 pub mod fixtures;
+pub mod formula;
 pub mod lora;
 pub mod noise;
 pub mod weights;
