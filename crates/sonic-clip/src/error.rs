@@ -25,4 +25,30 @@ pub enum ClipError {
         /// The vocabulary size.
         vocab: usize,
     },
+    /// A token sequence without the end-of-text token the projection pools.
+    #[error("token sequence has no end-of-text token (id {eos})")]
+    NoEndOfText {
+        /// The end-of-text id looked for.
+        eos: i64,
+    },
+    /// Pixel values whose shape the image tower cannot take.
+    #[error(
+        "pixel values of shape {found:?} do not fit the image tower (expected [B, {channels}, {size}, {size}])"
+    )]
+    ImageShape {
+        /// The shape given.
+        found: Vec<usize>,
+        /// The number of channels of the model.
+        channels: usize,
+        /// The image size of the model.
+        size: usize,
+    },
+    /// An image the processor cannot prepare (names the image and why).
+    #[error("cannot preprocess {image}: {message}")]
+    Image {
+        /// The image (its file, or `<memory>`).
+        image: String,
+        /// What is wrong.
+        message: String,
+    },
 }

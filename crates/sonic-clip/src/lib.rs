@@ -1,5 +1,7 @@
-//! Stable Diffusion's text side: the CLIP tokenizer and the CLIP text encoder, equal to
-//! transformers' `CLIPTokenizer` and `CLIPTextModel`.
+//! CLIP on Burn, equal to transformers: the tokenizer and text encoder Stable Diffusion
+//! conditions on (`CLIPTokenizer`, `CLIPTextModel`), and the towers with projection that the
+//! evaluation metrics use (`CLIPTextModelWithProjection`, `CLIPVisionModelWithProjection`,
+//! `CLIPImageProcessor`).
 //!
 //! ```no_run
 //! use sonic_clip::{ClipTextModel, tokenizer::ClipTokenizer};
@@ -13,9 +15,14 @@
 //! # Ok(()) }
 //! ```
 
+pub mod encoder;
 pub mod error;
+pub mod image_processor;
 pub mod text_encoder;
 pub mod tokenizer;
+pub mod vision_model;
 
 pub use error::ClipError;
-pub use text_encoder::{ClipTextConfig, ClipTextModel, HiddenAct};
+pub use image_processor::{ClipImageProcessor, RgbImage};
+pub use text_encoder::{ClipTextConfig, ClipTextModel, ClipTextModelWithProjection, HiddenAct};
+pub use vision_model::{ClipVisionConfig, ClipVisionModelWithProjection, ClipVisionOutput};

@@ -4,12 +4,10 @@
 //! `encoder.layers.N.self_attn.q_proj`, `final_layer_norm`, ...), so weights load one to one;
 //! the `text_model.` prefix of full CLIP checkpoints is stripped on load.
 
+use crate::encoder::{ClipEncoder, EncoderShape};
 use crate::error::ClipError;
 use burn::module::Module;
-use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::{gelu, sigmoid};
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
+use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::Deserialize;
 use sonic_core::weights::{LoadOptions, Remap, find_weights, load_weights};
@@ -45,9 +43,22 @@ pub struct ClipTextConfig {
     /// Epsilon of every LayerNorm.
     #[serde(default = "default_eps")]
     pub layer_norm_eps: f64,
+    /// Width of the text projection (`CLIPTextModelWithProjection`; absent in SD's
+    /// `text_encoder/`).
+    #[serde(default)]
+    pub projection_dim: Option<usize>,
+    /// The end-of-text token whose final state is projected. transformers' rule: with the
+    /// legacy value 2 (old OpenAI configs) the position of the largest id is used, else the
+    /// first position holding this id.
+    #[serde(default = "default_eos")]
+    pub eos_token_id: i64,
 }
 
-fn default_eps() -> f64 {
+fn default_eos() -> i64 {
+    2
+}
+
+pub(crate) fn default_eps() -> f64 {
     1e-5
 }
 
@@ -71,6 +82,19 @@ impl ClipTextConfig {
                 "supported: quick_gelu, gelu",
             )
             .into()),
+        }
+    }
+
+    /// The shape of the encoder stack (causal).
+    pub fn encoder_shape(&self, act: HiddenAct) -> EncoderShape {
+        EncoderShape {
+            hidden_size: self.hidden_size,
+            intermediate_size: self.intermediate_size,
+            num_heads: self.num_attention_heads,
+            num_layers: self.num_hidden_layers,
+            layer_norm_eps: self.layer_norm_eps,
+            act,
+            causal: true,
         }
     }
 
@@ -140,91 +164,6 @@ pub struct ClipTextEmbeddings {
     pub position_embedding: Embedding,
 }
 
-/// Causal multi-head self-attention with biased projections.
-#[derive(Module, Debug)]
-pub struct ClipAttention {
-    /// Query projection.
-    pub q_proj: Linear,
-    /// Key projection.
-    pub k_proj: Linear,
-    /// Value projection.
-    pub v_proj: Linear,
-    /// Output projection.
-    pub out_proj: Linear,
-    /// Number of heads.
-    pub num_heads: usize,
-}
-
-impl ClipAttention {
-    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let [b, s, c] = x.dims();
-        let h = self.num_heads;
-        let split = |t: Tensor<3>| t.reshape([b, s, h, c / h]).swap_dims(1, 2);
-        let q = split(self.q_proj.forward(x.clone()));
-        let k = split(self.k_proj.forward(x.clone()));
-        let v = split(self.v_proj.forward(x));
-        let options = AttentionModuleOptions {
-            scale: None,
-            softcap: None,
-            is_causal: true,
-        };
-        let o = attention(q, k, v, None, None, options)
-            .swap_dims(1, 2)
-            .reshape([b, s, c]);
-        self.out_proj.forward(o)
-    }
-}
-
-/// The two-layer MLP.
-#[derive(Module, Debug)]
-pub struct ClipMlp {
-    /// `hidden -> intermediate`.
-    pub fc1: Linear,
-    /// `intermediate -> hidden`.
-    pub fc2: Linear,
-    /// Whether the activation is quick-GELU (else exact GELU).
-    pub quick_gelu: bool,
-}
-
-impl ClipMlp {
-    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let h = self.fc1.forward(x);
-        let h = if self.quick_gelu {
-            h.clone() * sigmoid(h.mul_scalar(1.702))
-        } else {
-            gelu(h)
-        };
-        self.fc2.forward(h)
-    }
-}
-
-/// One pre-norm transformer layer.
-#[derive(Module, Debug)]
-pub struct ClipEncoderLayer {
-    /// Self-attention.
-    pub self_attn: ClipAttention,
-    /// Norm before attention.
-    pub layer_norm1: LayerNorm,
-    /// MLP.
-    pub mlp: ClipMlp,
-    /// Norm before the MLP.
-    pub layer_norm2: LayerNorm,
-}
-
-impl ClipEncoderLayer {
-    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let x = x.clone() + self.self_attn.forward(self.layer_norm1.forward(x));
-        x.clone() + self.mlp.forward(self.layer_norm2.forward(x))
-    }
-}
-
-/// The stack of encoder layers.
-#[derive(Module, Debug)]
-pub struct ClipEncoder {
-    /// The layers, in order.
-    pub layers: Vec<ClipEncoderLayer>,
-}
-
 /// `CLIPTextModel`: token ids `[B, 77]` -> `last_hidden_state` `[B, 77, hidden]`.
 #[derive(Module, Debug)]
 pub struct ClipTextModel {
@@ -240,38 +179,16 @@ impl ClipTextModel {
     /// A model with the shapes of `config` and untrained weights.
     pub fn new(config: &ClipTextConfig, act: HiddenAct, device: &Device) -> Self {
         let c = config.hidden_size;
-        let ln = || {
-            LayerNormConfig::new(c)
-                .with_epsilon(config.layer_norm_eps)
-                .init(device)
-        };
-        let lin = |i, o| LinearConfig::new(i, o).init(device);
-        let layers = (0..config.num_hidden_layers)
-            .map(|_| ClipEncoderLayer {
-                self_attn: ClipAttention {
-                    q_proj: lin(c, c),
-                    k_proj: lin(c, c),
-                    v_proj: lin(c, c),
-                    out_proj: lin(c, c),
-                    num_heads: config.num_attention_heads,
-                },
-                layer_norm1: ln(),
-                mlp: ClipMlp {
-                    fc1: lin(c, config.intermediate_size),
-                    fc2: lin(config.intermediate_size, c),
-                    quick_gelu: act == HiddenAct::QuickGelu,
-                },
-                layer_norm2: ln(),
-            })
-            .collect();
         Self {
             embeddings: ClipTextEmbeddings {
                 token_embedding: EmbeddingConfig::new(config.vocab_size, c).init(device),
                 position_embedding: EmbeddingConfig::new(config.max_position_embeddings, c)
                     .init(device),
             },
-            encoder: ClipEncoder { layers },
-            final_layer_norm: ln(),
+            encoder: ClipEncoder::new(&config.encoder_shape(act), device),
+            final_layer_norm: LayerNormConfig::new(c)
+                .with_epsilon(config.layer_norm_eps)
+                .init(device),
         }
     }
 
@@ -338,11 +255,115 @@ impl ClipTextModel {
             &device,
         )
         .repeat_dim(0, b);
-        let mut x = self.embeddings.token_embedding.forward(input_ids)
+        let x = self.embeddings.token_embedding.forward(input_ids)
             + self.embeddings.position_embedding.forward(positions);
-        for layer in &self.encoder.layers {
-            x = layer.forward(x);
-        }
+        let x = self.encoder.forward(x);
         Ok(self.final_layer_norm.forward(x))
+    }
+}
+
+/// `CLIPTextModelWithProjection`: token ids `[B, S]` -> `text_embeds` `[B, projection_dim]`
+/// (the projected final state of each sequence's end-of-text token, not normalised), as CLIP
+/// scores and zero-shot classification use it.
+#[derive(Module, Debug)]
+pub struct ClipTextModelWithProjection {
+    /// The text tower.
+    pub text_model: ClipTextModel,
+    /// `hidden -> projection_dim`, no bias.
+    pub text_projection: burn::nn::Linear,
+    /// See [`ClipTextConfig::eos_token_id`].
+    pub eos_token_id: i64,
+}
+
+impl ClipTextModelWithProjection {
+    /// Loads a transformers `CLIPTextModelWithProjection` folder (`config.json` with
+    /// `projection_dim`, `model.safetensors`), or the text half of a full `CLIPModel` folder
+    /// (its `config.json` has a `text_config`; the image tower's weights are skipped).
+    pub fn from_dir(dir: &Path, device: &Device) -> Result<Self, ClipError> {
+        let cfg_path = dir.join("config.json");
+        let config: ClipTextConfig = crate::vision_model::sub_config(&cfg_path, "text_config")?;
+        config.validate(&cfg_path)?;
+        let act = config.activation(&cfg_path)?;
+        let projection_dim = config.projection_dim.ok_or_else(|| {
+            ClipError::from(sonic_core::config::unsupported(
+                &cfg_path,
+                "projection_dim",
+                "null",
+                "a text tower with projection needs projection_dim",
+            ))
+        })?;
+        sonic_core::config::check_limit(
+            &cfg_path,
+            "projection_dim",
+            projection_dim,
+            sonic_core::config::limits::MAX_WIDTH,
+        )?;
+        let model = Self {
+            text_model: ClipTextModel::new(&config, act, device),
+            text_projection: burn::nn::LinearConfig::new(config.hidden_size, projection_dim)
+                .with_bias(false)
+                .init(device),
+            eos_token_id: config.eos_token_id,
+        };
+        let weights = find_weights(dir, "model", false)?;
+        let options = LoadOptions {
+            ignore: vec![
+                r"position_ids$".into(),
+                r"^vision_model\.".into(),
+                r"^visual_projection\.".into(),
+                r"^logit_scale$".into(),
+            ],
+            ..Default::default()
+        };
+        Ok(load_weights(model, &weights, &options)?)
+    }
+
+    /// The position of each sequence's end-of-text token (transformers' rule, see
+    /// [`ClipTextConfig::eos_token_id`]); an error when a sequence has none.
+    pub fn eos_positions(&self, ids: &[i64], seq: usize) -> Result<Vec<usize>, ClipError> {
+        ids.chunks(seq.max(1))
+            .map(|row| {
+                let found = if self.eos_token_id == 2 {
+                    row.iter()
+                        .enumerate()
+                        .rev()
+                        .max_by_key(|&(_, v)| *v)
+                        .map(|(i, _)| i)
+                } else {
+                    row.iter().position(|&v| v == self.eos_token_id)
+                };
+                found.ok_or(ClipError::NoEndOfText {
+                    eos: self.eos_token_id,
+                })
+            })
+            .collect()
+    }
+
+    /// `text_embeds` `[B, projection_dim]` of token ids `[B, S]`.
+    pub fn forward(&self, input_ids: Tensor<2, Int>) -> Result<Tensor<2>, ClipError> {
+        let [b, s] = input_ids.dims();
+        let ids = input_ids
+            .clone()
+            .into_data()
+            .convert::<i64>()
+            .try_into_vec::<i64>()
+            .map_err(|e| ClipError::from(sonic_core::CoreError::Readback(format!("{e:?}"))))?;
+        let positions = self.eos_positions(&ids, s)?;
+        let hidden = self.text_model.forward(input_ids)?;
+        let device = hidden.device();
+        let index = Tensor::<1, Int>::from_data(
+            TensorData::new(
+                positions
+                    .iter()
+                    .enumerate()
+                    .map(|(row, &p)| (row * s + p) as i64)
+                    .collect::<Vec<_>>(),
+                [b],
+            ),
+            &device,
+        );
+        let c = hidden.dims()[2];
+        let pooled = hidden.reshape([b * s, c]).select(0, index);
+        Ok(self.text_projection.forward(pooled))
     }
 }

@@ -12,6 +12,9 @@ pub enum EvalError {
     /// Audio decoding and resampling (names the file).
     #[error(transparent)]
     Audio(#[from] sonic_audio::AudioError),
+    /// Decoding an image (names the file).
+    #[error(transparent)]
+    Pipeline(#[from] sonic_pipeline::PipelineError),
     /// An input a metric cannot use (names what and why): too few samples, mismatched
     /// dimensions, non-finite values.
     #[error("invalid input for {what}: {message}")]

@@ -8,8 +8,10 @@
 
 pub mod error;
 pub mod fid;
+pub mod images;
 pub mod inception;
 pub mod lpips;
+pub mod metrics;
 pub mod wav2clip;
 
 pub use error::EvalError;

@@ -22,27 +22,7 @@ pub fn run_text_encoder(fixture: &Fixture, device: &Device) -> Result<Vec<CaseRe
     let model = ClipTextModel::from_dir(&fixture.dir.join("text_encoder"), device)?;
     let mut out = Vec::new();
     for (i, case) in cases.iter().enumerate() {
-        let prompts: Vec<String> = case
-            .get("prompts")
-            .and_then(|p| p.as_array())
-            .ok_or_else(|| fixture.schema_error("prompts"))?
-            .iter()
-            .map(|p| p.as_str().unwrap_or_default().to_string())
-            .collect();
-        let ref_ids = fixture.tensor_of(case, "input_ids")?;
-        let tokens = tokenizer.encode_batch(&prompts).map_err(ClipError::from)?;
-        let ours: Vec<f32> = tokens
-            .iter()
-            .flat_map(|t| t.ids_i64().into_iter().map(|v| v as f32))
-            .collect();
-        let ids_cmp = if ref_ids.shape == [prompts.len(), tokenizer.max_length()] {
-            compare_slices(&ours, &ref_ids.data)
-        } else {
-            Comparison {
-                max_abs: f64::INFINITY,
-                max_rel: f64::INFINITY,
-            }
-        };
+        let (prompts, ids_cmp) = prompt_ids(fixture, case, &tokenizer, "input_ids")?;
         out.push(CaseResult::new(
             format!("text_encoder.{i}.input_ids"),
             ids_cmp,
@@ -60,4 +40,40 @@ pub fn run_text_encoder(fixture: &Fixture, device: &Device) -> Result<Vec<CaseRe
         ));
     }
     Ok(out)
+}
+
+/// The case's `prompts`, and our tokenizer's ids for them (`[B, max_length]`) compared with
+/// the fixture tensor named by the case's `ids_key` (an infinite error when the shapes differ).
+pub fn prompt_ids(
+    fixture: &Fixture,
+    case: &serde_json::Value,
+    tokenizer: &ClipTokenizer,
+    ids_key: &str,
+) -> Result<(Vec<String>, Comparison)> {
+    let prompts: Vec<String> = case
+        .get("prompts")
+        .and_then(|p| p.as_array())
+        .ok_or_else(|| fixture.schema_error("prompts"))?
+        .iter()
+        .map(|p| {
+            p.as_str()
+                .map(str::to_string)
+                .ok_or_else(|| fixture.schema_error("prompts"))
+        })
+        .collect::<std::result::Result<_, _>>()?;
+    let ref_ids = fixture.tensor_of(case, ids_key)?;
+    let tokens = tokenizer.encode_batch(&prompts).map_err(ClipError::from)?;
+    let ours: Vec<f32> = tokens
+        .iter()
+        .flat_map(|t| t.ids_i64().into_iter().map(|v| v as f32))
+        .collect();
+    let cmp = if ref_ids.shape == [prompts.len(), tokenizer.max_length()] {
+        compare_slices(&ours, &ref_ids.data)
+    } else {
+        Comparison {
+            max_abs: f64::INFINITY,
+            max_rel: f64::INFINITY,
+        }
+    };
+    Ok((prompts, cmp))
 }

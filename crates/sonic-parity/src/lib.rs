@@ -23,6 +23,7 @@
 
 pub mod audio;
 pub mod clip;
+pub mod eval;
 pub mod lora;
 pub mod pipeline;
 pub mod projector;
@@ -70,6 +71,9 @@ pub enum ParityError {
     /// A pipeline.
     #[error(transparent)]
     Pipeline(#[from] sonic_pipeline::PipelineError),
+    /// An evaluation model or metric.
+    #[error(transparent)]
+    Eval(#[from] sonic_eval::EvalError),
 }
 
 impl ParityError {
@@ -191,6 +195,38 @@ pub static SECTIONS: &[&dyn ParitySection] = &[
     &Runner {
         name: "lcm_pipeline",
         run: pipeline::run_lcm_pipeline,
+    },
+    &Runner {
+        name: "clip_vision",
+        run: eval::clip::run_clip_vision,
+    },
+    &Runner {
+        name: "clip_image_preprocess",
+        run: eval::clip::run_clip_image_preprocess,
+    },
+    &Runner {
+        name: "clip_text",
+        run: eval::clip::run_clip_text,
+    },
+    &Runner {
+        name: "clip_score",
+        run: eval::clip::run_clip_score,
+    },
+    &Runner {
+        name: "inception",
+        run: eval::fid::run_inception,
+    },
+    &Runner {
+        name: "fid",
+        run: eval::fid::run_fid,
+    },
+    &Runner {
+        name: "wav2clip",
+        run: eval::wav2clip::run_wav2clip,
+    },
+    &Runner {
+        name: "lpips",
+        run: eval::lpips::run_lpips,
     },
     &Runner {
         name: "schedulers",
