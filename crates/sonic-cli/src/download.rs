@@ -75,8 +75,17 @@ pub fn resolve_fast_files(args: &HubArgs) -> Result<FastFiles> {
     Ok(with_bars(|progress| resolve_fast(&options, progress))?)
 }
 
-/// Runs `sonic download` (`fast`: LCM-LoRA and TAESD too).
-pub fn run(preset: Preset, fast: bool, args: &HubArgs) -> Result<()> {
+/// Resolves a CLIP repository for the metrics (downloading it unless offline), with progress
+/// bars.
+pub fn resolve_clip_dir(repo: &str, args: &HubArgs) -> Result<std::path::PathBuf> {
+    let options = options(args)?;
+    Ok(with_bars(|progress| {
+        sonic_pipeline::hub::resolve_clip(repo, &options, progress)
+    })?)
+}
+
+/// Runs `sonic download` (`fast`: LCM-LoRA and TAESD too; `eval`: the metrics' CLIP).
+pub fn run(preset: Preset, fast: bool, eval: bool, args: &HubArgs) -> Result<()> {
     let files = resolve_preset(preset, args)?;
     println!("stable diffusion: {}", files.sd_dir.display());
     println!("clap: {}", files.clap.display());
@@ -92,6 +101,10 @@ pub fn run(preset: Preset, fast: bool, args: &HubArgs) -> Result<()> {
         let fast = resolve_fast_files(args)?;
         println!("lcm-lora: {}", fast.lcm_lora.display());
         println!("taesd: {}", fast.taesd_dir.display());
+    }
+    if eval {
+        let dir = resolve_clip_dir(sonic_pipeline::hub::CLIP_EVAL_REPO, args)?;
+        println!("clip (metrics): {}", dir.display());
     }
     Ok(())
 }

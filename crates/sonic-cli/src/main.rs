@@ -8,6 +8,7 @@ mod bench;
 mod device;
 mod download;
 mod edit;
+mod eval;
 mod export;
 mod generate;
 mod parity;
@@ -89,6 +90,10 @@ enum Command {
         /// and the tiny autoencoder TAESD (madebyollin/taesd), used by `generate --fast`.
         #[arg(long)]
         fast: bool,
+        /// Also fetch the evaluation metrics' CLIP (openai/clip-vit-base-patch32), used by
+        /// `sonic eval`.
+        #[arg(long)]
+        eval: bool,
         #[command(flatten)]
         hub: download::HubArgs,
     },
@@ -98,6 +103,13 @@ enum Command {
     Edit {
         #[command(flatten)]
         args: edit::EditArgs,
+    },
+    /// Measure pictures made from sounds: one picture per clip of a manifest (or pictures made
+    /// elsewhere, --images), then CLIP score, IIS, AIS (Wav2CLIP), AIC, FID and LPIPS, written
+    /// as metrics.json, items.csv and report.html.
+    Eval {
+        #[command(flatten)]
+        args: eval::EvalArgs,
     },
     /// Export weights as safetensors (e.g. the official adapter pickle as an adapter-only file).
     Export {
@@ -199,8 +211,14 @@ fn run() -> Result<()> {
             }
             Ok(())
         }
-        Command::Download { preset, fast, hub } => download::run(preset, fast, &hub),
+        Command::Download {
+            preset,
+            fast,
+            eval,
+            hub,
+        } => download::run(preset, fast, eval, &hub),
         Command::Edit { args } => edit::run(&args, &device(spec)?.0),
+        Command::Eval { args } => eval::run(&args, &device(spec)?.0),
         Command::Export { args } => export::run(&args, &device(spec)?.0),
         Command::Generate { args } => generate::run(&args, &device(spec)?.0),
         Command::Presets => {

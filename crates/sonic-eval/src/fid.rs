@@ -442,6 +442,24 @@ mod tests {
         }
     }
 
+    /// Full-rank statistics at FID's size (`cargo test -p sonic-eval --lib full_rank --
+    /// --ignored --nocapture`: about 3 s per distance on 2 cores). The reference value is
+    /// pytorch-fid's `calculate_frechet_distance` on the same features
+    /// (`formula.uniform(seed, "fid-test", n * d)` in tools/fixtures/formula.py).
+    #[test]
+    #[ignore = "timing of 2048-dimensional full-rank statistics"]
+    fn full_rank_2048_takes_seconds() {
+        let (n, d) = (2300, 2048);
+        let a = FeatureStats::from_features(&values(6, n * d), n, d).unwrap();
+        let b = FeatureStats::from_features(&values(7, n * d), n, d).unwrap();
+        let start = std::time::Instant::now();
+        let ab = frechet_distance(&a, &b).unwrap();
+        let aa = frechet_distance(&a, &a).unwrap();
+        println!("{ab} {aa}: {:.2} s", start.elapsed().as_secs_f64() / 2.0);
+        assert!(((ab - 304.866_275_177_592_1) / ab).abs() < 1e-9, "{ab}");
+        assert!(aa.abs() < 1e-9, "{aa}");
+    }
+
     #[test]
     fn bad_inputs_are_typed_errors() {
         let one = FeatureStats::from_features(&[1.0, 2.0], 1, 2);

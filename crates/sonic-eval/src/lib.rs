@@ -7,11 +7,13 @@
 //! `pytorch-fid` and `lpips` PyPI packages), checked by `sonic parity`.
 
 pub mod error;
+pub mod evaluate;
 pub mod fid;
 pub mod images;
 pub mod inception;
 pub mod lpips;
 pub mod metrics;
+pub mod report;
 pub mod wav2clip;
 
 pub use error::EvalError;

@@ -366,6 +366,8 @@ impl Fire {
 }
 
 /// One entry of a trunk's `features` (indices as torchvision's, so as the weight keys).
+// Burn's `Module` is not implemented for `Box`, and a trunk holds at most 30 layers.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Layer {
     /// A convolution (`net.{I}.weight` / `.bias`).

@@ -50,6 +50,11 @@ pub const LCM_LORA_REPO: &str = "latent-consistency/lcm-lora-sdv1-5";
 pub const LCM_LORA_FILE: &str = "pytorch_lora_weights.safetensors";
 /// TAESD, the tiny autoencoder of SD 1.x / 2.x latents (diffusers `AutoencoderTiny`).
 pub const TAESD_REPO: &str = "madebyollin/taesd";
+/// OpenAI CLIP ViT-B/32, the image and text towers of the evaluation metrics (CLIP score, IIS,
+/// AIC, and AIS, whose Wav2CLIP audio embeddings live in this model's image space).
+pub const CLIP_EVAL_REPO: &str = "openai/clip-vit-base-patch32";
+/// OpenAI CLIP ViT-L/14 (SD 1.x's text encoder's full model), an alternative metric model.
+pub const CLIP_LARGE_REPO: &str = "openai/clip-vit-large-patch14";
 
 /// The repositories the presets fetch from, as constructors on [`HubRepo`]
 /// (`HubRepo::stable_diffusion()`).
@@ -362,6 +367,49 @@ pub fn taesd_files() -> Vec<(HubRepo, Vec<String>)> {
             "diffusion_pytorch_model.safetensors".to_string(),
         ],
     )]
+}
+
+/// The files of a transformers CLIP repository the metrics read: both towers' weights and
+/// config, the image processor's config and the tokenizer.
+pub fn clip_files(repo: &str) -> Vec<(HubRepo, Vec<String>)> {
+    vec![(
+        HubRepo::model(repo),
+        [
+            "config.json",
+            "model.safetensors",
+            "preprocessor_config.json",
+            "vocab.json",
+            "merges.txt",
+            "tokenizer_config.json",
+            "special_tokens_map.json",
+        ]
+        .map(String::from)
+        .to_vec(),
+    )]
+}
+
+/// Makes a CLIP repository ([`CLIP_EVAL_REPO`], [`CLIP_LARGE_REPO`] or another with the same
+/// files) available locally and returns its folder, which `ClipVisionModelWithProjection`,
+/// `ClipTextModelWithProjection`, `ClipImageProcessor` and `ClipTokenizer` all read.
+pub fn resolve_clip(
+    repo: &str,
+    options: &HubOptions,
+    progress: &mut dyn FnMut(DownloadProgress),
+) -> Result<PathBuf, HubError> {
+    let snapshots = fetch_plan(
+        &clip_files(repo),
+        options,
+        "sonic download --eval",
+        progress,
+    )?;
+    snapshots
+        .into_iter()
+        .next()
+        .map(|s| s.dir)
+        .ok_or_else(|| HubError::Protocol {
+            url: options.endpoint.clone(),
+            message: format!("internal: {repo} resolved to no snapshot"),
+        })
 }
 
 /// Makes TAESD alone available locally (as [`resolve_fast`] does) and returns its folder.
