@@ -93,9 +93,15 @@ pub struct EvalArgs {
     /// pt_inception-2015-12-05-6726825d.pth): enables FID.
     #[arg(long)]
     pub inception: Option<PathBuf>,
-    /// LPIPS weights as safetensors (`sonic export`): enables LPIPS with --edits.
+    /// LPIPS weights (the lpips package's state-dict names, safetensors or pickle), or with
+    /// --lpips-lins torchvision's trunk weights (e.g. alexnet-owt-7be5be79.pth): enables LPIPS
+    /// with --edits.
     #[arg(long)]
     pub lpips: Option<PathBuf>,
+    /// The lpips package's heads (`weights/v0.1/alex.pth`), when --lpips is torchvision's
+    /// trunk.
+    #[arg(long)]
+    pub lpips_lins: Option<PathBuf>,
     /// The LPIPS backbone of --lpips.
     #[arg(long, default_value = "alex")]
     pub lpips_net: String,
@@ -346,8 +352,13 @@ pub fn run(args: &EvalArgs, device: &Device) -> Result<()> {
                 .as_ref()
                 .map(|p| -> Result<_> {
                     let net = sonic_eval::lpips::LpipsNet::parse(&args.lpips_net)?;
-                    sonic_eval::lpips::Lpips::from_file(p, net, device)
-                        .with_context(|| format!("loading LPIPS from {}", p.display()))
+                    match &args.lpips_lins {
+                        Some(lins) => {
+                            sonic_eval::lpips::Lpips::from_torchvision(p, lins, net, device)
+                        }
+                        None => sonic_eval::lpips::Lpips::from_file(p, net, device),
+                    }
+                    .with_context(|| format!("loading LPIPS from {}", p.display()))
                 })
                 .transpose()?,
         })

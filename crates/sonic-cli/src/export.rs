@@ -29,10 +29,69 @@ pub struct ExportArgs {
     /// `diffusion_pytorch_model.safetensors`.
     #[arg(long)]
     pub unet_out: Option<PathBuf>,
+    /// Convert an evaluation model's checkpoint (--input, a PyTorch pickle or safetensors)
+    /// into a safetensors file (--out) with the same tensor names, after checking that the
+    /// model loads from it: `wav2clip` (Wav2CLIP.pt) or `inception` (pytorch-fid's
+    /// pt_inception-2015-12-05-6726825d.pth).
+    #[arg(long, value_parser = ["wav2clip", "inception"])]
+    pub metric: Option<String>,
+    /// The checkpoint to convert with --metric.
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+}
+
+/// `sonic export --metric`: checks that the model loads from `input`, copies every float tensor
+/// into a safetensors file under the same names, and checks the model loads from that too.
+fn export_metric(
+    metric: &str,
+    input: &std::path::Path,
+    out: &std::path::Path,
+    device: &burn::tensor::Device,
+) -> Result<()> {
+    let check = |path: &std::path::Path| -> Result<()> {
+        match metric {
+            "wav2clip" => {
+                sonic_eval::wav2clip::Wav2Clip::from_file(path, device)?;
+            }
+            _ => {
+                sonic_eval::inception::FidInceptionV3::from_file(path, device)?;
+            }
+        }
+        Ok(())
+    };
+    check(input).with_context(|| format!("loading {metric} from {}", input.display()))?;
+    let ckpt = sonic_core::checkpoint::Checkpoint::open(input)
+        .with_context(|| format!("reading {}", input.display()))?;
+    let mut tensors = Vec::new();
+    for key in ckpt.keys() {
+        if let Some((shape, data)) = ckpt.read_f32(key)? {
+            tensors.push(sonic_core::weights::tensor_file::NamedTensor {
+                name: key.to_string(),
+                shape,
+                data,
+            });
+        }
+    }
+    sonic_core::weights::tensor_file::write_safetensors_f32(out, &tensors, None)
+        .with_context(|| format!("writing {}", out.display()))?;
+    check(out).with_context(|| format!("checking the written {}", out.display()))?;
+    println!("{} ({} tensors)", out.display(), tensors.len());
+    Ok(())
 }
 
 /// Runs `sonic export`.
 pub fn run(args: &ExportArgs, device: &burn::tensor::Device) -> Result<()> {
+    if let Some(metric) = &args.metric {
+        let input = args
+            .input
+            .as_ref()
+            .context("--metric needs --input FILE (the checkpoint to convert)")?;
+        let out = args
+            .out
+            .as_ref()
+            .context("--metric needs --out FILE.safetensors")?;
+        return export_metric(metric, input, out, device);
+    }
     if args.out.is_none() && args.unet_out.is_none() {
         bail!("nothing to write: give --out FILE (adapters) and / or --unet-out FILE (whole UNet)");
     }

@@ -172,3 +172,34 @@ fn eval_refuses_bad_metric_inputs_before_generating() {
     let stderr = String::from_utf8_lossy(&result.stderr);
     assert!(stderr.contains("no picture for clip"), "{stderr}");
 }
+
+#[test]
+fn export_converts_a_metric_checkpoint_and_refuses_a_wrong_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let input = inception_weights(d);
+    let out = d.join("converted.safetensors");
+    let ok = sonic()
+        .args(["export", "--metric", "inception", "--input"])
+        .arg(&input)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let ours = sonic_core::weights::tensor_file::read_safetensors_f32(&out).unwrap();
+    let theirs = sonic_core::weights::tensor_file::read_safetensors_f32(&input).unwrap();
+    assert_eq!(ours, theirs);
+    // Inception weights are not Wav2CLIP: an error naming the file, nothing written.
+    let bad_out = d.join("w.safetensors");
+    let bad = sonic()
+        .args(["export", "--metric", "wav2clip", "--input"])
+        .arg(&input)
+        .arg("--out")
+        .arg(&bad_out)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("inception.safetensors"));
+    assert!(!bad_out.exists());
+}
