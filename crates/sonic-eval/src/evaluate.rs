@@ -12,7 +12,7 @@ use crate::inception::FidInceptionV3;
 use crate::lpips::Lpips;
 use crate::metrics::{clip_score, cosine_rows, zero_shot_classes};
 use crate::wav2clip::Wav2Clip;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use sonic_clip::tokenizer::ClipTokenizer;
 use sonic_clip::{ClipImageProcessor, ClipTextModelWithProjection, ClipVisionModelWithProjection};
 use sonic_core::fixtures::to_host;
@@ -353,11 +353,8 @@ pub fn evaluate(
     })
 }
 
-fn picture_tensor(p: &Picture, device: &Device) -> Tensor<4> {
-    Tensor::from_data(
-        TensorData::new(p.to_chw_unit(), [1, 3, p.height, p.width]),
-        device,
-    )
+fn picture_tensor(p: &Picture, device: &Device) -> Result<Tensor<4>, EvalError> {
+    crate::images::pictures_to_tensor(std::slice::from_ref(p), device)
 }
 
 fn lpips_of(model: &Lpips, a: &Picture, b: &Picture, device: &Device) -> Result<f64, EvalError> {
@@ -370,7 +367,7 @@ fn lpips_of(model: &Lpips, a: &Picture, b: &Picture, device: &Device) -> Result<
             ),
         ));
     }
-    let d = model.distance_unit(picture_tensor(a, device), picture_tensor(b, device))?;
+    let d = model.distance_unit(picture_tensor(a, device)?, picture_tensor(b, device)?)?;
     Ok(f64::from(to_host(&d)?.first().copied().unwrap_or(f32::NAN)))
 }
 
@@ -397,7 +394,7 @@ fn fid_of(
                 total,
             });
             let picture = load_picture(path)?;
-            acc.push_tensor(&model.forward(picture_tensor(&picture, device))?)?;
+            acc.push_tensor(&model.forward(picture_tensor(&picture, device)?)?)?;
             done += 1;
         }
         acc.finish()

@@ -1,7 +1,9 @@
 //! Reading the pictures a metric scores: any format the pipeline decodes (PNG, JPEG, WebP),
-//! EXIF orientation applied, within the pipeline's decoding budget, as 8-bit RGB.
+//! EXIF orientation applied, within the pipeline's decoding budget, as 8-bit RGB (as PIL's
+//! `Image.open(path).convert("RGB")`: grey and palette expanded, alpha dropped).
 
 use crate::error::EvalError;
+use burn::tensor::{Device, Tensor, TensorData};
 use sonic_pipeline::image_input::{ImageOptions, decode_image};
 use std::path::Path;
 
@@ -37,6 +39,30 @@ impl Picture {
         }
         out
     }
+}
+
+/// Pictures of one size as a batch `[B, 3, H, W]` of values in `[0, 1]` (torchvision's
+/// `ToTensor`: `v / 255` in float32). An empty list, or pictures of different sizes, are an
+/// [`EvalError::Input`].
+pub fn pictures_to_tensor(pictures: &[Picture], device: &Device) -> Result<Tensor<4>, EvalError> {
+    let Some(first) = pictures.first() else {
+        return Err(EvalError::input("pictures", "no picture given"));
+    };
+    let (w, h) = (first.width, first.height);
+    if let Some(other) = pictures.iter().find(|p| (p.width, p.height) != (w, h)) {
+        return Err(EvalError::input(
+            "pictures",
+            format!(
+                "a batch needs one size: {w}x{h} and {}x{}",
+                other.width, other.height
+            ),
+        ));
+    }
+    let data: Vec<f32> = pictures.iter().flat_map(Picture::to_chw_unit).collect();
+    Ok(Tensor::from_data(
+        TensorData::new(data, [pictures.len(), 3, h, w]),
+        device,
+    ))
 }
 
 /// Decodes `path` to RGB (alpha dropped, grey expanded).

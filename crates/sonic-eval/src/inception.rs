@@ -18,12 +18,13 @@
 //! used.
 //!
 //! ```no_run
-//! use sonic_eval::inception::{FidInceptionV3, load_rgb, images_to_tensor};
+//! use sonic_eval::images::{load_picture, pictures_to_tensor};
+//! use sonic_eval::inception::FidInceptionV3;
 //! # fn main() -> Result<(), sonic_eval::EvalError> {
 //! let device = burn::tensor::Device::default();
 //! let model = FidInceptionV3::from_file(std::path::Path::new("pt_inception.safetensors"), &device)?;
-//! let image = load_rgb(std::path::Path::new("sample.png"))?;
-//! let pool3 = model.forward(images_to_tensor(&[image], &device)?)?; // [1, 2048]
+//! let image = load_picture(std::path::Path::new("sample.png"))?;
+//! let pool3 = model.forward(pictures_to_tensor(&[image], &device)?)?; // [1, 2048]
 //! # Ok(()) }
 //! ```
 
@@ -34,7 +35,7 @@ use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::module::{avg_pool2d, interpolate, max_pool2d};
 use burn::tensor::ops::{AvgPoolOptions, InterpolateMode, InterpolateOptions, MaxPoolOptions};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use sonic_core::CoreError;
 use sonic_core::weights::{LoadOptions, Remap, load_weights};
 use sonic_layers::conv2d_forward;
@@ -679,68 +680,6 @@ impl FidInceptionV3 {
 fn global_average(x: Tensor<4>) -> Tensor<4> {
     let [b, c, h, w] = x.dims();
     x.reshape([b, c, h * w]).mean_dim(2).reshape([b, c, 1, 1])
-}
-
-/// Reads an image file as 8-bit RGB, as PIL's `Image.open(path).convert("RGB")` (grey and
-/// palette images expanded, an alpha channel dropped).
-pub fn load_rgb(path: &Path) -> Result<image::RgbImage> {
-    let reader = image::ImageReader::open(path).map_err(|source| CoreError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let decode_error = |e: image::ImageError| {
-        EvalError::input(
-            format!("image {}", path.display()),
-            format!("cannot decode: {e}"),
-        )
-    };
-    let reader = reader
-        .with_guessed_format()
-        .map_err(|source| CoreError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    Ok(reader.decode().map_err(decode_error)?.to_rgb8())
-}
-
-/// Images of one size as a batch `[B, 3, H, W]` of values in `[0, 1]` (torchvision's
-/// `ToTensor`: `v / 255` in float32). An empty list, or images of different sizes, are an
-/// [`EvalError::Input`].
-pub fn images_to_tensor(images: &[image::RgbImage], device: &Device) -> Result<Tensor<4>> {
-    let Some(first) = images.first() else {
-        return Err(EvalError::input("FID Inception images", "no image given"));
-    };
-    let (w, h) = first.dimensions();
-    let (w, h) = (w as usize, h as usize);
-    if let Some(other) = images.iter().find(|i| i.dimensions() != first.dimensions()) {
-        return Err(EvalError::input(
-            "FID Inception images",
-            format!(
-                "a batch needs one size: {w}x{h} and {}x{}",
-                other.width(),
-                other.height()
-            ),
-        ));
-    }
-    if h > MAX_SIDE || w > MAX_SIDE {
-        return Err(EvalError::input(
-            "FID Inception images",
-            format!("{w}x{h} is larger than {MAX_SIDE} pixels a side"),
-        ));
-    }
-    let plane = h * w;
-    let mut data = vec![0f32; images.len() * 3 * plane];
-    for (img, out) in images.iter().zip(data.chunks_exact_mut(3 * plane)) {
-        for (i, px) in img.pixels().enumerate() {
-            for (ch, &v) in px.0.iter().enumerate() {
-                out[ch * plane + i] = f32::from(v) / 255.0;
-            }
-        }
-    }
-    Ok(Tensor::from_data(
-        TensorData::new(data, [images.len(), 3, h, w]),
-        device,
-    ))
 }
 
 #[cfg(test)]

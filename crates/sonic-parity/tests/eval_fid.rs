@@ -9,7 +9,8 @@ use burn::tensor::Tensor;
 use sonic_core::fixtures::Fixture;
 use sonic_core::formula::FormulaSpec;
 use sonic_eval::EvalError;
-use sonic_eval::inception::{FidInceptionV3, images_to_tensor, load_rgb};
+use sonic_eval::images::{load_picture, pictures_to_tensor};
+use sonic_eval::inception::FidInceptionV3;
 use std::path::{Path, PathBuf};
 
 fn dir() -> PathBuf {
@@ -86,17 +87,15 @@ fn bad_inputs_are_typed_errors() {
     let small = Tensor::<4>::zeros([1, 3, 74, 80], &device);
     assert!(model.with_resize_input(false).forward(small).is_err());
     let images = dir().join("reference/images");
-    let a = load_rgb(&images.join("a_0.png")).unwrap();
-    let b = load_rgb(&images.join("b_0.png")).unwrap();
+    let a = load_picture(&images.join("a_0.png")).unwrap();
+    let b = load_picture(&images.join("b_0.png")).unwrap();
     assert!(matches!(
-        images_to_tensor(&[a, b], &device),
+        pictures_to_tensor(&[a, b], &device),
         Err(EvalError::Input { .. })
     ));
-    assert!(images_to_tensor(&[], &device).is_err());
-    assert!(matches!(
-        load_rgb(&images.join("missing.png")),
-        Err(EvalError::Core(sonic_core::CoreError::Io { .. }))
-    ));
-    let not_an_image = load_rgb(&dir().join("inception/formula.json"));
-    assert!(matches!(not_an_image, Err(EvalError::Input { .. })));
+    assert!(pictures_to_tensor(&[], &device).is_err());
+    let missing = load_picture(&images.join("missing.png")).unwrap_err();
+    assert!(missing.to_string().contains("missing.png"), "{missing}");
+    let not_an_image = load_picture(&dir().join("inception/formula.json")).unwrap_err();
+    assert!(not_an_image.to_string().contains("formula.json"), "{not_an_image}");
 }

@@ -17,7 +17,8 @@ use burn::tensor::Device;
 use sonic_core::fixtures::{CaseResult, Comparison, Fixture, compare, compare_slices};
 use sonic_core::formula::FormulaSpec;
 use sonic_eval::fid::{FeatureStats, frechet_distance};
-use sonic_eval::inception::{FidBlock, FidInceptionV3, images_to_tensor, load_rgb};
+use sonic_eval::images::{load_picture, pictures_to_tensor};
+use sonic_eval::inception::{FidBlock, FidInceptionV3};
 
 /// Tolerance of the Inception features.
 pub const FEATURE_TOL: f64 = 1e-4;
@@ -58,10 +59,10 @@ pub fn run_inception(fixture: &Fixture, device: &Device) -> Result<Vec<CaseResul
                     .iter()
                     .map(|f| {
                         let f = f.as_str().ok_or_else(|| fixture.schema_error("images"))?;
-                        Ok(load_rgb(&fixture.dir.join(f))?)
+                        Ok(load_picture(&fixture.dir.join(f))?)
                     })
                     .collect::<Result<Vec<_>>>()?;
-                images_to_tensor(&images, device)?
+                pictures_to_tensor(&images, device)?
             }
             None => fixture.tensor_of(case, "input")?.to_tensor::<4>(device)?,
         };
