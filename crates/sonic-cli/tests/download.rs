@@ -100,9 +100,65 @@ fn entries() -> Vec<Entry> {
                     std::fs::read(fast.join("vae_tiny").join(f)).unwrap(),
                 ));
             }
+            for (f, data) in full_clip_files() {
+                v.push(Entry::new(hub::CLIP_EVAL_REPO, &f, data));
+            }
             v
         })
         .clone()
+}
+
+/// eval-tiny's two CLIP towers as one transformers `CLIPModel` repository (one config with
+/// `vision_config` / `text_config`, one weights file with both towers and `logit_scale`, the
+/// processor's and tokenizer's files at the top).
+fn full_clip_files() -> Vec<(String, Vec<u8>)> {
+    use sonic_core::weights::tensor_file::{
+        NamedTensor, read_safetensors_f32, write_safetensors_f32,
+    };
+    let tiny = fixtures().join("eval-tiny");
+    let read_json = |p: PathBuf| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+    };
+    let vision = read_json(tiny.join("image_encoder/config.json"));
+    let text = read_json(tiny.join("text_encoder/config.json"));
+    let config = serde_json::json!({
+        "architectures": ["CLIPModel"],
+        "model_type": "clip",
+        "projection_dim": vision["projection_dim"],
+        "vision_config": vision,
+        "text_config": text,
+    });
+    let mut tensors: Vec<NamedTensor> = Vec::new();
+    for part in ["image_encoder", "text_encoder"] {
+        tensors.extend(read_safetensors_f32(&tiny.join(part).join("model.safetensors")).unwrap());
+    }
+    tensors.push(NamedTensor {
+        name: "logit_scale".into(),
+        shape: vec![],
+        data: vec![2.6592],
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let weights = dir.path().join("model.safetensors");
+    write_safetensors_f32(&weights, &tensors, None).unwrap();
+    let mut files = vec![
+        ("config.json".to_string(), serde_json::to_vec_pretty(&config).unwrap()),
+        ("model.safetensors".to_string(), std::fs::read(&weights).unwrap()),
+        (
+            "preprocessor_config.json".to_string(),
+            std::fs::read(tiny.join("image_encoder/preprocessor_config.json")).unwrap(),
+        ),
+        (
+            "special_tokens_map.json".to_string(),
+            br#"{"bos_token":"<|startoftext|>","eos_token":"<|endoftext|>","pad_token":"<|endoftext|>","unk_token":"<|endoftext|>"}"#.to_vec(),
+        ),
+    ];
+    for f in ["vocab.json", "merges.txt", "tokenizer_config.json"] {
+        files.push((
+            f.to_string(),
+            std::fs::read(tiny.join("tokenizer").join(f)).unwrap(),
+        ));
+    }
+    files
 }
 
 fn entry<'a>(entries: &'a [Entry], repo: &str, file: &str) -> &'a Entry {
@@ -753,4 +809,62 @@ fn fast_generation_fetches_lcm_lora_and_taesd_and_uses_them() {
         image_pixels(&std::fs::read(&png).unwrap()),
         image_pixels(&std::fs::read(&png2).unwrap())
     );
+}
+
+/// `download --eval` fetches the metrics' CLIP as one transformers `CLIPModel` repository;
+/// `eval` then finds it in the cache by itself (offline) and scores exactly as with the same
+/// towers given as a split folder (`--clip eval-tiny`).
+#[test]
+fn eval_clip_comes_from_the_hub_and_scores_like_the_split_folder() {
+    let hub = Hub::start(entries());
+    let home = tempfile::tempdir().unwrap();
+    let out = sonic(
+        home.path(),
+        &hub.endpoint(),
+        &["download", "--preset", "landscape", "--eval"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("clip (metrics):"));
+    let data = home.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let manifest = common::dataset(&data);
+    // The ground-truth pictures stand in for generated ones.
+    let pictures = home.path().join("pictures");
+    std::fs::create_dir(&pictures).unwrap();
+    for clip in ["a", "b", "c", "d", "e"] {
+        std::fs::copy(
+            data.join(format!("{clip}.png")),
+            pictures.join(format!("{clip}.png")),
+        )
+        .unwrap();
+    }
+    let score = |out: &Path, clip: Option<PathBuf>| -> serde_json::Value {
+        let mut args = vec![
+            "eval".to_string(),
+            "--offline".into(),
+            "--manifest".into(),
+            manifest.display().to_string(),
+            "--images".into(),
+            pictures.display().to_string(),
+            "--out".into(),
+            out.display().to_string(),
+        ];
+        if let Some(c) = clip {
+            args.extend(["--clip".to_string(), c.display().to_string()]);
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = sonic(home.path(), &hub.endpoint(), &refs);
+        assert!(o.status.success(), "{}", text(&o));
+        serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap()
+    };
+    let from_hub = score(&home.path().join("hub-eval"), None);
+    let split = score(
+        &home.path().join("split-eval"),
+        Some(fixtures().join("eval-tiny")),
+    );
+    assert_eq!(from_hub["summary"], split["summary"]);
+    assert_eq!(from_hub["items"], split["items"]);
+    // The pictures are their own ground truth: IIS is 1.
+    let iis = from_hub["summary"]["iis"].as_f64().unwrap();
+    assert!((iis - 1.0).abs() < 1e-6, "{iis}");
 }
