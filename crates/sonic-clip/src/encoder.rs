@@ -2,6 +2,7 @@
 //! `CLIPEncoder`): pre-norm layers of multi-head self-attention (causal in the text tower) and a
 //! two-layer MLP.
 
+use crate::error::ClipError;
 use crate::text_encoder::HiddenAct;
 use burn::module::Module;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
@@ -9,6 +10,7 @@ use burn::tensor::activation::{gelu, sigmoid};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Tensor};
+use std::path::Path;
 
 /// The shape of an encoder stack.
 #[derive(Debug, Clone, Copy)]
@@ -27,6 +29,52 @@ pub struct EncoderShape {
     pub act: HiddenAct,
     /// Whether each position attends only to itself and earlier ones (the text tower).
     pub causal: bool,
+}
+
+impl EncoderShape {
+    /// Rejects shapes that are not a model: zero sizes, heads that do not divide the width,
+    /// sizes over the sanity limits (checked before anything is allocated).
+    pub fn validate(&self, origin: &Path) -> Result<(), ClipError> {
+        use sonic_core::config::{check_limit, limits, unsupported};
+        for (key, v) in [
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_hidden_layers", self.num_layers),
+        ] {
+            if v == 0 {
+                return Err(unsupported(origin, key, v, "must be positive").into());
+            }
+        }
+        if self.num_heads == 0 || !self.hidden_size.is_multiple_of(self.num_heads) {
+            return Err(unsupported(
+                origin,
+                "num_attention_heads",
+                self.num_heads,
+                &format!("must divide hidden_size = {}", self.hidden_size),
+            )
+            .into());
+        }
+        check_limit(origin, "hidden_size", self.hidden_size, limits::MAX_WIDTH)?;
+        check_limit(
+            origin,
+            "intermediate_size",
+            self.intermediate_size,
+            limits::MAX_WIDTH,
+        )?;
+        check_limit(
+            origin,
+            "num_hidden_layers",
+            self.num_layers,
+            limits::MAX_LAYERS,
+        )?;
+        check_limit(
+            origin,
+            "num_attention_heads",
+            self.num_heads,
+            limits::MAX_HEADS,
+        )?;
+        Ok(())
+    }
 }
 
 /// Multi-head self-attention with biased projections (causal in the text tower).

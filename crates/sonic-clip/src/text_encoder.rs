@@ -23,6 +23,23 @@ pub enum HiddenAct {
     Gelu,
 }
 
+impl HiddenAct {
+    /// Parses `hidden_act`; unknown activations are an error naming the value.
+    pub fn parse(name: &str, origin: &Path) -> Result<Self, ClipError> {
+        match name {
+            "quick_gelu" => Ok(HiddenAct::QuickGelu),
+            "gelu" => Ok(HiddenAct::Gelu),
+            other => Err(sonic_core::config::unsupported(
+                origin,
+                "hidden_act",
+                other,
+                "supported: quick_gelu, gelu",
+            )
+            .into()),
+        }
+    }
+}
+
 /// `config.json` of a `CLIPTextModel` (only the keys that shape the model).
 #[derive(Debug, Clone, Deserialize)]
 pub struct ClipTextConfig {
@@ -72,17 +89,7 @@ impl ClipTextConfig {
 
     /// The parsed activation; unknown activations are an error naming the value.
     pub fn activation(&self, origin: &Path) -> Result<HiddenAct, ClipError> {
-        match self.hidden_act.as_str() {
-            "quick_gelu" => Ok(HiddenAct::QuickGelu),
-            "gelu" => Ok(HiddenAct::Gelu),
-            other => Err(sonic_core::config::unsupported(
-                origin,
-                "hidden_act",
-                other,
-                "supported: quick_gelu, gelu",
-            )
-            .into()),
-        }
+        HiddenAct::parse(&self.hidden_act, origin)
     }
 
     /// The shape of the encoder stack (causal).
@@ -99,58 +106,22 @@ impl ClipTextConfig {
     }
 
     fn validate(&self, origin: &Path) -> Result<(), ClipError> {
-        self.activation(origin)?;
-        if self.num_attention_heads == 0
-            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
-        {
-            return Err(sonic_core::config::unsupported(
-                origin,
-                "num_attention_heads",
-                self.num_attention_heads,
-                &format!("must divide hidden_size = {}", self.hidden_size),
-            )
-            .into());
-        }
-        for (key, v) in [
-            ("hidden_size", self.hidden_size),
-            ("intermediate_size", self.intermediate_size),
-            ("num_hidden_layers", self.num_hidden_layers),
-            ("max_position_embeddings", self.max_position_embeddings),
-            ("vocab_size", self.vocab_size),
+        let act = self.activation(origin)?;
+        self.encoder_shape(act).validate(origin)?;
+        use sonic_core::config::{check_limit, limits, unsupported};
+        for (key, v, max) in [
+            (
+                "max_position_embeddings",
+                self.max_position_embeddings,
+                limits::MAX_POSITIONS,
+            ),
+            ("vocab_size", self.vocab_size, limits::MAX_VOCAB),
         ] {
             if v == 0 {
-                return Err(
-                    sonic_core::config::unsupported(origin, key, v, "must be positive").into(),
-                );
+                return Err(unsupported(origin, key, v, "must be positive").into());
             }
+            check_limit(origin, key, v, max)?;
         }
-        use sonic_core::config::{check_limit, limits};
-        check_limit(origin, "hidden_size", self.hidden_size, limits::MAX_WIDTH)?;
-        check_limit(
-            origin,
-            "intermediate_size",
-            self.intermediate_size,
-            limits::MAX_WIDTH,
-        )?;
-        check_limit(
-            origin,
-            "num_hidden_layers",
-            self.num_hidden_layers,
-            limits::MAX_LAYERS,
-        )?;
-        check_limit(
-            origin,
-            "num_attention_heads",
-            self.num_attention_heads,
-            limits::MAX_HEADS,
-        )?;
-        check_limit(
-            origin,
-            "max_position_embeddings",
-            self.max_position_embeddings,
-            limits::MAX_POSITIONS,
-        )?;
-        check_limit(origin, "vocab_size", self.vocab_size, limits::MAX_VOCAB)?;
         Ok(())
     }
 }

@@ -83,12 +83,19 @@ impl ClipVisionConfig {
 
     /// The parsed activation; unknown activations are an error naming the value.
     pub fn activation(&self, origin: &Path) -> Result<HiddenAct, ClipError> {
-        match self.hidden_act.as_str() {
-            "quick_gelu" => Ok(HiddenAct::QuickGelu),
-            "gelu" => Ok(HiddenAct::Gelu),
-            other => {
-                Err(unsupported(origin, "hidden_act", other, "supported: quick_gelu, gelu").into())
-            }
+        HiddenAct::parse(&self.hidden_act, origin)
+    }
+
+    /// The shape of the encoder stack (not causal).
+    pub fn encoder_shape(&self, act: HiddenAct) -> EncoderShape {
+        EncoderShape {
+            hidden_size: self.hidden_size,
+            intermediate_size: self.intermediate_size,
+            num_heads: self.num_attention_heads,
+            num_layers: self.num_hidden_layers,
+            layer_norm_eps: self.layer_norm_eps,
+            act,
+            causal: false,
         }
     }
 
@@ -99,11 +106,9 @@ impl ClipVisionConfig {
 
     /// Rejects values that are not a model this implementation can build.
     pub fn validate(&self, origin: &Path) -> Result<(), ClipError> {
-        self.activation(origin)?;
+        let act = self.activation(origin)?;
+        self.encoder_shape(act).validate(origin)?;
         for (key, v) in [
-            ("hidden_size", self.hidden_size),
-            ("intermediate_size", self.intermediate_size),
-            ("num_hidden_layers", self.num_hidden_layers),
             ("num_channels", self.num_channels),
             ("image_size", self.image_size),
             ("patch_size", self.patch_size),
@@ -111,17 +116,6 @@ impl ClipVisionConfig {
             if v == 0 {
                 return Err(unsupported(origin, key, v, "must be positive").into());
             }
-        }
-        if self.num_attention_heads == 0
-            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
-        {
-            return Err(unsupported(
-                origin,
-                "num_attention_heads",
-                self.num_attention_heads,
-                &format!("must divide hidden_size = {}", self.hidden_size),
-            )
-            .into());
         }
         if self.patch_size > self.image_size {
             return Err(unsupported(
@@ -140,26 +134,7 @@ impl ClipVisionConfig {
                 "an image tower with projection needs projection_dim",
             ))
         })?;
-        check_limit(origin, "hidden_size", self.hidden_size, limits::MAX_WIDTH)?;
-        check_limit(
-            origin,
-            "intermediate_size",
-            self.intermediate_size,
-            limits::MAX_WIDTH,
-        )?;
         check_limit(origin, "projection_dim", projection_dim, limits::MAX_WIDTH)?;
-        check_limit(
-            origin,
-            "num_hidden_layers",
-            self.num_hidden_layers,
-            limits::MAX_LAYERS,
-        )?;
-        check_limit(
-            origin,
-            "num_attention_heads",
-            self.num_attention_heads,
-            limits::MAX_HEADS,
-        )?;
         check_limit(
             origin,
             "num_channels",
@@ -236,15 +211,7 @@ impl ClipVisionModelWithProjection {
                 .with_epsilon(config.layer_norm_eps)
                 .init(device)
         };
-        let shape = EncoderShape {
-            hidden_size: c,
-            intermediate_size: config.intermediate_size,
-            num_heads: config.num_attention_heads,
-            num_layers: config.num_hidden_layers,
-            layer_norm_eps: config.layer_norm_eps,
-            act,
-            causal: false,
-        };
+        let shape = config.encoder_shape(act);
         let p = config.patch_size;
         Self {
             vision_model: ClipVisionTransformer {

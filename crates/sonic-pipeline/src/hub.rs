@@ -396,20 +396,12 @@ pub fn resolve_clip(
     options: &HubOptions,
     progress: &mut dyn FnMut(DownloadProgress),
 ) -> Result<PathBuf, HubError> {
-    let snapshots = fetch_plan(
+    fetch_folder(
         &clip_files(repo),
         options,
         "sonic download --eval",
         progress,
-    )?;
-    snapshots
-        .into_iter()
-        .next()
-        .map(|s| s.dir)
-        .ok_or_else(|| HubError::Protocol {
-            url: options.endpoint.clone(),
-            message: format!("internal: {repo} resolved to no snapshot"),
-        })
+    )
 }
 
 /// Makes TAESD alone available locally (as [`resolve_fast`] does) and returns its folder.
@@ -417,14 +409,23 @@ pub fn resolve_taesd(
     options: &HubOptions,
     progress: &mut dyn FnMut(DownloadProgress),
 ) -> Result<PathBuf, HubError> {
-    let snapshots = fetch_plan(&taesd_files(), options, "sonic download --fast", progress)?;
-    snapshots
+    fetch_folder(&taesd_files(), options, "sonic download --fast", progress)
+}
+
+/// [`fetch_plan`] for a plan of one repository: its snapshot folder.
+fn fetch_folder(
+    plan: &[(HubRepo, Vec<String>)],
+    options: &HubOptions,
+    hint: &str,
+    progress: &mut dyn FnMut(DownloadProgress),
+) -> Result<PathBuf, HubError> {
+    fetch_plan(plan, options, hint, progress)?
         .into_iter()
         .next()
         .map(|s| s.dir)
         .ok_or_else(|| HubError::Protocol {
             url: options.endpoint.clone(),
-            message: "internal: TAESD resolved to no snapshot".into(),
+            message: "internal: a one-repository plan resolved to no snapshot".into(),
         })
 }
 
