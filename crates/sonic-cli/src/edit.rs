@@ -7,7 +7,7 @@ use sonic_pipeline::AudioToImage;
 use sonic_pipeline::edit::{EditMode, EditRequest, PnpOptions, edit_file};
 use sonic_pipeline::image_input::ImageOptions;
 use sonic_pipeline::memory;
-use sonic_pipeline::sonic::{AudioSource, SonicPipeline};
+use sonic_pipeline::sonic::AudioSource;
 use sonic_schedulers::SchedulerChoice;
 use sonic_unet::AdapterStrength;
 use std::path::PathBuf;
@@ -58,28 +58,8 @@ pub struct EditArgs {
     /// Injected self-attentions (PnP), comma separated; default the official list.
     #[arg(long, value_delimiter = ',')]
     pub pnp_attentions: Vec<String>,
-    /// Use a released SonicDiffusion checkpoint: SD v1.4, CLAP and the checkpoint come from
-    /// the Hugging Face cache, downloaded on first use unless --offline; the paths below
-    /// override single files.
-    #[arg(long, value_parser = crate::values::checkpoint_parser())]
-    pub preset: Option<sonic_pipeline::hub::Checkpoint>,
     #[command(flatten)]
-    pub hub: crate::download::HubArgs,
-    /// A diffusers-layout Stable Diffusion folder.
-    #[arg(long)]
-    pub model: Option<PathBuf>,
-    /// The CLAP checkpoint (CLAP_weights_2022.pth or safetensors).
-    #[arg(long)]
-    pub clap: Option<PathBuf>,
-    /// The audio projector weights.
-    #[arg(long)]
-    pub projector: Option<PathBuf>,
-    /// A projector config JSON, when the weights do not tell the head count.
-    #[arg(long)]
-    pub projector_config: Option<PathBuf>,
-    /// The adapter weights.
-    #[arg(long)]
-    pub adapters: Option<PathBuf>,
+    pub models: crate::ui::SonicModelArgs,
     #[command(flatten)]
     pub parts: crate::values::ModelParts,
     /// Steps (inversion and sampling for PnP; the full schedule for SDEdit).
@@ -162,35 +142,19 @@ fn check_memory(
 
 /// Runs `sonic edit`.
 pub fn run(args: &EditArgs, device: &Device) -> Result<()> {
-    let mut paths = crate::ui::ModelPaths {
-        model: args.model.clone(),
-        clap: args.clap.clone(),
-        projector: args.projector.clone(),
-        adapters: args.adapters.clone(),
-    };
-    paths.fill_from(args.preset, &args.hub)?;
+    let paths = args.models.paths()?;
     let tiny_vae = crate::values::tiny_vae_dir(
         args.parts.tiny_vae.as_deref(),
         args.parts.vae,
         false,
-        &args.hub,
+        &args.models.hub,
     )?;
-    let need = |p: &Option<PathBuf>, flag: &str| {
-        p.clone().with_context(|| {
-            format!("sonic edit needs {flag} FILE, or --preset landscape|greatest-hits")
-        })
-    };
-    let pipe = SonicPipeline::builder()
-        .model(need(&paths.model, "--model")?)
-        .clap(need(&paths.clap, "--clap")?)
-        .projector(need(&paths.projector, "--projector")?)
-        .adapters(need(&paths.adapters, "--adapters")?)
-        .device(device.clone());
-    let pipe = crate::values::with_fast_parts(pipe, &args.parts.lora, tiny_vae.as_deref());
-    let pipe = match &args.projector_config {
-        Some(c) => pipe.projector_config(c),
-        None => pipe,
-    };
+    let pipe = args.models.pipeline(
+        &paths,
+        "sonic edit",
+        (&args.parts.lora, tiny_vae.as_deref()),
+        device,
+    )?;
     let seed = crate::ui::seed(args.seed);
     let out = crate::ui::output_path(args.out.as_deref(), "edited", 1)?;
     let size = args.size.as_deref().map(parse_size).transpose()?;

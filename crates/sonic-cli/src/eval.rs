@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use burn::tensor::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use sonic_eval::evaluate::{ClipMetricModel, EvalItem, EvalOptions, Scorers, evaluate};
-use sonic_pipeline::sonic::{AudioSource, SonicPipeline};
+use sonic_pipeline::sonic::AudioSource;
 use sonic_pipeline::{AudioToImage, output};
 use sonic_schedulers::SchedulerChoice;
 use sonic_unet::AdapterStrength;
@@ -31,26 +31,8 @@ pub struct EvalArgs {
     /// The pictures are edits of the manifest's images (then LPIPS is reported, FID is not).
     #[arg(long)]
     pub edits: bool,
-    /// A diffusers Stable Diffusion folder (generation).
-    #[arg(long)]
-    pub model: Option<PathBuf>,
-    /// A released SonicDiffusion checkpoint (landscape or greatest-hits), from the cache.
-    #[arg(long, value_parser = crate::values::checkpoint_parser())]
-    pub preset: Option<sonic_pipeline::hub::Checkpoint>,
     #[command(flatten)]
-    pub hub: crate::download::HubArgs,
-    /// The CLAP checkpoint.
-    #[arg(long)]
-    pub clap: Option<PathBuf>,
-    /// The audio projector weights.
-    #[arg(long)]
-    pub projector: Option<PathBuf>,
-    /// A projector config JSON, when the weights do not tell the head count.
-    #[arg(long)]
-    pub projector_config: Option<PathBuf>,
-    /// The adapter weights.
-    #[arg(long)]
-    pub adapters: Option<PathBuf>,
+    pub models: crate::ui::SonicModelArgs,
     #[command(flatten)]
     pub parts: crate::values::ModelParts,
     /// The prompt of every picture; `{caption}` stands for the clip's caption.
@@ -199,33 +181,19 @@ fn generate_missing(args: &EvalArgs, items: &[EvalItem], device: &Device) -> Res
         items.len(),
         items.len() - todo.len()
     );
-    let mut paths = crate::ui::ModelPaths {
-        model: args.model.clone(),
-        clap: args.clap.clone(),
-        projector: args.projector.clone(),
-        adapters: args.adapters.clone(),
-    };
-    paths.fill_from(args.preset, &args.hub)?;
-    let need = |p: Option<PathBuf>, flag: &str| {
-        p.with_context(|| format!("generating needs {flag} (or --preset), or pass --images DIR"))
-    };
-    let pipe = SonicPipeline::builder()
-        .model(need(paths.model, "--model")?)
-        .clap(need(paths.clap, "--clap")?)
-        .projector(need(paths.projector, "--projector")?)
-        .adapters(need(paths.adapters, "--adapters")?)
-        .device(device.clone());
+    let paths = args.models.paths()?;
     let tiny_vae = crate::values::tiny_vae_dir(
         args.parts.tiny_vae.as_deref(),
         args.parts.vae,
         false,
-        &args.hub,
+        &args.models.hub,
     )?;
-    let pipe = crate::values::with_fast_parts(pipe, &args.parts.lora, tiny_vae.as_deref());
-    let pipe = match &args.projector_config {
-        Some(c) => pipe.projector_config(c),
-        None => pipe,
-    };
+    let pipe = args.models.pipeline(
+        &paths,
+        "generating (without --images)",
+        (&args.parts.lora, tiny_vae.as_deref()),
+        device,
+    )?;
     let pipe = with_spinner("loading the models", || pipe.build())?;
     let px = pipe.sd.default_image_size();
     for dir in todo.iter().filter_map(|i| i.generated.parent()) {
@@ -297,8 +265,8 @@ fn settings(args: &EvalArgs, clip: &Path) -> serde_json::Value {
     serde_json::json!({
         "manifest": args.manifest.display().to_string(),
         "images": args.images.as_ref().map(|p| p.display().to_string()),
-        "model": args.model.as_ref().map(|p| p.display().to_string()),
-        "preset": args.preset.map(|p| p.name()),
+        "model": args.models.model.as_ref().map(|p| p.display().to_string()),
+        "preset": args.models.preset.map(|p| p.name()),
         "prompt": args.prompt,
         "steps": args.steps,
         "guidance": args.guidance,
@@ -320,7 +288,10 @@ pub fn run(args: &EvalArgs, device: &Device) -> Result<()> {
     let items = items(args)?;
     let clip_dir = match &args.clip {
         Some(d) => d.clone(),
-        None => crate::download::resolve_clip_dir(sonic_pipeline::hub::CLIP_EVAL_REPO, &args.hub)?,
+        None => crate::download::resolve_clip_dir(
+            sonic_pipeline::hub::CLIP_EVAL_REPO,
+            &args.models.hub,
+        )?,
     };
     // Load the metric models first: a bad path fails before any picture is generated.
     let scorers = with_spinner("loading the metric models", || -> Result<Scorers> {

@@ -4,7 +4,7 @@ use crate::ui::{StepBar, with_spinner};
 use anyhow::{Context, Result};
 use burn::tensor::Device;
 use sonic_pipeline::memory;
-use sonic_pipeline::sonic::{AudioSource, SonicPipeline};
+use sonic_pipeline::sonic::AudioSource;
 use sonic_pipeline::{AudioToImage, StableDiffusion, TextToImage, text_to_image};
 use sonic_schedulers::SchedulerChoice;
 use sonic_unet::AdapterStrength;
@@ -13,16 +13,8 @@ use std::path::PathBuf;
 /// Arguments of `sonic generate`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct GenerateArgs {
-    /// A diffusers-layout Stable Diffusion folder (model_index.json, unet/, vae/, ...);
-    /// with --preset, taken from the Hugging Face cache.
-    #[arg(long)]
-    pub model: Option<PathBuf>,
-    /// Use a released SonicDiffusion checkpoint: landscape or greatest-hits (SD v1.4, CLAP and
-    /// the checkpoint are resolved from the cache, downloaded on first use unless --offline).
-    #[arg(long, value_parser = crate::values::checkpoint_parser())]
-    pub preset: Option<sonic_pipeline::hub::Checkpoint>,
     #[command(flatten)]
-    pub hub: crate::download::HubArgs,
+    pub models: crate::ui::SonicModelArgs,
     /// The text prompt (longer than 77 CLIP tokens: truncated, with a warning).
     #[arg(long, default_value = "")]
     pub prompt: String,
@@ -89,18 +81,6 @@ pub struct GenerateArgs {
     /// Separate audio guidance scale (then --guidance applies to the text only).
     #[arg(long)]
     pub audio_guidance: Option<f64>,
-    /// The CLAP checkpoint (CLAP_weights_2022.pth or safetensors).
-    #[arg(long)]
-    pub clap: Option<PathBuf>,
-    /// The audio projector weights (audio_projector_*.pth or safetensors).
-    #[arg(long)]
-    pub projector: Option<PathBuf>,
-    /// A projector config JSON, when the weights do not tell the head count.
-    #[arg(long)]
-    pub projector_config: Option<PathBuf>,
-    /// The adapter weights (landscape.pt, greatest_hits.pt or safetensors).
-    #[arg(long)]
-    pub adapters: Option<PathBuf>,
     #[command(flatten)]
     pub parts: crate::values::ModelParts,
 }
@@ -139,17 +119,12 @@ fn parse_mix(items: &[String]) -> Result<Vec<(AudioSource, f32)>> {
 /// Fills the model paths of `args` from `--preset`, downloading on first use.
 fn apply_preset(args: &GenerateArgs) -> Result<GenerateArgs> {
     let mut args = args.clone();
-    let mut paths = crate::ui::ModelPaths {
-        model: args.model.take(),
-        clap: args.clap.take(),
-        projector: args.projector.take(),
-        adapters: args.adapters.take(),
-    };
-    paths.fill_from(args.preset, &args.hub)?;
-    (args.model, args.clap, args.projector, args.adapters) =
+    let paths = args.models.paths()?;
+    let m = &mut args.models;
+    (m.model, m.clap, m.projector, m.adapters) =
         (paths.model, paths.clap, paths.projector, paths.adapters);
     if args.fast {
-        let fast = crate::download::resolve_fast_files(&args.hub)?;
+        let fast = crate::download::resolve_fast_files(&args.models.hub)?;
         args.parts.lora.insert(
             0,
             crate::values::LoraArg {
@@ -168,7 +143,7 @@ fn apply_preset(args: &GenerateArgs) -> Result<GenerateArgs> {
         args.parts.tiny_vae.as_deref(),
         args.parts.vae,
         args.fast,
-        &args.hub,
+        &args.models.hub,
     )?;
     Ok(args)
 }
@@ -197,12 +172,16 @@ fn check_memory(args: &GenerateArgs, device: &Device) -> Result<()> {
         branches,
         device,
     );
-    let extra: Vec<PathBuf> = [&args.clap, &args.projector, &args.adapters]
-        .into_iter()
-        .flatten()
-        .filter(|p| p.is_file())
-        .cloned()
-        .collect();
+    let extra: Vec<PathBuf> = [
+        &args.models.clap,
+        &args.models.projector,
+        &args.models.adapters,
+    ]
+    .into_iter()
+    .flatten()
+    .filter(|p| p.is_file())
+    .cloned()
+    .collect();
     let estimate = memory::estimate_model_run(&model, &extra, &run).with_context(context)?;
     let (budget, from) = memory::budget_or_default(args.max_memory, device);
     memory::check_budget(&run.describe("generate"), &estimate, budget, from)?;
@@ -210,29 +189,20 @@ fn check_memory(args: &GenerateArgs, device: &Device) -> Result<()> {
 }
 
 fn model_dir(args: &GenerateArgs) -> Result<PathBuf> {
-    args.model
+    args.models
+        .model
         .clone()
         .context("needs --model DIR (a diffusers folder) or --preset landscape|greatest-hits")
 }
 
 fn run_audio(args: &GenerateArgs, seed: u64, out: &std::path::Path, device: &Device) -> Result<()> {
     let model = model_dir(args)?;
-    let need = |p: &Option<PathBuf>, flag: &str| {
-        p.clone()
-            .with_context(|| format!("audio generation needs {flag} (or --preset once downloaded)"))
-    };
-    let pipe = SonicPipeline::builder()
-        .model(&model)
-        .clap(need(&args.clap, "--clap")?)
-        .projector(need(&args.projector, "--projector")?)
-        .adapters(need(&args.adapters, "--adapters")?)
-        .device(device.clone());
-    let pipe =
-        crate::values::with_fast_parts(pipe, &args.parts.lora, args.parts.tiny_vae.as_deref());
-    let pipe = match &args.projector_config {
-        Some(c) => pipe.projector_config(c),
-        None => pipe,
-    };
+    let pipe = args.models.pipeline(
+        &args.models.given(),
+        "audio generation",
+        (&args.parts.lora, args.parts.tiny_vae.as_deref()),
+        device,
+    )?;
     let pipe = with_spinner("loading the models", || pipe.build())?;
     let default_px = pipe.sd.default_image_size();
     let encoding = crate::ui::spinner("encoding the audio (CLAP)");
@@ -249,7 +219,10 @@ fn run_audio(args: &GenerateArgs, seed: u64, out: &std::path::Path, device: &Dev
         } else if !args.mix.is_empty() {
             pipe.mix(&parse_mix(&args.mix)?)?
         } else {
-            let audio = need(&args.audio, "--audio")?;
+            let audio = args
+                .audio
+                .clone()
+                .context("audio generation needs --audio (or --mix / --interpolate)")?;
             pipe.embed(&[AudioSource::File(audio)])?
         })
     })();
@@ -372,7 +345,7 @@ fn common_metadata(
 
 /// Runs `sonic generate`.
 pub fn run(args: &GenerateArgs, device: &Device) -> Result<()> {
-    if let Some(preset) = args.preset
+    if let Some(preset) = args.models.preset
         && !args.wants_audio()
     {
         eprintln!(

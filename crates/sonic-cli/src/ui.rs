@@ -119,6 +119,81 @@ pub fn output_path(out: Option<&Path>, stem: &str, count: usize) -> Result<PathB
     anyhow::bail!("no free name {stem}-NNNN.png left in the current folder; pass --out")
 }
 
+/// The SonicDiffusion files of `generate`, `edit` and `eval`: a released checkpoint from the
+/// cache, or paths (a path given overrides the preset's file).
+#[derive(clap::Args, Debug, Clone)]
+pub struct SonicModelArgs {
+    /// Use a released SonicDiffusion checkpoint: landscape or greatest-hits (SD v1.4, CLAP and
+    /// the checkpoint are resolved from the Hugging Face cache, downloaded on first use unless
+    /// --offline); the paths below override single files.
+    #[arg(long, value_parser = crate::values::checkpoint_parser())]
+    pub preset: Option<sonic_pipeline::hub::Checkpoint>,
+    #[command(flatten)]
+    pub hub: crate::download::HubArgs,
+    /// A diffusers-layout Stable Diffusion folder (model_index.json, unet/, vae/, ...).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// The CLAP checkpoint (CLAP_weights_2022.pth or safetensors).
+    #[arg(long)]
+    pub clap: Option<PathBuf>,
+    /// The audio projector weights (audio_projector_*.pth or safetensors).
+    #[arg(long)]
+    pub projector: Option<PathBuf>,
+    /// A projector config JSON, when the weights do not tell the head count.
+    #[arg(long)]
+    pub projector_config: Option<PathBuf>,
+    /// The adapter weights (landscape.pt, greatest_hits.pt or safetensors).
+    #[arg(long)]
+    pub adapters: Option<PathBuf>,
+}
+
+impl SonicModelArgs {
+    /// The paths given, without the preset's.
+    pub fn given(&self) -> ModelPaths {
+        ModelPaths {
+            model: self.model.clone(),
+            clap: self.clap.clone(),
+            projector: self.projector.clone(),
+            adapters: self.adapters.clone(),
+        }
+    }
+
+    /// The paths given, the preset's filling the others (downloaded on first use unless
+    /// `--offline`).
+    pub fn paths(&self) -> Result<ModelPaths> {
+        let mut paths = self.given();
+        paths.fill_from(self.preset, &self.hub)?;
+        Ok(paths)
+    }
+
+    /// A pipeline builder over `paths` (each required: `command` names who needs it), with
+    /// the projector config, the LoRAs and the tiny autoencoder.
+    pub fn pipeline(
+        &self,
+        paths: &ModelPaths,
+        command: &str,
+        parts: (&[crate::values::LoraArg], Option<&Path>),
+        device: &burn::tensor::Device,
+    ) -> Result<sonic_pipeline::sonic::SonicPipelineBuilder> {
+        let need = |p: &Option<PathBuf>, flag: &str| {
+            p.clone().with_context(|| {
+                format!("{command} needs {flag} FILE, or --preset landscape|greatest-hits")
+            })
+        };
+        let pipe = sonic_pipeline::sonic::SonicPipeline::builder()
+            .model(need(&paths.model, "--model")?)
+            .clap(need(&paths.clap, "--clap")?)
+            .projector(need(&paths.projector, "--projector")?)
+            .adapters(need(&paths.adapters, "--adapters")?)
+            .device(device.clone());
+        let pipe = crate::values::with_fast_parts(pipe, parts.0, parts.1);
+        Ok(match &self.projector_config {
+            Some(c) => pipe.projector_config(c),
+            None => pipe,
+        })
+    }
+}
+
 /// The model files of `--preset` (resolved through the Hugging Face cache with progress bars,
 /// downloaded on first use unless `--offline`), for the paths the user did not give.
 #[derive(Debug, Default, Clone)]
