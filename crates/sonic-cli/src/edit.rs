@@ -143,18 +143,9 @@ fn check_memory(
 /// Runs `sonic edit`.
 pub fn run(args: &EditArgs, device: &Device) -> Result<()> {
     let paths = args.models.paths()?;
-    let tiny_vae = crate::values::tiny_vae_dir(
-        args.parts.tiny_vae.as_deref(),
-        args.parts.vae,
-        false,
-        &args.models.hub,
-    )?;
-    let pipe = args.models.pipeline(
-        &paths,
-        "sonic edit",
-        (&args.parts.lora, tiny_vae.as_deref()),
-        device,
-    )?;
+    let (pipe, tiny_vae) = args
+        .models
+        .pipeline(&paths, "sonic edit", &args.parts, device)?;
     let seed = crate::ui::seed(args.seed);
     let out = crate::ui::output_path(args.out.as_deref(), "edited", 1)?;
     let size = args.size.as_deref().map(parse_size).transpose()?;

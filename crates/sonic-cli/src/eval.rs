@@ -182,18 +182,9 @@ fn generate_missing(args: &EvalArgs, items: &[EvalItem], device: &Device) -> Res
         items.len() - todo.len()
     );
     let paths = args.models.paths()?;
-    let tiny_vae = crate::values::tiny_vae_dir(
-        args.parts.tiny_vae.as_deref(),
-        args.parts.vae,
-        false,
-        &args.models.hub,
-    )?;
-    let pipe = args.models.pipeline(
-        &paths,
-        "generating (without --images)",
-        (&args.parts.lora, tiny_vae.as_deref()),
-        device,
-    )?;
+    let (pipe, _) =
+        args.models
+            .pipeline(&paths, "generating (without --images)", &args.parts, device)?;
     let pipe = with_spinner("loading the models", || pipe.build())?;
     let px = pipe.sd.default_image_size();
     for dir in todo.iter().filter_map(|i| i.generated.parent()) {

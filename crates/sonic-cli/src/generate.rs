@@ -197,10 +197,10 @@ fn model_dir(args: &GenerateArgs) -> Result<PathBuf> {
 
 fn run_audio(args: &GenerateArgs, seed: u64, out: &std::path::Path, device: &Device) -> Result<()> {
     let model = model_dir(args)?;
-    let pipe = args.models.pipeline(
+    let (pipe, _) = args.models.pipeline(
         &args.models.given(),
         "audio generation",
-        (&args.parts.lora, args.parts.tiny_vae.as_deref()),
+        &args.parts,
         device,
     )?;
     let pipe = with_spinner("loading the models", || pipe.build())?;

@@ -167,14 +167,17 @@ impl SonicModelArgs {
     }
 
     /// A pipeline builder over `paths` (each required: `command` names who needs it), with
-    /// the projector config, the LoRAs and the tiny autoencoder.
+    /// the projector config, the LoRAs and the tiny autoencoder of `parts` (TAESD from the
+    /// cache for `--vae tiny`); also the tiny autoencoder's folder, for the metadata.
     pub fn pipeline(
         &self,
         paths: &ModelPaths,
         command: &str,
-        parts: (&[crate::values::LoraArg], Option<&Path>),
+        parts: &crate::values::ModelParts,
         device: &burn::tensor::Device,
-    ) -> Result<sonic_pipeline::sonic::SonicPipelineBuilder> {
+    ) -> Result<(sonic_pipeline::sonic::SonicPipelineBuilder, Option<PathBuf>)> {
+        let tiny_vae =
+            crate::values::tiny_vae_dir(parts.tiny_vae.as_deref(), parts.vae, false, &self.hub)?;
         let need = |p: &Option<PathBuf>, flag: &str| {
             p.clone().with_context(|| {
                 format!("{command} needs {flag} FILE, or --preset landscape|greatest-hits")
@@ -186,11 +189,12 @@ impl SonicModelArgs {
             .projector(need(&paths.projector, "--projector")?)
             .adapters(need(&paths.adapters, "--adapters")?)
             .device(device.clone());
-        let pipe = crate::values::with_fast_parts(pipe, parts.0, parts.1);
-        Ok(match &self.projector_config {
+        let pipe = crate::values::with_fast_parts(pipe, &parts.lora, tiny_vae.as_deref());
+        let pipe = match &self.projector_config {
             Some(c) => pipe.projector_config(c),
             None => pipe,
-        })
+        };
+        Ok((pipe, tiny_vae))
     }
 }
 
