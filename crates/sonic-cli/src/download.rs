@@ -84,8 +84,9 @@ pub fn resolve_clip_dir(repo: &str, args: &HubArgs) -> Result<std::path::PathBuf
     })?)
 }
 
-/// Runs `sonic download` (`fast`: LCM-LoRA and TAESD too; `eval`: the metrics' CLIP).
-pub fn run(preset: Preset, fast: bool, eval: bool, args: &HubArgs) -> Result<()> {
+/// Runs `sonic download` (`fast`: LCM-LoRA and TAESD too; `eval`: the metrics' CLIP ViT-B/32
+/// and / or ViT-L/14).
+pub fn run(preset: Preset, fast: bool, eval: (bool, bool), args: &HubArgs) -> Result<()> {
     let files = resolve_preset(preset, args)?;
     println!("stable diffusion: {}", files.sd_dir.display());
     println!("clap: {}", files.clap.display());
@@ -102,9 +103,13 @@ pub fn run(preset: Preset, fast: bool, eval: bool, args: &HubArgs) -> Result<()>
         println!("lcm-lora: {}", fast.lcm_lora.display());
         println!("taesd: {}", fast.taesd_dir.display());
     }
-    if eval {
+    if eval.0 {
         let dir = resolve_clip_dir(sonic_pipeline::hub::CLIP_EVAL_REPO, args)?;
         println!("clip (metrics): {}", dir.display());
+    }
+    if eval.1 {
+        let dir = resolve_clip_dir(sonic_pipeline::hub::CLIP_LARGE_REPO, args)?;
+        println!("clip large (metrics): {}", dir.display());
     }
     Ok(())
 }

@@ -94,6 +94,10 @@ enum Command {
         /// `sonic eval`.
         #[arg(long)]
         eval: bool,
+        /// Also fetch CLIP ViT-L/14 (openai/clip-vit-large-patch14, 1.7 GB), an alternative
+        /// metric model for `sonic eval --clip` (CLIP score, IIS, AIC; AIS needs ViT-B/32).
+        #[arg(long)]
+        eval_large: bool,
         #[command(flatten)]
         hub: download::HubArgs,
     },
@@ -215,8 +219,9 @@ fn run() -> Result<()> {
             preset,
             fast,
             eval,
+            eval_large,
             hub,
-        } => download::run(preset, fast, eval, &hub),
+        } => download::run(preset, fast, (eval, eval_large), &hub),
         Command::Edit { args } => edit::run(&args, &device(spec)?.0),
         Command::Eval { args } => eval::run(&args, &device(spec)?.0),
         Command::Export { args } => export::run(&args, &device(spec)?.0),
