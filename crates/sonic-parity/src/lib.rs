@@ -22,6 +22,7 @@
 //! ```
 
 pub mod audio;
+pub mod caption;
 pub mod clip;
 pub mod eval;
 pub mod lora;
@@ -74,6 +75,9 @@ pub enum ParityError {
     /// An evaluation model or metric.
     #[error(transparent)]
     Eval(#[from] sonic_eval::EvalError),
+    /// The captioner (BLIP).
+    #[error(transparent)]
+    Caption(#[from] sonic_caption::CaptionError),
 }
 
 impl ParityError {
@@ -227,6 +231,22 @@ pub static SECTIONS: &[&dyn ParitySection] = &[
     &Runner {
         name: "lpips",
         run: eval::lpips::run_lpips,
+    },
+    &Runner {
+        name: "blip_vision",
+        run: caption::run_blip_vision,
+    },
+    &Runner {
+        name: "blip_image_preprocess",
+        run: caption::run_blip_image_preprocess,
+    },
+    &Runner {
+        name: "blip_logits",
+        run: caption::run_blip_logits,
+    },
+    &Runner {
+        name: "blip_generate",
+        run: caption::run_blip_generate,
     },
     &Runner {
         name: "schedulers",
