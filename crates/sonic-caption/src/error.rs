@@ -38,6 +38,15 @@ pub enum CaptionError {
     /// Decoding settings out of range, or logits the decoding cannot use.
     #[error(transparent)]
     Generation(crate::generation::GenerationError),
+    /// A tokenizer file (vocab.txt, tokenizer_config.json, ...) that is missing, unreadable or
+    /// invalid, or a vocabulary that cannot tokenize (names the file and what is wrong).
+    #[error("tokenizer file {}: {message}", path.display())]
+    Tokenizer {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong (the key and value where one is at fault).
+        message: String,
+    },
 }
 
 impl From<crate::generation::GenerationError> for CaptionError {

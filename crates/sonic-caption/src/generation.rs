@@ -92,6 +92,68 @@ pub const MAX_LENGTH: usize = 4096;
 /// See [`MAX_LENGTH`].
 pub const MAX_BEAMS: usize = 64;
 
+/// New tokens a caption gets when nothing says otherwise (transformers' default `max_length`
+/// of 20, counted after the prompt by BLIP's `generate`).
+pub const DEFAULT_NEW_TOKENS: usize = 20;
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct RawGenerationConfig {
+    max_length: Option<usize>,
+    max_new_tokens: Option<usize>,
+    min_length: Option<usize>,
+    num_beams: Option<usize>,
+    repetition_penalty: Option<f32>,
+    no_repeat_ngram_size: Option<usize>,
+    length_penalty: Option<f64>,
+    early_stopping: Option<serde_json::Value>,
+}
+
+/// The decoding settings of a model folder's `generation_config.json` (transformers' keys:
+/// `max_length` or `max_new_tokens`, `min_length`, `num_beams`, `repetition_penalty`,
+/// `no_repeat_ngram_size`, `length_penalty`, `early_stopping`), else greedy with
+/// [`DEFAULT_NEW_TOKENS`] new tokens after a prompt of `prompt_len` ids. The end and pad ids
+/// are left to the model. (transformers 5 ignores this file in BLIP's own `generate`; here it
+/// is honoured, so a folder can carry its captioning settings.)
+pub fn from_dir(
+    dir: &std::path::Path,
+    prompt_len: usize,
+) -> Result<GenerationConfig, GenerationError> {
+    let path = dir.join("generation_config.json");
+    let raw: RawGenerationConfig = match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| setting("generation_config.json", path.display(), &e.to_string()))?,
+        Err(_) => RawGenerationConfig::default(),
+    };
+    let early_stopping = match &raw.early_stopping {
+        None | Some(serde_json::Value::Bool(false)) => EarlyStopping::False,
+        Some(serde_json::Value::Bool(true)) => EarlyStopping::True,
+        Some(serde_json::Value::String(s)) if s == "never" => EarlyStopping::Never,
+        Some(other) => {
+            return Err(setting(
+                "early_stopping",
+                other,
+                "expected true, false or \"never\"",
+            ));
+        }
+    };
+    let max_length = match (raw.max_new_tokens, raw.max_length) {
+        (Some(n), _) => prompt_len.saturating_add(n),
+        (None, Some(m)) => m,
+        (None, None) => prompt_len + DEFAULT_NEW_TOKENS,
+    };
+    Ok(GenerationConfig {
+        max_length,
+        min_length: raw.min_length.unwrap_or(0),
+        num_beams: raw.num_beams.unwrap_or(1),
+        repetition_penalty: raw.repetition_penalty.unwrap_or(1.0),
+        no_repeat_ngram_size: raw.no_repeat_ngram_size.unwrap_or(0),
+        length_penalty: raw.length_penalty.unwrap_or(1.0),
+        early_stopping,
+        eos_token_ids: Vec::new(),
+        pad_token_id: None,
+    })
+}
+
 fn setting(key: &'static str, value: impl ToString, reason: &str) -> GenerationError {
     GenerationError::Setting {
         key,

@@ -39,6 +39,7 @@ pub mod generation;
 pub mod model;
 pub mod processor;
 pub mod text;
+pub mod tokenizer;
 pub mod vision;
 
 pub use config::{Activation, BlipConfig, BlipTextConfig, BlipVisionConfig};
@@ -46,3 +47,4 @@ pub use error::CaptionError;
 pub use generation::{EarlyStopping, GenerationConfig};
 pub use model::BlipForConditionalGeneration;
 pub use text::{HeadLayout, ImageContext};
+pub use tokenizer::BertTokenizer;

@@ -84,9 +84,32 @@ pub fn resolve_clip_dir(repo: &str, args: &HubArgs) -> Result<std::path::PathBuf
     })?)
 }
 
-/// Runs `sonic download` (`fast`: LCM-LoRA and TAESD too; `eval`: the metrics' CLIP ViT-B/32
-/// and / or ViT-L/14).
-pub fn run(preset: Preset, fast: bool, eval: (bool, bool), args: &HubArgs) -> Result<()> {
+/// Resolves a BLIP captioning repository (downloading it unless offline), with progress bars.
+pub fn resolve_blip_dir(repo: &str, args: &HubArgs) -> Result<std::path::PathBuf> {
+    let options = options(args)?;
+    Ok(with_bars(|progress| {
+        sonic_pipeline::hub::resolve_blip(repo, &options, progress)
+    })?)
+}
+
+/// What `sonic download` fetches besides the preset.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Extras {
+    /// LCM-LoRA and TAESD.
+    pub fast: bool,
+    /// The metrics' CLIP ViT-B/32.
+    pub eval: bool,
+    /// CLIP ViT-L/14.
+    pub eval_large: bool,
+    /// BLIP base.
+    pub caption: bool,
+    /// BLIP large.
+    pub caption_large: bool,
+}
+
+/// Runs `sonic download`.
+pub fn run(preset: Preset, extras: Extras, args: &HubArgs) -> Result<()> {
+    let fast = extras.fast;
     let files = resolve_preset(preset, args)?;
     println!("stable diffusion: {}", files.sd_dir.display());
     println!("clap: {}", files.clap.display());
@@ -103,13 +126,31 @@ pub fn run(preset: Preset, fast: bool, eval: (bool, bool), args: &HubArgs) -> Re
         println!("lcm-lora: {}", fast.lcm_lora.display());
         println!("taesd: {}", fast.taesd_dir.display());
     }
-    if eval.0 {
-        let dir = resolve_clip_dir(sonic_pipeline::hub::CLIP_EVAL_REPO, args)?;
-        println!("clip (metrics): {}", dir.display());
-    }
-    if eval.1 {
-        let dir = resolve_clip_dir(sonic_pipeline::hub::CLIP_LARGE_REPO, args)?;
-        println!("clip large (metrics): {}", dir.display());
+    use sonic_pipeline::hub::{BLIP_BASE_REPO, BLIP_LARGE_REPO, CLIP_EVAL_REPO, CLIP_LARGE_REPO};
+    for (wanted, label, repo, clip) in [
+        (extras.eval, "clip (metrics)", CLIP_EVAL_REPO, true),
+        (
+            extras.eval_large,
+            "clip large (metrics)",
+            CLIP_LARGE_REPO,
+            true,
+        ),
+        (extras.caption, "blip (captions)", BLIP_BASE_REPO, false),
+        (
+            extras.caption_large,
+            "blip large (captions)",
+            BLIP_LARGE_REPO,
+            false,
+        ),
+    ] {
+        if wanted {
+            let dir = if clip {
+                resolve_clip_dir(repo, args)?
+            } else {
+                resolve_blip_dir(repo, args)?
+            };
+            println!("{label}: {}", dir.display());
+        }
     }
     Ok(())
 }

@@ -5,6 +5,7 @@
 #![allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
 
 mod bench;
+mod caption;
 mod device;
 mod download;
 mod edit;
@@ -98,6 +99,13 @@ enum Command {
         /// metric model for `sonic eval --clip` (CLIP score, IIS, AIC; AIS needs ViT-B/32).
         #[arg(long)]
         eval_large: bool,
+        /// Also fetch the image captioner BLIP base (Salesforce/blip-image-captioning-base),
+        /// used by `sonic train caption`.
+        #[arg(long)]
+        caption: bool,
+        /// Also fetch BLIP large (Salesforce/blip-image-captioning-large).
+        #[arg(long)]
+        caption_large: bool,
         #[command(flatten)]
         hub: download::HubArgs,
     },
@@ -220,8 +228,20 @@ fn run() -> Result<()> {
             fast,
             eval,
             eval_large,
+            caption,
+            caption_large,
             hub,
-        } => download::run(preset, fast, (eval, eval_large), &hub),
+        } => download::run(
+            preset,
+            download::Extras {
+                fast,
+                eval,
+                eval_large,
+                caption,
+                caption_large,
+            },
+            &hub,
+        ),
         Command::Edit { args } => edit::run(&args, &device(spec)?.0),
         Command::Eval { args } => eval::run(&args, &device(spec)?.0),
         Command::Export { args } => export::run(&args, &device(spec)?.0),

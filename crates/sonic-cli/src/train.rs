@@ -1,4 +1,4 @@
-//! `sonic train stage1|stage2|import-labels`: training from a manifest, with caches,
+//! `sonic train stage1|stage2|import-labels|caption`: training from a manifest, with caches,
 //! checkpoints, `--resume`, a progress bar and a per-step log (`<out>/log.jsonl`).
 
 use anyhow::{Context, Result, bail};
@@ -36,6 +36,26 @@ pub enum TrainCommand {
         /// The manifest to write (CSV).
         #[arg(long)]
         out: PathBuf,
+        /// Caption the pictures while importing (BLIP; see `sonic train caption`).
+        #[arg(long)]
+        caption: bool,
+        #[command(flatten)]
+        captioner: crate::caption::CaptionArgs,
+    },
+    /// Fill a manifest's missing captions with an image captioner (BLIP), so (sound, picture)
+    /// pairs are enough to train; captions already written are kept unless --overwrite.
+    Caption {
+        /// The manifest (CSV or JSONL).
+        #[arg(long)]
+        manifest: PathBuf,
+        /// The manifest to write (CSV); may be the input itself.
+        #[arg(long)]
+        out: PathBuf,
+        /// Caption every picture, replacing the captions already written.
+        #[arg(long)]
+        overwrite: bool,
+        #[command(flatten)]
+        captioner: crate::caption::CaptionArgs,
     },
 }
 
@@ -97,11 +117,31 @@ pub fn run(cmd: &TrainCommand, device: Option<&str>) -> Result<()> {
     match cmd {
         TrainCommand::Stage1(a) => stage1(a, device),
         TrainCommand::Stage2(a) => stage2(a, device),
-        TrainCommand::ImportLabels { folder, out } => {
+        TrainCommand::ImportLabels {
+            folder,
+            out,
+            caption,
+            captioner,
+        } => {
             let d = Dataset::import_labels_csv(folder)?;
+            if *caption {
+                let (device, _) = crate::device::announce(device)?;
+                return crate::caption::caption_manifest(&d, out, false, captioner, &device);
+            }
             d.write_csv(out)?;
             println!("wrote {} records to {}", d.len(), out.display());
             Ok(())
+        }
+        TrainCommand::Caption {
+            manifest,
+            out,
+            overwrite,
+            captioner,
+        } => {
+            let d = Dataset::open(manifest)
+                .with_context(|| format!("reading the manifest {}", manifest.display()))?;
+            let (device, _) = crate::device::announce(device)?;
+            crate::caption::caption_manifest(&d, out, *overwrite, captioner, &device)
         }
     }
 }

@@ -273,3 +273,132 @@ fn import_labels_writes_a_manifest_and_names_the_bad_line() {
     assert!(err.contains("labels.csv:4"), "{err}");
     assert!(!second.exists());
 }
+
+fn blip_tiny() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests-data/blip-tiny")
+}
+
+fn manifest_captions(path: &Path) -> Vec<String> {
+    sonic_train::dataset::Dataset::open(path)
+        .unwrap()
+        .records
+        .into_iter()
+        .map(|r| r.caption)
+        .collect()
+}
+
+/// `sonic train caption`: a manifest without captions (one kept) is captioned by the tiny BLIP
+/// (the caption cache makes a second run compute nothing; a written caption survives unless
+/// --overwrite), and the result trains end to end: stage 1, then stage 2.
+#[test]
+fn caption_fills_missing_captions_then_both_stages_train() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let full = dataset(d);
+    // Drop the captions but one.
+    let text = std::fs::read_to_string(&full).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    for (i, line) in lines.iter_mut().enumerate().skip(1) {
+        if i != 2 {
+            let (start, rest) = line.split_once(",\"").unwrap();
+            let label = rest.rsplit_once(',').unwrap().1;
+            *line = format!("{start},,{label}");
+        }
+    }
+    let bare = d.join("bare.csv");
+    std::fs::write(&bare, lines.join("\n") + "\n").unwrap();
+    let kept = manifest_captions(&bare)[1].clone();
+    assert_eq!(kept, "a photo, number 1");
+    let captioned = d.join("captioned.csv");
+    let caption = |extra: &[&str]| {
+        let mut cmd = sonic();
+        cmd.args(["train", "caption", "--manifest"])
+            .arg(&bare)
+            .arg("--out")
+            .arg(&captioned)
+            .arg("--captioner")
+            .arg(blip_tiny())
+            .args(extra);
+        let o = cmd.output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let first = caption(&[]);
+    assert!(
+        first.contains("4 computed, 0 from the cache; 1 kept"),
+        "{first}"
+    );
+    let captions = manifest_captions(&captioned);
+    assert_eq!(captions[1], kept);
+    assert!(
+        captions.iter().all(|c| !c.trim().is_empty()),
+        "{captions:?}"
+    );
+    // Different pictures, different captions (the tiny model is random, not constant).
+    let distinct: std::collections::BTreeSet<_> = captions.iter().collect();
+    assert!(distinct.len() >= 3, "{captions:?}");
+    let second = caption(&[]);
+    assert!(second.contains("0 computed, 4 from the cache"), "{second}");
+    assert_eq!(manifest_captions(&captioned), captions);
+    let overwritten = caption(&["--overwrite"]);
+    assert!(overwritten.contains("0 kept"), "{overwritten}");
+    assert_ne!(manifest_captions(&captioned)[1], kept);
+    caption(&[]); // back to the kept caption: the cache answers, no model call
+    let _ = std::fs::remove_file(&captioned);
+    caption(&[]);
+
+    // Stage 1 then stage 2 on the captioned manifest.
+    let cfg1 = stage1_config(d, 2);
+    let cache = d.join("cache");
+    let s1 = d.join("s1");
+    let o = sonic()
+        .args(args1(&cfg1, &captioned, &s1, &cache))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(s1.join("projector.safetensors").is_file());
+    let c = serde_json::json!({
+        "training": {"seed": 1, "batch_size": 2, "max_steps": 1, "val_fraction": 0.0,
+                     "val_every": 0, "checkpoint_every": 1},
+        "model": {"sd": fixtures().join("sd15-tiny"),
+                  "clap": fixtures().join("sonic-tiny/clap.safetensors"),
+                  "projector": s1.join("projector.safetensors"),
+                  "projector_config": fixtures().join("sonic-tiny/config.json")},
+        "resolution": 64, "sample_every": 0, "gate_init": 0.1
+    });
+    let cfg2 = d.join("stage2.json");
+    std::fs::write(&cfg2, serde_json::to_vec_pretty(&c).unwrap()).unwrap();
+    let s2 = d.join("s2");
+    let o = sonic()
+        .args(["train", "stage2", "--config"])
+        .arg(&cfg2)
+        .arg("--manifest")
+        .arg(&captioned)
+        .arg("--out")
+        .arg(&s2)
+        .arg("--cache")
+        .arg(&cache)
+        .arg("--quiet")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(s2.join("adapters.safetensors").is_file());
+    // Stage 2 embedded the new captions: one text-cache entry per distinct caption (+ "").
+    let text_entries = walk(&cache.join("text")).len();
+    assert!(text_entries > distinct.len(), "{text_entries} text entries");
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}

@@ -53,6 +53,10 @@ pub const TAESD_REPO: &str = "madebyollin/taesd";
 /// OpenAI CLIP ViT-B/32, the image and text towers of the evaluation metrics (CLIP score, IIS,
 /// AIC, and AIS, whose Wav2CLIP audio embeddings live in this model's image space).
 pub const CLIP_EVAL_REPO: &str = "openai/clip-vit-base-patch32";
+/// BLIP base, the image captioner of `sonic train caption`.
+pub const BLIP_BASE_REPO: &str = "Salesforce/blip-image-captioning-base";
+/// BLIP large, a larger captioner.
+pub const BLIP_LARGE_REPO: &str = "Salesforce/blip-image-captioning-large";
 /// OpenAI CLIP ViT-L/14 (SD 1.x's text encoder's full model), an alternative metric model.
 pub const CLIP_LARGE_REPO: &str = "openai/clip-vit-large-patch14";
 
@@ -400,6 +404,39 @@ pub fn resolve_clip(
         &clip_files(repo),
         options,
         "sonic download --eval",
+        progress,
+    )
+}
+
+/// The files of a transformers BLIP captioning repository: weights, config, the image
+/// processor's config and the WordPiece tokenizer.
+pub fn blip_files(repo: &str) -> Vec<(HubRepo, Vec<String>)> {
+    vec![(
+        HubRepo::model(repo),
+        [
+            "config.json",
+            "model.safetensors",
+            "preprocessor_config.json",
+            "special_tokens_map.json",
+            "tokenizer_config.json",
+            "vocab.txt",
+        ]
+        .map(String::from)
+        .to_vec(),
+    )]
+}
+
+/// Makes a BLIP captioning repository ([`BLIP_BASE_REPO`], [`BLIP_LARGE_REPO`]) available
+/// locally and returns its folder.
+pub fn resolve_blip(
+    repo: &str,
+    options: &HubOptions,
+    progress: &mut dyn FnMut(DownloadProgress),
+) -> Result<PathBuf, HubError> {
+    fetch_folder(
+        &blip_files(repo),
+        options,
+        "sonic download --caption",
         progress,
     )
 }

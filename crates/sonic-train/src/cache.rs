@@ -150,11 +150,53 @@ impl EmbeddingCache {
     }
 
     fn entry(&self, kind: &str, model: &ModelId, key: &str) -> PathBuf {
+        self.entry_with(kind, model, key, "safetensors")
+    }
+
+    fn entry_with(&self, kind: &str, model: &ModelId, key: &str, ext: &str) -> PathBuf {
         self.root
             .join(kind)
             .join(&model.0)
-            .join(&key[..2])
-            .join(format!("{key}.safetensors"))
+            .join(key.get(..2).unwrap_or("__"))
+            .join(format!("{key}.{ext}"))
+    }
+
+    /// A cached text value of `kind` under `model` for the input hash `key` (e.g. a caption of
+    /// an image: `<kind>/<model-id>/<ab>/<key>.txt`), counted as a hit; `None` when absent.
+    pub fn get_text(
+        &mut self,
+        kind: &'static str,
+        model: &ModelId,
+        key: &str,
+    ) -> Result<Option<String>> {
+        let path = self.entry_with(kind, model, key, "txt");
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let bytes = std::fs::read(&path).map_err(|e| TrainError::io(&path, e))?;
+        let text = String::from_utf8(bytes).map_err(|_| TrainError::Cache {
+            path: path.clone(),
+            message: "not UTF-8".into(),
+        })?;
+        self.stats.entry(kind).or_default().hits += 1;
+        Ok(Some(text))
+    }
+
+    /// Stores a text value (atomically), counted as computed.
+    pub fn put_text(
+        &mut self,
+        kind: &'static str,
+        model: &ModelId,
+        key: &str,
+        value: &str,
+    ) -> Result<()> {
+        let path = self.entry_with(kind, model, key, "txt");
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+        }
+        sonic_core::config::write_atomic(&path, value.as_bytes())?;
+        self.stats.entry(kind).or_default().computed += 1;
+        Ok(())
     }
 
     /// Values for `keys` (input hashes) of `kind` under `model`: read from disk when present,

@@ -104,6 +104,9 @@ pub enum TrainError {
     /// Errors from the pipeline (model loading, sampling).
     #[error(transparent)]
     Pipeline(#[from] sonic_pipeline::PipelineError),
+    /// The image captioner.
+    #[error(transparent)]
+    Caption(#[from] sonic_caption::CaptionError),
 }
 
 /// `Result` with [`TrainError`].

@@ -32,6 +32,7 @@
 //! cores) is `sonic_bench::toy_world::run`, also `sonic bench toy-world`.
 
 pub mod cache;
+pub mod caption;
 pub mod checkpoint;
 pub mod config;
 pub mod dataset;
