@@ -402,3 +402,56 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// `import-labels --caption`: the official layout becomes a captioned manifest in one step; a
+/// picture that does not decode is an error naming it, and no manifest is written.
+#[test]
+fn import_labels_with_captions_and_a_corrupt_picture() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    dataset(&src);
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    for clip in ["a", "c"] {
+        for ext in ["wav", "png"] {
+            std::fs::copy(
+                src.join(format!("{clip}.{ext}")),
+                data.join(format!("{clip}.{ext}")),
+            )
+            .unwrap();
+        }
+    }
+    std::fs::write(data.join("labels.csv"), "path,label\na.wav,x\nc.wav,y\n").unwrap();
+    let import = |out: &Path| {
+        sonic()
+            .args(["train", "import-labels"])
+            .arg(&data)
+            .arg("--out")
+            .arg(out)
+            .arg("--caption")
+            .arg("--captioner")
+            .arg(blip_tiny())
+            .arg("--cache")
+            .arg(tmp.path().join("cache"))
+            .output()
+            .unwrap()
+    };
+    let manifest = tmp.path().join("m.csv");
+    let o = import(&manifest);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let captions = manifest_captions(&manifest);
+    assert_eq!(captions.len(), 2);
+    assert!(
+        captions.iter().all(|c| !c.trim().is_empty()),
+        "{captions:?}"
+    );
+
+    std::fs::write(data.join("c.png"), b"\x89PNG not really").unwrap();
+    let second = tmp.path().join("m2.csv");
+    let o = import(&second);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("c.png"), "{err}");
+    assert!(!second.exists());
+}
