@@ -103,6 +103,21 @@ fn entries() -> Vec<Entry> {
             for (f, data) in full_clip_files() {
                 v.push(Entry::new(hub::CLIP_EVAL_REPO, &f, data));
             }
+            let blip = manifest().join("../../tests-data/blip-tiny");
+            for f in [
+                "config.json",
+                "model.safetensors",
+                "preprocessor_config.json",
+                "tokenizer_config.json",
+                "vocab.txt",
+            ] {
+                v.push(Entry::new(hub::BLIP_BASE_REPO, f, std::fs::read(blip.join(f)).unwrap()));
+            }
+            v.push(Entry::new(
+                hub::BLIP_BASE_REPO,
+                "special_tokens_map.json",
+                br#"{"cls_token":"[CLS]","sep_token":"[SEP]","pad_token":"[PAD]","unk_token":"[UNK]","mask_token":"[MASK]","bos_token":"[DEC]"}"#.to_vec(),
+            ));
             v
         })
         .clone()
@@ -867,4 +882,63 @@ fn eval_clip_comes_from_the_hub_and_scores_like_the_split_folder() {
     // The pictures are their own ground truth: IIS is 1.
     let iis = from_hub["summary"]["iis"].as_f64().unwrap();
     assert!((iis - 1.0).abs() < 1e-6, "{iis}");
+}
+
+/// `download --caption` fetches the captioner; `train caption` then finds it in the cache by
+/// itself (offline) and captions exactly as the same folder given with `--captioner`.
+#[test]
+fn captioner_comes_from_the_hub_and_captions_like_the_folder() {
+    let hub = Hub::start(entries());
+    let home = tempfile::tempdir().unwrap();
+    let out = sonic(
+        home.path(),
+        &hub.endpoint(),
+        &["download", "--preset", "landscape", "--caption"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("blip (captions):"));
+    let data = home.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let manifest_csv = common::dataset(&data);
+    // The same folder without generation_config.json, as the hub serves it.
+    let folder = home.path().join("blip");
+    std::fs::create_dir(&folder).unwrap();
+    let blip = manifest().join("../../tests-data/blip-tiny");
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+        "tokenizer_config.json",
+        "vocab.txt",
+    ] {
+        std::fs::copy(blip.join(f), folder.join(f)).unwrap();
+    }
+    let caption = |out: &Path, captioner: Option<&Path>| -> Vec<String> {
+        let mut args = vec![
+            "train".to_string(),
+            "caption".into(),
+            "--offline".into(),
+            "--overwrite".into(),
+            "--manifest".into(),
+            manifest_csv.display().to_string(),
+            "--out".into(),
+            out.display().to_string(),
+        ];
+        if let Some(c) = captioner {
+            args.extend(["--captioner".to_string(), c.display().to_string()]);
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = sonic(home.path(), &hub.endpoint(), &refs);
+        assert!(o.status.success(), "{}", text(&o));
+        sonic_train::dataset::Dataset::open(out)
+            .unwrap()
+            .records
+            .into_iter()
+            .map(|r| r.caption)
+            .collect()
+    };
+    let from_hub = caption(&home.path().join("hub.csv"), None);
+    let from_folder = caption(&home.path().join("folder.csv"), Some(&folder));
+    assert_eq!(from_hub, from_folder);
+    assert!(from_hub.iter().all(|c| !c.is_empty()), "{from_hub:?}");
 }
