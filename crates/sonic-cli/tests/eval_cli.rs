@@ -186,7 +186,11 @@ fn export_converts_a_metric_checkpoint_and_refuses_a_wrong_one() {
         .arg(&out)
         .output()
         .unwrap();
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     let ours = sonic_core::weights::tensor_file::read_safetensors_f32(&out).unwrap();
     let theirs = sonic_core::weights::tensor_file::read_safetensors_f32(&input).unwrap();
     assert_eq!(ours, theirs);

@@ -102,7 +102,11 @@ impl FormulaSpec {
                 return Err(bad("name", format!("{:?}", t.name), "empty or repeated"));
             }
             if !t.scale.is_finite() || !t.offset.is_finite() {
-                return Err(bad(&t.name, format!("{} / {}", t.scale, t.offset), "not finite"));
+                return Err(bad(
+                    &t.name,
+                    format!("{} / {}", t.scale, t.offset),
+                    "not finite",
+                ));
             }
             let n = t
                 .shape
@@ -113,7 +117,11 @@ impl FormulaSpec {
                 .and_then(|n| total.checked_add(n))
                 .filter(|&t| t <= MAX_VALUES)
                 .ok_or_else(|| {
-                    bad(&t.name, format!("{:?}", t.shape), "more values than a spec may hold")
+                    bad(
+                        &t.name,
+                        format!("{:?}", t.shape),
+                        "more values than a spec may hold",
+                    )
                 })?;
         }
         Ok(())
@@ -167,10 +175,21 @@ mod tests {
             tensors,
             origin: PathBuf::from("spec.json"),
         };
-        assert!(spec(vec![entry("a", vec![1 << 20, 1 << 20])]).validate().is_err());
-        assert!(spec(vec![entry("a", vec![2]), entry("a", vec![2])]).validate().is_err());
-        assert!(spec(vec![entry("a", vec![usize::MAX, 2])]).validate().is_err());
+        assert!(
+            spec(vec![entry("a", vec![1 << 20, 1 << 20])])
+                .validate()
+                .is_err()
+        );
+        assert!(
+            spec(vec![entry("a", vec![2]), entry("a", vec![2])])
+                .validate()
+                .is_err()
+        );
+        assert!(
+            spec(vec![entry("a", vec![usize::MAX, 2])])
+                .validate()
+                .is_err()
+        );
         assert!(spec(vec![entry("a", vec![3, 2])]).validate().is_ok());
     }
 }
-

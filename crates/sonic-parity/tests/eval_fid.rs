@@ -97,5 +97,8 @@ fn bad_inputs_are_typed_errors() {
     let missing = load_picture(&images.join("missing.png")).unwrap_err();
     assert!(missing.to_string().contains("missing.png"), "{missing}");
     let not_an_image = load_picture(&dir().join("inception/formula.json")).unwrap_err();
-    assert!(not_an_image.to_string().contains("formula.json"), "{not_an_image}");
+    assert!(
+        not_an_image.to_string().contains("formula.json"),
+        "{not_an_image}"
+    );
 }
