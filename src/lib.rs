@@ -9,7 +9,7 @@
 //! | [`core`] | `sonic-core` | weight loading, configs, devices, fixtures |
 //! | [`kernels`] | `sonic-kernels` | CPU kernels for the flex backend (fused attention, GroupNorm) |
 //! | [`schedulers`] | `sonic-schedulers` | DDIM, DDIM-inverse, PNDM, Euler, DPM-Solver++ 2M, DDPM |
-//! | [`clip`] | `sonic-clip` | CLIP tokenizer and text encoder |
+//! | [`clip`] | `sonic-clip` | CLIP tokenizer, text encoder, image / text towers with projection |
 //! | [`layers`] | `sonic-layers` | resnet / up / down sampling blocks |
 //! | [`attn`] | `sonic-attn` | diffusers-style attention |
 //! | [`vae`] | `sonic-vae` | AutoencoderKL |
@@ -17,7 +17,9 @@
 //! | [`audio`] | `sonic-audio` | audio decoding, log-mel features, the CLAP audio encoder |
 //! | [`projector`] | `sonic-projector` | the audio projector (CLAP embedding to audio tokens) |
 //! | [`pipeline`] | `sonic-pipeline` | model loading, generation, editing, hub downloads, output |
-//! | [`train`] | `sonic-train` | datasets, caches, the stage-1 / stage-2 trainers |
+//! | [`eval`] | `sonic-eval` | the evaluation metrics: CLIP score, IIS, AIS, AIC, FID, LPIPS |
+//! | [`caption`] | `sonic-caption` | the BLIP image captioner and its decoding |
+//! | [`train`] | `sonic-train` | datasets, caches, captions, the stage-1 / stage-2 trainers |
 //! | [`hub`] | `sonic-hub` | verified, resumable Hugging Face hub downloads |
 //! | [`tune`] | `sonic-tune` | hyperparameter search (spaces, samplers, pruners, studies) |
 //! | [`parity`] | `sonic-parity` | parity runners for the PyTorch reference fixtures |
@@ -49,8 +51,10 @@ pub use image;
 pub use sonic_attn as attn;
 pub use sonic_audio as audio;
 pub use sonic_bench as bench;
+pub use sonic_caption as caption;
 pub use sonic_clip as clip;
 pub use sonic_core as core;
+pub use sonic_eval as eval;
 pub use sonic_hub as hub;
 pub use sonic_kernels as kernels;
 pub use sonic_layers as layers;
