@@ -53,7 +53,6 @@ CPU with one thread, seeded generators; rerunning gives identical bytes (check w
 """
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -248,15 +247,6 @@ def write_readme(out):
     (out / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def write_sums(out):
-    rows = []
-    for path in sorted(p for p in out.rglob("*") if p.is_file()):
-        rel = path.relative_to(out).as_posix()
-        if rel != "SHA256SUMS":
-            rows.append(f"{hashlib.sha256(path.read_bytes()).hexdigest()}  {rel}")
-    (out / "SHA256SUMS").write_text("\n".join(rows) + "\n", encoding="utf-8")
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("names", nargs="*", help=f"variants (default all: {', '.join(VARIANTS)})")
@@ -272,7 +262,7 @@ def main():
         tensors = eval_tiny.generate(args.out / name, spec_of(name, v))
         check(name, v, tensors)
     write_readme(args.out)
-    write_sums(args.out)
+    common.write_sums(args.out)
     print(f"eval-variants: {', '.join(names)} -> {args.out}", flush=True)
 
 

@@ -170,43 +170,6 @@ pub fn pil_resize(
     data
 }
 
-#[derive(Debug, Clone, Deserialize)]
-struct SizeDict {
-    shortest_edge: Option<usize>,
-    height: Option<usize>,
-    width: Option<usize>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct RawConfig {
-    #[serde(default = "yes")]
-    do_resize: bool,
-    size: Option<serde_json::Value>,
-    #[serde(default = "bicubic")]
-    resample: i64,
-    #[serde(default = "yes")]
-    do_center_crop: bool,
-    crop_size: Option<serde_json::Value>,
-    #[serde(default = "yes")]
-    do_rescale: bool,
-    #[serde(default = "rescale")]
-    rescale_factor: f64,
-    #[serde(default = "yes")]
-    do_normalize: bool,
-    image_mean: Option<Vec<f64>>,
-    image_std: Option<Vec<f64>>,
-}
-
-fn yes() -> bool {
-    true
-}
-fn bicubic() -> i64 {
-    3
-}
-fn rescale() -> f64 {
-    1.0 / 255.0
-}
-
 /// OpenAI CLIP's per-channel mean.
 pub const CLIP_MEAN: [f64; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
 /// OpenAI CLIP's per-channel standard deviation.
@@ -237,88 +200,181 @@ pub struct ClipImageProcessor {
     pub normalize: Option<([f64; 3], [f64; 3])>,
 }
 
-fn size_of(value: &serde_json::Value, key: &str, origin: &Path) -> Result<SizeDict, ClipError> {
-    match value {
-        serde_json::Value::Number(n) => {
-            let s = n.as_u64().map(|v| v as usize);
-            Ok(SizeDict {
-                shortest_edge: None,
-                height: s,
-                width: s,
-            })
+/// The defaults of a processor class for keys its `preprocessor_config.json` leaves out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessorDefaults {
+    /// `size` when absent.
+    pub size: ResizeTo,
+    /// Whether an integer `size` means a square (`default_to_square`), else the shortest edge.
+    pub square_int_size: bool,
+    /// `do_center_crop` when absent.
+    pub center_crop: bool,
+    /// `crop_size` when absent (`None`: a crop must name its size).
+    pub crop: Option<(usize, usize)>,
+}
+
+impl ProcessorDefaults {
+    /// transformers' `CLIPImageProcessor`: shortest edge 224, centre crop 224.
+    pub const CLIP: Self = Self {
+        size: ResizeTo::ShortestEdge(224),
+        square_int_size: false,
+        center_crop: true,
+        crop: Some((224, 224)),
+    };
+    /// transformers' `BlipImageProcessor`: 384 x 384, no crop.
+    pub const BLIP: Self = Self {
+        size: ResizeTo::Exact(384, 384),
+        square_int_size: true,
+        center_crop: false,
+        crop: None,
+    };
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct RawConfig {
+    #[serde(default = "yes")]
+    do_resize: bool,
+    size: Option<serde_json::Value>,
+    #[serde(default = "bicubic")]
+    resample: i64,
+    #[serde(default)]
+    do_center_crop: Option<bool>,
+    crop_size: Option<serde_json::Value>,
+    #[serde(default = "yes")]
+    do_rescale: bool,
+    #[serde(default = "rescale")]
+    rescale_factor: f64,
+    #[serde(default = "yes")]
+    do_normalize: bool,
+    image_mean: Option<serde_json::Value>,
+    image_std: Option<serde_json::Value>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn bicubic() -> i64 {
+    3
+}
+fn rescale() -> f64 {
+    1.0 / 255.0
+}
+
+fn side(path: &Path, key: &str, v: Option<&serde_json::Value>) -> Result<usize, ClipError> {
+    match v.and_then(serde_json::Value::as_u64) {
+        Some(n) if (1..=MAX_SIDE as u64).contains(&n) => Ok(n as usize),
+        _ => Err(sonic_core::config::unsupported(
+            path,
+            key,
+            v.cloned().unwrap_or(serde_json::Value::Null),
+            &format!("expected an integer in 1..={MAX_SIDE}"),
+        )
+        .into()),
+    }
+}
+
+/// `(width, height)` of a size value: an integer (square) or `{height, width}`.
+fn size_hw(path: &Path, key: &str, v: &serde_json::Value) -> Result<(usize, usize), ClipError> {
+    if v.is_number() {
+        let s = side(path, key, Some(v))?;
+        return Ok((s, s));
+    }
+    Ok((
+        side(path, &format!("{key}.width"), v.get("width"))?,
+        side(path, &format!("{key}.height"), v.get("height"))?,
+    ))
+}
+
+/// A per-channel value: absent (the default), one number for every channel, or three.
+fn channels(
+    path: &Path,
+    key: &str,
+    v: Option<&serde_json::Value>,
+    default: [f64; 3],
+) -> Result<[f64; 3], ClipError> {
+    let bad = |v: &serde_json::Value| {
+        ClipError::from(sonic_core::config::unsupported(
+            path,
+            key,
+            v,
+            "expected a finite number or three",
+        ))
+    };
+    match v {
+        None | Some(serde_json::Value::Null) => Ok(default),
+        Some(v @ serde_json::Value::Number(n)) => match n.as_f64() {
+            Some(x) if x.is_finite() => Ok([x; 3]),
+            _ => Err(bad(v)),
+        },
+        Some(v @ serde_json::Value::Array(a)) => {
+            let xs: Vec<f64> = a.iter().filter_map(serde_json::Value::as_f64).collect();
+            match xs.as_slice() {
+                [r, g, b] if a.len() == 3 && xs.iter().all(|x| x.is_finite()) => Ok([*r, *g, *b]),
+                _ => Err(bad(v)),
+            }
         }
-        other => Ok(
-            sonic_core::config::from_value::<SizeDict>(other, origin).map_err(|_| {
-                sonic_core::config::unsupported(origin, key, other, "expected a size dict")
-            })?,
-        ),
+        Some(v) => Err(bad(v)),
     }
 }
 
 impl ClipImageProcessor {
-    /// Reads `preprocessor_config.json` (transformers' keys and defaults).
+    /// Reads a `CLIPImageProcessor` `preprocessor_config.json` (transformers' keys and
+    /// defaults).
     pub fn from_file(path: &Path) -> Result<Self, ClipError> {
-        let raw: RawConfig = sonic_core::config::read_json(path)?;
-        let check = |key: &str, v: usize| -> Result<usize, ClipError> {
-            if v == 0 || v > MAX_SIDE {
-                return Err(sonic_core::config::unsupported(
-                    path,
-                    key,
-                    v,
-                    &format!("must be in 1..={MAX_SIDE}"),
-                )
-                .into());
-            }
-            Ok(v)
+        Self::from_file_with(path, &ProcessorDefaults::CLIP)
+    }
+
+    /// Reads a `preprocessor_config.json` of a CLIP-style processor class whose defaults are
+    /// `defaults`; a `processor_config.json` (transformers 5's `Processor.save_pretrained`)
+    /// whose `image_processor` object holds the settings is read too.
+    pub fn from_file_with(path: &Path, defaults: &ProcessorDefaults) -> Result<Self, ClipError> {
+        use sonic_core::config::unsupported;
+        let value: serde_json::Value = sonic_core::config::read_json(path)?;
+        let value = match value.get("image_processor") {
+            Some(inner @ serde_json::Value::Object(_)) => inner.clone(),
+            _ => value,
         };
+        let raw: RawConfig = sonic_core::config::from_value(&value, path)?;
         let resize = if raw.do_resize {
-            let size = raw.size.as_ref().ok_or_else(|| {
-                ClipError::from(sonic_core::config::unsupported(
-                    path,
-                    "size",
-                    "null",
-                    "do_resize needs a size",
-                ))
-            })?;
-            let s = size_of(size, "size", path)?;
-            Some(match (s.shortest_edge, s.width, s.height) {
-                (Some(e), _, _) => ResizeTo::ShortestEdge(check("size.shortest_edge", e)?),
-                (None, Some(w), Some(h)) => {
-                    ResizeTo::Exact(check("size.width", w)?, check("size.height", h)?)
+            Some(match &raw.size {
+                None | Some(serde_json::Value::Null) => defaults.size,
+                Some(v) if v.is_number() && !defaults.square_int_size => {
+                    ResizeTo::ShortestEdge(side(path, "size", Some(v))?)
                 }
-                _ => {
-                    return Err(sonic_core::config::unsupported(
+                Some(v) if v.get("shortest_edge").is_some() => {
+                    if v.get("longest_edge").is_some_and(|l| !l.is_null()) {
+                        return Err(unsupported(
+                            path,
+                            "size.longest_edge",
+                            v,
+                            "only shortest_edge or height and width are supported",
+                        )
+                        .into());
+                    }
+                    ResizeTo::ShortestEdge(side(
                         path,
-                        "size",
-                        size,
-                        "expected shortest_edge or height and width",
-                    )
-                    .into());
+                        "size.shortest_edge",
+                        v.get("shortest_edge"),
+                    )?)
+                }
+                Some(v) => {
+                    let (w, h) = size_hw(path, "size", v)?;
+                    ResizeTo::Exact(w, h)
                 }
             })
         } else {
             None
         };
-        let crop = if raw.do_center_crop {
-            let value = raw.crop_size.as_ref().ok_or_else(|| {
-                ClipError::from(sonic_core::config::unsupported(
-                    path,
-                    "crop_size",
-                    "null",
-                    "do_center_crop needs a crop_size",
-                ))
-            })?;
-            let s = size_of(value, "crop_size", path)?;
-            match (s.width, s.height) {
-                (Some(w), Some(h)) => {
-                    Some((check("crop_size.width", w)?, check("crop_size.height", h)?))
-                }
+        let crop = if raw.do_center_crop.unwrap_or(defaults.center_crop) {
+            match (&raw.crop_size, defaults.crop) {
+                (Some(v), _) if !v.is_null() => Some(size_hw(path, "crop_size", v)?),
+                (_, Some(c)) => Some(c),
                 _ => {
-                    return Err(sonic_core::config::unsupported(
+                    return Err(unsupported(
                         path,
                         "crop_size",
-                        value,
-                        "expected height and width",
+                        serde_json::Value::Null,
+                        "do_center_crop needs a crop_size",
                     )
                     .into());
                 }
@@ -326,35 +382,17 @@ impl ClipImageProcessor {
         } else {
             None
         };
-        let channels3 = |key: &str, v: Option<Vec<f64>>, default: [f64; 3]| match v {
-            None => Ok(default),
-            Some(v) if v.len() == 3 && v.iter().all(|x| x.is_finite()) => Ok([v[0], v[1], v[2]]),
-            Some(v) => Err(ClipError::from(sonic_core::config::unsupported(
-                path,
-                key,
-                format!("{v:?}"),
-                "expected three finite numbers",
-            ))),
-        };
-        let mean = channels3("image_mean", raw.image_mean, CLIP_MEAN)?;
-        let std = channels3("image_std", raw.image_std, CLIP_STD)?;
-        if std.contains(&0.0) {
-            return Err(sonic_core::config::unsupported(
-                path,
-                "image_std",
-                format!("{std:?}"),
-                "must not be zero",
-            )
-            .into());
-        }
         if !raw.rescale_factor.is_finite() {
-            return Err(sonic_core::config::unsupported(
-                path,
-                "rescale_factor",
-                raw.rescale_factor,
-                "must be finite",
-            )
-            .into());
+            return Err(
+                unsupported(path, "rescale_factor", raw.rescale_factor, "must be finite").into(),
+            );
+        }
+        let mean = channels(path, "image_mean", raw.image_mean.as_ref(), CLIP_MEAN)?;
+        let std = channels(path, "image_std", raw.image_std.as_ref(), CLIP_STD)?;
+        if raw.do_normalize && std.contains(&0.0) {
+            return Err(
+                unsupported(path, "image_std", format!("{std:?}"), "must not be zero").into(),
+            );
         }
         Ok(Self {
             resize,

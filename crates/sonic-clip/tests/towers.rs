@@ -91,7 +91,14 @@ fn processor_rejects_bad_configs_and_images() {
             r#"{"size": 32, "crop_size": 32, "image_mean": [0.5]}"#,
             "image_mean",
         ),
-        (r#"{"do_center_crop": true, "size": 32}"#, "crop_size"),
+        (
+            r#"{"do_center_crop": true, "crop_size": {"height": 0, "width": 3}}"#,
+            "crop_size.height",
+        ),
+        (
+            r#"{"size": {"shortest_edge": 3, "longest_edge": 9}}"#,
+            "size.longest_edge",
+        ),
         ("not json", "preprocessor_config.json"),
     ] {
         std::fs::write(&p, text).unwrap();

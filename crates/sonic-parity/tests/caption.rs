@@ -4,8 +4,10 @@
 //! `tests-data/blip-variants` (other widths, depths, heads, patch and image sizes,
 //! activations, an untied LM head; made by `tools/gen_blip_variants.py`).
 
-use sonic_core::fixtures::{CaseResult, Fixture};
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::{fixture_folders, run_sections, tests_data};
+use sonic_core::fixtures::Fixture;
 
 const SECTIONS: [&str; 4] = [
     "blip_vision",
@@ -14,44 +16,19 @@ const SECTIONS: [&str; 4] = [
     "blip_generate",
 ];
 
-fn tests_data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests-data")
-        .join(name)
-}
-
-fn run_all(label: &str, fixture: &Fixture) {
-    let device = sonic_test_kit::device();
-    let mut results: Vec<CaseResult> = Vec::new();
-    for name in SECTIONS {
-        let cases = sonic_parity::section(name)
-            .expect("registered")
-            .run(fixture, &device)
-            .unwrap_or_else(|e| panic!("{label} {name}: {e}"));
-        assert!(!cases.is_empty(), "{label}: section {name} ran no case");
-        results.extend(cases);
-    }
-    sonic_test_kit::assert_all_pass(label, &results);
-}
-
 #[test]
 fn blip_tiny_sections() {
     let dir = tests_data("blip-tiny");
-    run_all("blip-tiny", &Fixture::open(&dir).unwrap());
+    run_sections("blip-tiny", &Fixture::open(&dir).unwrap(), &SECTIONS);
 }
 
 #[test]
 fn blip_variants_sections() {
-    let root = tests_data("blip-variants");
-    let mut n = 0;
-    for entry in std::fs::read_dir(&root).expect("tests-data/blip-variants") {
-        let dir = entry.unwrap().path();
-        if dir.join("reference/cases.json").is_file() {
-            run_all(&dir.display().to_string(), &Fixture::open(&dir).unwrap());
-            n += 1;
-        }
+    let variants = fixture_folders(&tests_data("blip-variants"));
+    assert!(variants.len() >= 2, "only {} variants", variants.len());
+    for (label, fixture) in &variants {
+        run_sections(label, fixture, &SECTIONS);
     }
-    assert!(n >= 2, "only {n} variants");
 }
 
 #[test]
