@@ -155,6 +155,7 @@ impl BlipForConditionalGeneration {
         let mut step = Step {
             model: self,
             context: &context,
+            selected: None,
         };
         generation::generate(&mut step, &prompts, &config)
     }
@@ -328,6 +329,8 @@ pub fn weights_file(dir: &Path) -> Result<PathBuf, CaptionError> {
 struct Step<'a> {
     model: &'a BlipForConditionalGeneration,
     context: &'a ImageContext,
+    /// The context rows of the last `items` (the same at every step of a run: selected once).
+    selected: Option<(Vec<usize>, ImageContext)>,
 }
 
 impl StepLogits for Step<'_> {
@@ -348,8 +351,13 @@ impl StepLogits for Step<'_> {
             .ok_or_else(|| CaptionError::input("image context", "a decoder without layers"))?;
         let ids =
             Tensor::<2, Int>::from_data(TensorData::new(sequences.concat(), [rows, len]), &device);
-        let context = self.context.select(items)?;
-        let logits = self.model.next_token_logits(ids, None, &context)?;
+        let context = match self.selected.take() {
+            Some((rows, ctx)) if rows == items => (rows, ctx),
+            _ => (items.to_vec(), self.context.select(items)?),
+        };
+        let logits = self.model.next_token_logits(ids, None, &context.1);
+        self.selected = Some(context);
+        let logits = logits?;
         let vocab = logits.dims()[1];
         let host = sonic_core::fixtures::to_host(&logits)?;
         Ok(host.chunks(vocab.max(1)).map(<[f32]>::to_vec).collect())
