@@ -284,26 +284,55 @@ pub fn evaluate(
             Some(c) => Some(zero_shot_classes(&image_embeds, c, dim)?),
             None => None,
         };
+        // The chunk's ground truths and captions, each embedded in one batch.
+        let references: Vec<Option<(Picture, String)>> = chunk
+            .iter()
+            .map(|i| {
+                i.reference
+                    .as_ref()
+                    .map(|p| load_picture(p).map(|r| (r, name_of(p))))
+                    .transpose()
+            })
+            .collect::<Result<_, _>>()?;
+        let present: Vec<(&Picture, String)> = references
+            .iter()
+            .flatten()
+            .map(|(r, n)| (r, n.clone()))
+            .collect();
+        let reference_embeds = if present.is_empty() {
+            Vec::new()
+        } else {
+            clip.image_embeds(&present, device)?
+        };
+        let captions: Vec<String> = chunk
+            .iter()
+            .filter(|i| !i.caption.trim().is_empty())
+            .map(|i| i.caption.clone())
+            .collect();
+        let caption_embeds = if captions.is_empty() {
+            Vec::new()
+        } else {
+            clip.text_embeds(&captions, device)?
+        };
+        let (mut next_reference, mut next_caption) = (0, 0);
         for (j, item) in chunk.iter().enumerate() {
-            let reference = item
-                .reference
-                .as_ref()
-                .map(|p| load_picture(p).map(|r| (r, name_of(p))))
-                .transpose()?;
-            let iis = match &reference {
-                Some((r, name)) => {
-                    let e = clip.image_embeds(&[(r, name.clone())], device)?;
-                    Some(cosine_rows(rows[j], &e, dim)?[0])
+            let reference = &references[j];
+            let iis = match reference {
+                Some(_) => {
+                    let e = &reference_embeds[next_reference * dim..(next_reference + 1) * dim];
+                    next_reference += 1;
+                    Some(cosine_rows(rows[j], e, dim)?[0])
                 }
                 None => None,
             };
             let clip_score = if item.caption.trim().is_empty() {
                 None
             } else {
-                let t = clip.text_embeds(std::slice::from_ref(&item.caption), device)?;
-                Some(clip_score(rows[j], &t, dim)?[0])
+                let t = &caption_embeds[next_caption * dim..(next_caption + 1) * dim];
+                next_caption += 1;
+                Some(clip_score(rows[j], t, dim)?[0])
             };
-            let lpips = match (&scorers.lpips, &reference, options.edits) {
+            let lpips = match (&scorers.lpips, reference, options.edits) {
                 (Some(l), Some((r, _)), true) => Some(lpips_of(l, &generated[j], r, device)?),
                 _ => None,
             };
