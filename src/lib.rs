@@ -55,6 +55,7 @@ pub use sonic_caption as caption;
 pub use sonic_clip as clip;
 pub use sonic_core as core;
 pub use sonic_eval as eval;
+pub use sonic_video as video;
 pub use sonic_hub as hub;
 pub use sonic_kernels as kernels;
 pub use sonic_layers as layers;

@@ -397,6 +397,27 @@ mod tests {
     }
 
     #[test]
+    fn captions_are_standardized() {
+        let mut text = vec![
+            vec![10.0, 1.0, 5.0],
+            vec![12.0, 1.0, 9.0],
+            vec![8.0, 1.0, 7.0],
+        ];
+        world::standardize_captions(&mut text);
+        for j in 0..3 {
+            let mean: f32 = text.iter().map(|e| e[j]).sum::<f32>() / 3.0;
+            assert!(mean.abs() < 1e-6, "element {j} mean {mean}");
+        }
+        let ms: f32 = text.iter().flatten().map(|v| v * v).sum::<f32>() / 9.0;
+        assert!((ms - 1.0).abs() < 1e-5, "mean square {ms}");
+        // The shared element carries nothing and becomes 0; the differences keep their ratios.
+        assert!(text.iter().all(|e| e[1] == 0.0));
+        assert!((text[1][2] / text[1][0] - 2.0).abs() < 1e-5);
+        let mut empty: Vec<Vec<f32>> = Vec::new();
+        world::standardize_captions(&mut empty);
+    }
+
+    #[test]
     fn options_are_set_from_text() {
         let mut o = ToyWorldOptions::full("f", Device::default());
         o.set("stage2_lr", "5e-3").unwrap();
@@ -417,7 +438,7 @@ mod tests {
             let v = match k {
                 "base_widths" => "16,32",
                 "base_weights" => "b.safetensors",
-                "stage2_train_projector" | "adapters_down" => "true",
+                "stage2_train_projector" | "adapters_down" | "standardize_captions" => "true",
                 "base_lr"
                 | "caption_drop"
                 | "stage1_lr"

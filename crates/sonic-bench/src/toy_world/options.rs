@@ -28,6 +28,10 @@ pub struct ToyWorldOptions {
     pub base_lr: f64,
     /// Probability of replacing the caption by "" in base training.
     pub caption_drop: f64,
+    /// Whether the caption embeddings are centred on their mean over the prompts and scaled
+    /// to unit root mean square before any training (a fixed map after the frozen encoder
+    /// that makes the base model's text conditioning robust across seeds; `docs/TRAINING.md`).
+    pub standardize_captions: bool,
     /// Stage-1 optimizer steps.
     pub stage1_steps: usize,
     /// Stage-1 batch size.
@@ -83,6 +87,7 @@ impl ToyWorldOptions {
             base_batch: 32,
             base_lr: 2e-3,
             caption_drop: 0.2,
+            standardize_captions: true,
             stage1_steps: 900,
             stage1_batch: 16,
             stage1_lr: 1e-3,
@@ -134,6 +139,7 @@ impl ToyWorldOptions {
         "base_batch",
         "base_lr",
         "caption_drop",
+        "standardize_captions",
         "base_weights",
         "stage1_steps",
         "stage1_batch",
@@ -192,6 +198,7 @@ impl ToyWorldOptions {
             "base_batch" => self.base_batch = parse(k, value)?,
             "base_lr" => self.base_lr = parse(k, value)?,
             "caption_drop" => self.caption_drop = parse(k, value)?,
+            "standardize_captions" => self.standardize_captions = parse(k, value)?,
             "base_weights" => self.base_weights = Some(PathBuf::from(value)),
             "stage1_steps" => self.stage1_steps = parse(k, value)?,
             "stage1_batch" => self.stage1_batch = parse(k, value)?,
