@@ -21,21 +21,9 @@ pub enum Mode {
     Sdedit,
 }
 
-/// Arguments of `sonic edit`.
+/// How a photo is edited (shared by `sonic edit` and `sonic video --image`).
 #[derive(clap::Args, Debug, Clone)]
-pub struct EditArgs {
-    /// The image to edit (PNG, JPEG or WebP; EXIF orientation applied).
-    #[arg(long)]
-    pub image: PathBuf,
-    /// The sound that drives the edit (WAV, FLAC, MP3, OGG).
-    #[arg(long)]
-    pub audio: PathBuf,
-    /// Optional text prompt.
-    #[arg(long, default_value = "")]
-    pub prompt: String,
-    /// The negative prompt (unconditional branch).
-    #[arg(long, default_value = "")]
-    pub negative_prompt: String,
+pub struct EditMethodArgs {
     /// The DDIM inversion prompt (PnP). As in the official code, the source branch of the
     /// sampling always uses the empty prompt, whatever this is.
     #[arg(long, default_value = "")]
@@ -58,6 +46,54 @@ pub struct EditArgs {
     /// Injected self-attentions (PnP), comma separated; default the official list.
     #[arg(long, value_delimiter = ',')]
     pub pnp_attentions: Vec<String>,
+}
+
+impl EditMethodArgs {
+    /// The library's mode.
+    pub fn mode(&self) -> EditMode {
+        match self.mode {
+            Mode::Pnp => EditMode::Pnp,
+            Mode::Sdedit => EditMode::SdEdit,
+        }
+    }
+
+    /// The Plug-and-Play settings (the official lists when none are given).
+    pub fn pnp_options(&self) -> PnpOptions {
+        let defaults = PnpOptions::default();
+        PnpOptions {
+            pnp_f_t: self.pnp_f_t,
+            pnp_attn_t: self.pnp_attn_t,
+            resnets: if self.pnp_resnets.is_empty() {
+                defaults.resnets
+            } else {
+                self.pnp_resnets.clone()
+            },
+            attentions: if self.pnp_attentions.is_empty() {
+                defaults.attentions
+            } else {
+                self.pnp_attentions.clone()
+            },
+        }
+    }
+}
+
+/// Arguments of `sonic edit`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct EditArgs {
+    /// The image to edit (PNG, JPEG or WebP; EXIF orientation applied).
+    #[arg(long)]
+    pub image: PathBuf,
+    /// The sound that drives the edit (WAV, FLAC, MP3, OGG).
+    #[arg(long)]
+    pub audio: PathBuf,
+    /// Optional text prompt.
+    #[arg(long, default_value = "")]
+    pub prompt: String,
+    /// The negative prompt (unconditional branch).
+    #[arg(long, default_value = "")]
+    pub negative_prompt: String,
+    #[command(flatten)]
+    pub method: EditMethodArgs,
     #[command(flatten)]
     pub models: crate::ui::SonicModelArgs,
     #[command(flatten)]
@@ -98,7 +134,7 @@ pub struct EditArgs {
     pub out: Option<PathBuf>,
 }
 
-fn parse_size(s: &str) -> Result<(usize, usize)> {
+pub fn parse_size(s: &str) -> Result<(usize, usize)> {
     let (w, h) = s
         .split_once(['x', 'X'])
         .with_context(|| format!("--size `{s}` is not WIDTHxHEIGHT"))?;
@@ -154,26 +190,8 @@ pub fn run(args: &EditArgs, device: &Device) -> Result<()> {
     let embedding = with_spinner("encoding the audio (CLAP)", || {
         pipe.embed(&[AudioSource::File(args.audio.clone())])
     })?;
-    let defaults = PnpOptions::default();
-    let pnp = PnpOptions {
-        pnp_f_t: args.pnp_f_t,
-        pnp_attn_t: args.pnp_attn_t,
-        resnets: if args.pnp_resnets.is_empty() {
-            defaults.resnets
-        } else {
-            args.pnp_resnets.clone()
-        },
-        attentions: if args.pnp_attentions.is_empty() {
-            defaults.attentions
-        } else {
-            args.pnp_attentions.clone()
-        },
-    };
     let req = EditRequest {
-        mode: match args.mode {
-            Mode::Pnp => EditMode::Pnp,
-            Mode::Sdedit => EditMode::SdEdit,
-        },
+        mode: args.method.mode(),
         generation: AudioToImage {
             prompt: args.prompt.clone(),
             negative_prompt: args.negative_prompt.clone(),
@@ -185,22 +203,22 @@ pub fn run(args: &EditArgs, device: &Device) -> Result<()> {
             seed,
             ..AudioToImage::default()
         },
-        inversion_prompt: args.inversion_prompt.clone(),
-        pnp,
-        strength: args.strength,
+        inversion_prompt: args.method.inversion_prompt.clone(),
+        pnp: args.method.pnp_options(),
+        strength: args.method.strength,
     };
     let opts = ImageOptions {
         size,
         max_pixels: args.max_pixels,
         ..ImageOptions::default()
     };
-    let label = match args.mode {
+    let label = match args.method.mode {
         Mode::Pnp => "inverting + editing",
         Mode::Sdedit => "editing",
     };
     let mut bar = StepBar::new(label, args.steps);
     let mut metadata = vec![
-        ("sonic:mode".to_string(), format!("{:?}", args.mode)),
+        ("sonic:mode".to_string(), format!("{:?}", args.method.mode)),
         ("sonic:image".to_string(), args.image.display().to_string()),
         ("sonic:audio".to_string(), args.audio.display().to_string()),
         ("sonic:prompt".to_string(), args.prompt.clone()),

@@ -18,6 +18,7 @@ mod train;
 mod tune;
 mod ui;
 mod values;
+mod video;
 
 use anyhow::Result;
 use clap::{CommandFactory, Parser, Subcommand};
@@ -115,6 +116,13 @@ enum Command {
     Edit {
         #[command(flatten)]
         args: edit::EditArgs,
+    },
+    /// Turn a long recording into a video whose picture follows the sound (a sliding CLAP
+    /// window, one initial noise, keyframes), with the recording as its soundtrack (MP4:
+    /// H.264 + FLAC).
+    Video {
+        #[command(flatten)]
+        args: video::VideoArgs,
     },
     /// Measure pictures made from sounds: one picture per clip of a manifest (or pictures made
     /// elsewhere, --images), then CLIP score, IIS, AIS (Wav2CLIP), AIC, FID and LPIPS, written
@@ -244,6 +252,7 @@ fn run() -> Result<()> {
         ),
         Command::Edit { args } => edit::run(&args, &device(spec)?.0),
         Command::Eval { args } => eval::run(&args, &device(spec)?.0),
+        Command::Video { args } => video::run(&args, &device(spec)?.0),
         Command::Export { args } => export::run(&args, &device(spec)?.0),
         Command::Generate { args } => generate::run(&args, &device(spec)?.0),
         Command::Presets => {
