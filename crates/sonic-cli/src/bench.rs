@@ -83,12 +83,19 @@ pub enum BenchTask {
     /// stage 2 on top; prints `toy-world: accuracy=<a> accuracy_f0=<b> seconds=<s>` and writes
     /// a PNG grid of samples (see docs/TRAINING.md, "Toy world").
     ToyWorld(crate::toy_world::ToyWorldArgs),
+    /// The toy-video learnability check: the toy world trained as above renders a clip whose
+    /// sound class changes every 2 s through the video pipeline (sliding CLAP window, one
+    /// initial noise); prints `toy-video: frame_accuracy=<a> frames=<n> seconds=<s>` (frames
+    /// within 0.5 s of a change excluded) and writes OUT/toy_video.mp4 (see docs/VIDEO.md).
+    ToyVideo(crate::toy_world::ToyWorldArgs),
 }
 
 /// Runs the benchmark: each case in a child process, or one case here with `--child`.
 pub fn run(args: &BenchArgs) -> Result<()> {
-    if let Some(BenchTask::ToyWorld(t)) = &args.task {
-        return crate::toy_world::run(t);
+    match &args.task {
+        Some(BenchTask::ToyWorld(t)) => return crate::toy_world::run(t),
+        Some(BenchTask::ToyVideo(t)) => return crate::toy_world::run_video(t),
+        None => {}
     }
     let cases: Vec<String> = if args.cases.is_empty() {
         CASES

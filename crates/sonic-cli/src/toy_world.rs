@@ -3,6 +3,7 @@
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
+use sonic_bench::toy_world::video::ToyVideoOptions;
 use sonic_bench::toy_world::{self, ToyProgress, ToyWorldOptions};
 use std::path::PathBuf;
 
@@ -37,8 +38,8 @@ pub struct ToyWorldArgs {
     pub quiet: bool,
 }
 
-/// Runs the benchmark; prints the summary line on stdout and fails when a bar is missed.
-pub fn run(args: &ToyWorldArgs) -> Result<()> {
+/// The options of a run from the arguments.
+fn options(args: &ToyWorldArgs) -> Result<ToyWorldOptions> {
     let fixtures = crate::bench::fixtures_dir(args.fixtures.as_deref())?;
     let device = sonic_core::device::parse_device(&args.device)?;
     let mut options = if args.quick {
@@ -56,10 +57,13 @@ pub fn run(args: &ToyWorldArgs) -> Result<()> {
         options.set(k, v)?;
     }
     options.out_dir = Some(args.out.clone());
+    Ok(options)
+}
 
+/// A progress bar per phase on stderr (nothing when `quiet`).
+fn progress_bars(quiet: bool) -> impl FnMut(&ToyProgress) {
     let mut bar: Option<ProgressBar> = None;
-    let quiet = args.quiet;
-    let mut progress = |p: &ToyProgress| {
+    move |p: &ToyProgress| {
         if quiet {
             return;
         }
@@ -82,7 +86,9 @@ pub fn run(args: &ToyWorldArgs) -> Result<()> {
                 if let Some(b) = &bar {
                     b.set_length(*total as u64);
                     b.set_position(*step as u64);
-                    b.set_message(format!("loss {loss:.4}"));
+                    if loss.is_finite() {
+                        b.set_message(format!("loss {loss:.4}"));
+                    }
                 }
             }
             ToyProgress::PhaseDone { phase, seconds } => {
@@ -92,9 +98,15 @@ pub fn run(args: &ToyWorldArgs) -> Result<()> {
                 eprintln!("{phase}: {seconds:.1} s");
             }
         }
-    };
+    }
+}
+
+/// Runs the benchmark; prints the summary line on stdout and fails when a bar is missed.
+pub fn run(args: &ToyWorldArgs) -> Result<()> {
+    let options = options(args)?;
+    let mut progress = progress_bars(args.quiet);
     let report = toy_world::run(&options, &mut progress)?;
-    if !quiet {
+    if !args.quiet {
         eprint!("{}", report.details());
     }
     println!("{}", report.summary_line());
@@ -103,6 +115,41 @@ pub fn run(args: &ToyWorldArgs) -> Result<()> {
             "below the bar: accuracy >= {} and accuracy_f0 <= {} required",
             options.min_accuracy,
             options.max_accuracy_f0
+        );
+    }
+    Ok(())
+}
+
+/// Runs `sonic bench toy-video`: trains the toy world as `toy-world` does, renders a clip
+/// whose class changes every 2 s, prints `toy-video: frame_accuracy=<a> frames=<n>
+/// seconds=<s>` and writes `OUT/toy_video.mp4`; fails below frame accuracy 0.9.
+pub fn run_video(args: &ToyWorldArgs) -> Result<()> {
+    let world = options(args)?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let options = ToyVideoOptions::full(world);
+    let mut progress = progress_bars(args.quiet);
+    let report = toy_world::video::run(&options, &mut progress)?;
+    if !args.quiet {
+        let drawn: String = report
+            .frame_classes
+            .iter()
+            .map(|(t, d)| match t {
+                None => '.',
+                Some(t) if t == d => '+',
+                Some(_) => 'x',
+            })
+            .collect();
+        eprintln!("frames (+ right, x wrong, . excluded near a change): {drawn}");
+        if let Some(v) = &report.video {
+            eprintln!("video: {}", v.display());
+        }
+    }
+    println!("{}", report.summary_line());
+    if report.frame_accuracy < options.min_accuracy {
+        bail!(
+            "below the bar: frame_accuracy >= {} required",
+            options.min_accuracy
         );
     }
     Ok(())

@@ -7,8 +7,8 @@ use super::*;
 /// `eps = eps_null + guidance (eps_cond - eps_null)`, adapters at `strength`; the null branch
 /// has the empty caption and the null audio tokens, the conditional branch row `i` the audio
 /// tokens of row `i` and the caption embedding `cond_text[i]` (the empty caption when sampling
-/// from the audio alone); the initial noise comes from `seed`. Returns `[n, 3, S, S]` on the
-/// host.
+/// from the audio alone); the initial noise is `noise` (`[n, 3, S, S]`, e.g. from
+/// [`seeded_normals`]). Returns `[n, 3, S, S]` on the host.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn sample(
     o: &ToyWorldOptions,
@@ -19,14 +19,19 @@ pub(super) fn sample(
     cond_text: &[&[f32]],
     text_shape: (usize, usize),
     strength: f32,
-    seed: u64,
+    noise: &[f32],
 ) -> Result<Vec<f32>> {
     let device = &o.device;
     let s = o.image_size;
     let n = tokens.dims()[0];
     let (t, d) = text_shape;
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let noise: Vec<f32> = (0..n * 3 * s * s).map(|_| normal(&mut rng)).collect();
+    if noise.len() != n * 3 * s * s {
+        return Err(ToyWorldError::BadOption {
+            name: "noise",
+            value: format!("{} values", noise.len()),
+            reason: format!("needs {n} x 3 x {s} x {s}"),
+        });
+    }
     let mut out = Vec::with_capacity(n * 3 * s * s);
     let plane = 3 * s * s;
     let mut start = 0;
@@ -77,6 +82,27 @@ pub(super) fn sample(
         start += m;
     }
     Ok(out)
+}
+
+/// The mean training picture of each class (what a sample is classified against).
+pub(super) fn class_prototypes(pictures: &[Vec<Vec<f32>>]) -> Vec<Vec<f32>> {
+    pictures
+        .iter()
+        .map(|set| {
+            let mut m = vec![0.0f32; set.first().map_or(0, Vec::len)];
+            for p in set {
+                m.iter_mut().zip(p).for_each(|(a, b)| *a += b);
+            }
+            m.iter_mut().for_each(|a| *a /= set.len().max(1) as f32);
+            m
+        })
+        .collect()
+}
+
+/// `n` standard normals from a ChaCha8 generator seeded with `seed`.
+pub(super) fn seeded_normals(n: usize, seed: u64) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..n).map(|_| normal(&mut rng)).collect()
 }
 
 pub(super) fn classify(

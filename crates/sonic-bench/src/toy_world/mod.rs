@@ -147,6 +147,7 @@ mod eval;
 mod options;
 mod report;
 mod stages;
+pub mod video;
 mod world;
 
 use data::*;
@@ -158,27 +159,53 @@ use stages::*;
 pub use world::base_unet_config;
 use world::*;
 
-/// Runs the whole benchmark (see the module docs); `progress` sees every phase and step.
-pub fn run(
-    options: &ToyWorldOptions,
-    progress: &mut dyn FnMut(&ToyProgress),
-) -> Result<ToyWorldReport> {
-    options.validate()?;
-    let o = options;
-    let started = Instant::now();
-    let mut phases = Vec::new();
-    let mut phase_start = Instant::now();
-    let mut end_phase = |name: &'static str,
-                         phases: &mut Vec<(&'static str, f64)>,
-                         progress: &mut dyn FnMut(&ToyProgress)| {
-        let seconds = phase_start.elapsed().as_secs_f64();
-        phases.push((name, seconds));
+/// The trained models of a run and the data they were trained on (for further experiments
+/// on the same world, such as [`video`]).
+pub struct ToyModels {
+    world: World,
+    unet: UNet2DConditionModel,
+    projector: Projector,
+    clap_accuracy: f64,
+    base_loss: f64,
+    stage1_loss: f64,
+    stage2_loss: f64,
+    phases: Vec<(&'static str, f64)>,
+}
+
+/// Ends a phase: records its seconds and reports it.
+struct Phases {
+    list: Vec<(&'static str, f64)>,
+    start: Instant,
+}
+
+impl Phases {
+    fn new() -> Self {
+        Self {
+            list: Vec::new(),
+            start: Instant::now(),
+        }
+    }
+
+    fn end(&mut self, name: &'static str, progress: &mut dyn FnMut(&ToyProgress)) {
+        let seconds = self.start.elapsed().as_secs_f64();
+        self.list.push((name, seconds));
         progress(&ToyProgress::PhaseDone {
             phase: name,
             seconds,
         });
-        phase_start = Instant::now();
-    };
+        self.start = Instant::now();
+    }
+}
+
+/// Builds the world and trains the base model, stage 1 and stage 2 (phases `data`, `base`,
+/// `stage1`, `stage2`).
+pub fn train(
+    options: &ToyWorldOptions,
+    progress: &mut dyn FnMut(&ToyProgress),
+) -> Result<ToyModels> {
+    options.validate()?;
+    let o = options;
+    let mut phases = Phases::new();
 
     progress(&ToyProgress::Phase("data"));
     let world = build_world(o)?;
@@ -190,7 +217,7 @@ pub fn run(
         world.audio_dim,
     );
     let schedule = tr!(DdpmSchedule::from_json(&schedule_json()))?;
-    end_phase("data", &mut phases, progress);
+    phases.end("data", progress);
 
     progress(&ToyProgress::Phase("base"));
     let (base, base_loss) = match &o.base_weights {
@@ -206,18 +233,50 @@ pub fn run(
         }
         None => train_base(o, &world, &schedule, progress)?,
     };
-    end_phase("base", &mut phases, progress);
+    phases.end("base", progress);
 
     progress(&ToyProgress::Phase("stage1"));
     let (projector, stage1_loss) = train_stage1(o, &world, progress)?;
-    end_phase("stage1", &mut phases, progress);
+    phases.end("stage1", progress);
 
     progress(&ToyProgress::Phase("stage2"));
     // With `stage2_train_projector` the projector comes back fine-tuned; otherwise unchanged.
     let (unet, projector, stage2_loss) =
         train_stage2(o, &world, base, projector, schedule, progress)?;
-    end_phase("stage2", &mut phases, progress);
+    phases.end("stage2", progress);
+    Ok(ToyModels {
+        world,
+        unet,
+        projector,
+        clap_accuracy,
+        base_loss,
+        stage1_loss,
+        stage2_loss,
+        phases: phases.list,
+    })
+}
 
+/// Runs the whole benchmark (see the module docs); `progress` sees every phase and step.
+pub fn run(
+    options: &ToyWorldOptions,
+    progress: &mut dyn FnMut(&ToyProgress),
+) -> Result<ToyWorldReport> {
+    let o = options;
+    let started = Instant::now();
+    let ToyModels {
+        world,
+        unet,
+        projector,
+        clap_accuracy,
+        base_loss,
+        stage1_loss,
+        stage2_loss,
+        phases,
+    } = train(o, progress)?;
+    let mut phases = Phases {
+        list: phases,
+        start: Instant::now(),
+    };
     progress(&ToyProgress::Phase("eval"));
     let device = &o.device;
     let n_test = world.test_labels.len();
@@ -242,7 +301,7 @@ pub fn run(
     );
     let text_shape = (world.text_tokens, world.text_dim);
     let empty = &world.text[CLASSES];
-    let seed = o.seed ^ 0xe7a1;
+    let noise = seeded_normals(n_test * 3 * o.image_size * o.image_size, o.seed ^ 0xe7a1);
     let no_caption: Vec<&[f32]> = vec![empty.as_slice(); n_test];
     let samples = sample(
         o,
@@ -253,7 +312,7 @@ pub fn run(
         &no_caption,
         text_shape,
         1.0,
-        seed,
+        &noise,
     )?;
     let samples_f0 = sample(
         o,
@@ -264,7 +323,7 @@ pub fn run(
         &no_caption,
         text_shape,
         0.0,
-        seed,
+        &noise,
     )?;
     // The base model with the captions instead of the audio (adapters off): how well the base
     // model itself draws each class, the ceiling of what the adapters can reach.
@@ -282,25 +341,14 @@ pub fn run(
         &captions,
         text_shape,
         0.0,
-        seed,
+        &noise,
     )?;
-    let prototypes: Vec<Vec<f32>> = world
-        .pictures
-        .iter()
-        .map(|set| {
-            let mut m = vec![0.0f32; set[0].len()];
-            for p in set {
-                m.iter_mut().zip(p).for_each(|(a, b)| *a += b);
-            }
-            m.iter_mut().for_each(|a| *a /= set.len() as f32);
-            m
-        })
-        .collect();
+    let prototypes = class_prototypes(&world.pictures);
     let (accuracy, confusion, _) = classify(&samples, &world.test_labels, &prototypes);
     let (accuracy_f0, confusion_f0, _) = classify(&samples_f0, &world.test_labels, &prototypes);
     let (text_accuracy, confusion_text, _) =
         classify(&samples_text, &world.test_labels, &prototypes);
-    end_phase("eval", &mut phases, progress);
+    phases.end("eval", progress);
 
     let mut report = ToyWorldReport {
         accuracy,
@@ -315,7 +363,7 @@ pub fn run(
         base_loss,
         stage1_loss,
         stage2_loss,
-        phase_seconds: phases,
+        phase_seconds: phases.list,
         grid: None,
     };
     if let Some(dir) = &o.out_dir {
@@ -412,7 +460,9 @@ mod tests {
         assert!((ms - 1.0).abs() < 1e-5, "mean square {ms}");
         // The shared element carries nothing and becomes 0; the differences keep their ratios.
         assert!(text.iter().all(|e| e[1] == 0.0));
-        assert!((text[1][2] / text[1][0] - 2.0).abs() < 1e-5);
+        // Centred: [[0, 0, -2], [2, 0, 2], [-2, 0, 0]], then scaled by one factor.
+        assert!((text[1][0] - text[1][2]).abs() < 1e-6 && (text[1][0] + text[2][0]).abs() < 1e-6);
+        assert!((text[0][2] + text[1][2]).abs() < 1e-6 && text[0][0] == 0.0);
         let mut empty: Vec<Vec<f32>> = Vec::new();
         world::standardize_captions(&mut empty);
     }

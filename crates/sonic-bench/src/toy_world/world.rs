@@ -83,6 +83,9 @@ pub(super) struct World {
     pub(super) audio_dim: usize,
     /// Caption embeddings (`CLASSES` captions, then ""), each `[T * D]`.
     pub(super) text: Vec<Vec<f32>>,
+    /// The frozen CLAP audio encoder and its sample rate.
+    pub(super) clap: ClapAudioEncoder,
+    pub(super) sample_rate: u32,
     /// Text tokens and width.
     pub(super) text_tokens: usize,
     pub(super) text_dim: usize,
@@ -156,6 +159,8 @@ pub(super) fn build_world(o: &ToyWorldOptions) -> Result<World> {
         test_labels: labels[n_train..].to_vec(),
         audio_dim,
         text,
+        clap,
+        sample_rate,
         text_tokens: t,
         text_dim: d,
     })
