@@ -228,6 +228,7 @@ fn generate_missing(args: &EvalArgs, items: &[EvalItem], device: &Device) -> Res
                 height: args.height.unwrap_or(px),
                 batch_size: group.len(),
                 latents: None,
+                cancel: None,
             };
             let mut steps = StepBar::new("denoising", args.steps);
             let result = pipe.generate(rows, &req, &mut |p| steps.update(p));

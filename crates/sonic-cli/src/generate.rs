@@ -241,6 +241,7 @@ fn run_audio(args: &GenerateArgs, seed: u64, out: &std::path::Path, device: &Dev
         height: args.height.unwrap_or(default_px),
         batch_size: args.batch,
         latents: None,
+        cancel: None,
     };
     let mut bar = StepBar::new("denoising", args.steps());
     let mut preview = Preview::new(args.preview_every, out);

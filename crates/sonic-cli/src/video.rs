@@ -153,6 +153,7 @@ pub fn run(args: &VideoArgs, device: &Device) -> Result<()> {
         height: args.height.unwrap_or(default_px),
         batch_size: 1,
         latents: None,
+        cancel: None,
     };
     let bar = ProgressBar::new(0);
     let style = |label: &str| {

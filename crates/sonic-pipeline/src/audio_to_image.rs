@@ -37,6 +37,9 @@ pub struct AudioToImage {
     pub batch_size: usize,
     /// Initial latents `[batch, C, h, w]` (unscaled), drawn from `seed` when `None`.
     pub latents: Option<Tensor<4>>,
+    /// Stops the run at the next step when cancelled (a server's `DELETE`); `None`: runs to
+    /// the end.
+    pub cancel: Option<crate::sampling::CancelToken>,
 }
 
 impl Default for AudioToImage {
@@ -54,6 +57,7 @@ impl Default for AudioToImage {
             height: 512,
             batch_size: 1,
             latents: None,
+            cancel: None,
         }
     }
 }
@@ -163,7 +167,7 @@ pub fn audio_to_image(
         &cond,
         guidance,
         0,
-        observer,
+        &mut crate::sampling::Cancellable::new(observer, req.cancel.clone()),
     )?;
     ensure_finite(&latents, "the final latents")?;
     let images = sd.decode_latents(latents.clone())?;

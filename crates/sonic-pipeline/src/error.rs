@@ -30,6 +30,9 @@ pub enum PipelineError {
     /// A download from the hub failed, or the cache lacks a file in offline mode.
     #[error(transparent)]
     Hub(#[from] crate::hub::HubError),
+    /// The run was cancelled through its [`crate::sampling::CancelToken`].
+    #[error("cancelled")]
+    Cancelled,
     /// A generation parameter is out of range.
     #[error("invalid parameter `{name}` = {value}: {reason}")]
     InvalidParameter {

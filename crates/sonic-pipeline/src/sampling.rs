@@ -7,6 +7,62 @@ use burn::tensor::Tensor;
 use sonic_schedulers::Scheduler;
 use sonic_unet::hooks::{NoHook, UNetHook};
 use sonic_unet::{AdapterInput, UNet2DConditionModel};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Stops a run from another thread: once [`CancelToken::cancel`] is called, the sampling loop
+/// returns [`PipelineError::Cancelled`] before its next step. Clones share the flag.
+#[derive(Debug, Clone, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    /// A token not cancelled yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Asks the run to stop at its next step.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`Self::cancel`] was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// An observer that forwards everything to another and stops the loop when its token is
+/// cancelled (what the pipelines wrap their observer in when a request carries a token).
+pub struct Cancellable<'a> {
+    inner: &'a mut dyn SamplingObserver,
+    token: Option<CancelToken>,
+}
+
+impl<'a> Cancellable<'a> {
+    /// Wraps `inner`; `token: None` never stops.
+    pub fn new(inner: &'a mut dyn SamplingObserver, token: Option<CancelToken>) -> Self {
+        Self { inner, token }
+    }
+}
+
+impl SamplingObserver for Cancellable<'_> {
+    fn before_step(&mut self, index: usize, t: f64) {
+        self.inner.before_step(index, t);
+    }
+    fn leading_rows(&mut self, index: usize) -> Option<Tensor<4>> {
+        self.inner.leading_rows(index)
+    }
+    fn unet_hook(&mut self) -> &mut dyn UNetHook {
+        self.inner.unet_hook()
+    }
+    fn after_step(&mut self, step: &StepTensors) {
+        self.inner.after_step(step);
+    }
+    fn should_stop(&mut self) -> bool {
+        self.token.as_ref().is_some_and(CancelToken::is_cancelled) || self.inner.should_stop()
+    }
+}
 
 /// How the branches' noise predictions are combined.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -96,6 +152,10 @@ pub trait SamplingObserver {
     fn unet_hook(&mut self) -> &mut dyn UNetHook;
     /// Called after each step.
     fn after_step(&mut self, _step: &StepTensors) {}
+    /// Asked before each step; `true` ends the loop with [`PipelineError::Cancelled`].
+    fn should_stop(&mut self) -> bool {
+        false
+    }
 }
 
 /// An observer that only forwards progress.
@@ -180,6 +240,9 @@ pub fn denoise(
     let rows = cond.text.dims()[0];
     let timesteps = scheduler.timesteps().to_vec();
     for (i, &t) in timesteps.iter().enumerate().skip(start) {
+        if observer.should_stop() {
+            return Err(PipelineError::Cancelled);
+        }
         observer.before_step(i, t);
         let mut parts: Vec<Tensor<4>> = observer.leading_rows(i).into_iter().collect();
         let lead: usize = parts.iter().map(|p| p.dims()[0]).sum();

@@ -165,3 +165,51 @@ fn adapters_that_do_not_fit_are_a_typed_error() {
         "{e}"
     );
 }
+
+#[test]
+fn a_cancelled_token_stops_generation_and_edits_at_the_next_step() {
+    use sonic_pipeline::edit::{EditMode, EditRequest};
+    use sonic_pipeline::sampling::CancelToken;
+    let p = pipe();
+    let thunder = p.embed(&[asset("thunder.wav")]).unwrap();
+    // Cancelled after the first step: the run ends there with `Cancelled`.
+    let token = CancelToken::new();
+    let mut r = req("a field", 1.0);
+    r.cancel = Some(token.clone());
+    let mut steps = 0;
+    let e = p
+        .generate(thunder.clone(), &r, &mut |s| {
+            steps = s.step;
+            token.cancel();
+        })
+        .unwrap_err();
+    assert!(matches!(e, PipelineError::Cancelled), "{e}");
+    assert_eq!(steps, 1);
+    // Edits too (SDEdit and PnP sampling check the same token).
+    let image = burn::tensor::Tensor::<4>::zeros([1, 3, 64, 64], &p.sd.device);
+    for mode in [EditMode::SdEdit, EditMode::Pnp] {
+        let token = CancelToken::new();
+        token.cancel();
+        let mut e = EditRequest {
+            mode,
+            ..EditRequest::default()
+        };
+        e.generation.steps = 3;
+        e.generation.cancel = Some(token);
+        let err = p
+            .edit(image.clone(), thunder.clone(), &e, &mut |_| {})
+            .unwrap_err();
+        assert!(matches!(err, PipelineError::Cancelled), "{mode:?}: {err}");
+    }
+    // A token never cancelled changes nothing.
+    let mut r = req("a field", 1.0);
+    r.cancel = Some(CancelToken::new());
+    let with = p.generate(thunder.clone(), &r, &mut |_| {}).unwrap();
+    let without = p
+        .generate(thunder, &req("a field", 1.0), &mut |_| {})
+        .unwrap();
+    assert_eq!(
+        to_host(&with.images).unwrap(),
+        to_host(&without.images).unwrap()
+    );
+}

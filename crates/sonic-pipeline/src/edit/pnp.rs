@@ -301,7 +301,7 @@ pub fn pnp_sample(
         &cond,
         guidance,
         0,
-        &mut observer,
+        &mut crate::sampling::Cancellable::new(&mut observer, req.cancel.clone()),
     )?;
     ensure_finite(&x, "the edited latents")?;
     Ok(x)

@@ -71,7 +71,7 @@ pub fn sdedit(
         &cond,
         guidance,
         start,
-        &mut observer,
+        &mut crate::sampling::Cancellable::new(&mut observer, req.cancel.clone()),
     )?;
     ensure_finite(&out, "the edited latents")?;
     Ok(out)
