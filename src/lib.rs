@@ -62,6 +62,7 @@ pub use sonic_parity as parity;
 pub use sonic_pipeline as pipeline;
 pub use sonic_projector as projector;
 pub use sonic_schedulers as schedulers;
+pub use sonic_serve as serve;
 pub use sonic_train as train;
 pub use sonic_tune as tune;
 pub use sonic_unet as unet;

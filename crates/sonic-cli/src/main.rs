@@ -13,6 +13,7 @@ mod eval;
 mod export;
 mod generate;
 mod parity;
+mod serve;
 mod toy_world;
 mod train;
 mod tune;
@@ -116,6 +117,18 @@ enum Command {
     Edit {
         #[command(flatten)]
         args: edit::EditArgs,
+    },
+    /// Serve the web app and the HTTP API (one loaded model, a bounded job queue, progress
+    /// events, live microphone input); prints `listening on http://HOST:PORT` once ready.
+    Serve {
+        #[command(flatten)]
+        args: serve::ServeArgs,
+    },
+    /// Live pictures from a stream of raw PCM on standard input (e.g. from arecord): the last
+    /// --window seconds, a picture whenever the previous one is done, one seed for all.
+    Live {
+        #[command(flatten)]
+        args: serve::LiveArgs,
     },
     /// Turn a long recording into a video whose picture follows the sound (a sliding CLAP
     /// window, one initial noise, keyframes), with the recording as its soundtrack (MP4:
@@ -253,6 +266,8 @@ fn run() -> Result<()> {
         Command::Edit { args } => edit::run(&args, &device(spec)?.0),
         Command::Eval { args } => eval::run(&args, &device(spec)?.0),
         Command::Video { args } => video::run(&args, &device(spec)?.0),
+        Command::Serve { args } => serve::run(&args, &device(spec)?.0),
+        Command::Live { args } => serve::run_live(&args, &device(spec)?.0),
         Command::Export { args } => export::run(&args, &device(spec)?.0),
         Command::Generate { args } => generate::run(&args, &device(spec)?.0),
         Command::Presets => {

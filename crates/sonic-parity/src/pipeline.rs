@@ -136,6 +136,7 @@ fn run_audio_pipeline(
             height: latents.shape[2] * f,
             batch_size: latents.shape[0],
             latents: Some(latents.to_tensor::<4>(device)?),
+            cancel: None,
         };
         let mut rec = Recorder::default();
         let result = audio_to_image(sd, &req, &tokens, &null, &mut rec)?;
