@@ -110,8 +110,14 @@ fn ffprobe(path: &Path, stream: &str) -> Option<String> {
         ])
         .args(["-of", "default=nw=1"])
         .arg(path)
-        .output()
-        .ok()?;
+        .output();
+    let Ok(o) = o else {
+        assert!(
+            std::env::var("SONIC_REQUIRE_SYSTEM_MEDIA").as_deref() != Ok("1"),
+            "ffprobe is required (SONIC_REQUIRE_SYSTEM_MEDIA=1): install ffmpeg"
+        );
+        return None;
+    };
     assert!(o.status.success(), "{}", stderr(&o));
     Some(String::from_utf8(o.stdout).unwrap())
 }
