@@ -21,9 +21,10 @@ pub struct ToyWorldArgs {
     pub seed: Option<u64>,
     /// Overrides one option, `KEY=VALUE` (repeatable; for experiments: the defaults are the
     /// benchmark). Keys: seed, train_per_class, test_per_class, base_widths, base_steps,
-    /// base_batch, base_lr, caption_drop, base_weights, stage1_steps, stage1_batch, stage1_lr,
-    /// token_weight_centre, token_weight_width, stage2_steps, stage2_batch, stage2_lr,
-    /// audio_drop, stage2_train_projector, adapters_down, sample_steps, guidance, eval_batch.
+    /// base_batch, base_lr, caption_drop, standardize_captions, base_weights, stage1_steps,
+    /// stage1_batch, stage1_lr, token_weight_centre, token_weight_width, stage2_steps,
+    /// stage2_batch, stage2_lr, audio_drop, stage2_train_projector, adapters_down,
+    /// sample_steps, guidance, eval_batch.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
     /// The fixture folder holding `sd15-tiny` and `sonic-tiny` (default: `../shared/fixtures`

@@ -174,20 +174,21 @@ pub fn run(args: &VideoArgs, device: &Device) -> Result<()> {
             let pixels = load_image(image, &opts, &pipe.sd.device)
                 .with_context(|| format!("reading {}", image.display()))?;
             bar.set_style(style("inverting the photo"));
-            let m = SonicFrames::edit(
+            SonicFrames::edit(
                 &pipe,
                 pixels,
-                &req,
-                args.method.mode(),
-                &args.method.pnp_options(),
-                args.method.strength,
-                &args.method.inversion_prompt,
+                &sonic_pipeline::edit::EditRequest {
+                    mode: args.method.mode(),
+                    generation: req.clone(),
+                    inversion_prompt: args.method.inversion_prompt.clone(),
+                    pnp: args.method.pnp_options(),
+                    strength: args.method.strength,
+                },
                 &mut |s, t| {
                     bar.set_length(t as u64);
                     bar.set_position(s as u64);
                 },
-            )?;
-            m
+            )?
         }
     };
     let comment = format!(

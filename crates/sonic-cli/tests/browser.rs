@@ -8,9 +8,7 @@
 
 mod common;
 
-use common::tiny_models;
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -35,22 +33,7 @@ fn free_port() -> u16 {
 }
 
 fn serve() -> (Killed, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sonic"))
-        .args(["serve", "--port", "0"])
-        .args(tiny_models())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_string();
+    let (child, url) = common::start_server(&[]);
     (Killed(child), url)
 }
 

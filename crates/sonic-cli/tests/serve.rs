@@ -4,31 +4,10 @@
 
 mod common;
 
-use common::tiny_models;
-use std::io::{BufRead, BufReader, Write};
+use common::{start_server, tiny_models};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-
-/// Starts `sonic serve --port 0 ...`; returns the child and its base URL.
-pub fn start_server(extra: &[&str]) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sonic"))
-        .args(["serve", "--port", "0"])
-        .args(tiny_models())
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-        .to_string();
-    (child, url)
-}
+use std::process::{Command, Stdio};
 
 #[test]
 fn serve_prints_its_address_and_answers() {
@@ -51,18 +30,8 @@ fn serve_prints_its_address_and_answers() {
     child.wait().unwrap();
 
     // Any other address: a warning on stderr.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sonic"))
-        .args(["serve", "--port", "0", "--host", "0.0.0.0"])
-        .args(tiny_models())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.starts_with("listening on http://0.0.0.0:"), "{line}");
+    let (mut child, url) = start_server(&["--host", "0.0.0.0"]);
+    assert!(url.starts_with("http://0.0.0.0:"), "{url}");
     child.kill().unwrap();
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

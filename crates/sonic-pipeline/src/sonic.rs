@@ -225,11 +225,28 @@ pub fn l2_normalize(x: Tensor<2>) -> Tensor<2> {
     x / norm
 }
 
+/// Spherical interpolation at `t` in `[0, 1]` between two unit vectors `a` and `b` (linear when
+/// they are parallel).
+pub fn slerp_unit(a: &[f32], b: &[f32], t: f64) -> Vec<f32> {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let omega = dot.clamp(-1.0, 1.0).acos();
+    let (wa, wb) = if omega.abs() < 1e-6 {
+        (1.0 - t, t)
+    } else {
+        (
+            ((1.0 - t) * omega).sin() / omega.sin(),
+            (t * omega).sin() / omega.sin(),
+        )
+    };
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (wa * *x as f64 + wb * *y as f64) as f32)
+        .collect()
+}
+
 /// Spherical interpolation between two unit rows `a`, `b` (`[1, d]`) at `frames` evenly spaced
 /// points from `a` to `b`, each normalised twice as the official wrapper's embeddings.
 pub fn slerp_frames(a: &[f32], b: &[f32], frames: usize) -> Vec<Vec<f32>> {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
-    let omega = dot.clamp(-1.0, 1.0).acos();
     (0..frames)
         .map(|i| {
             let t = if frames == 1 {
@@ -237,18 +254,7 @@ pub fn slerp_frames(a: &[f32], b: &[f32], frames: usize) -> Vec<Vec<f32>> {
             } else {
                 i as f64 / (frames - 1) as f64
             };
-            let (wa, wb) = if omega.abs() < 1e-6 {
-                (1.0 - t, t)
-            } else {
-                (
-                    ((1.0 - t) * omega).sin() / omega.sin(),
-                    (t * omega).sin() / omega.sin(),
-                )
-            };
-            a.iter()
-                .zip(b)
-                .map(|(x, y)| (wa * *x as f64 + wb * *y as f64) as f32)
-                .collect()
+            slerp_unit(a, b, t)
         })
         .collect()
 }

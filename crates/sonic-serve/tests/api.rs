@@ -52,6 +52,9 @@ fn agent() -> ureq::Agent {
         .into()
 }
 
+/// One part of a multipart body: name, file name, bytes.
+type Part<'a> = (&'a str, Option<&'a str>, &'a [u8]);
+
 /// A multipart body: (name, file name, bytes) parts.
 fn multipart(parts: &[(&str, Option<&str>, &[u8])]) -> (String, Vec<u8>) {
     let boundary = "sonicboundary7d93a";
@@ -242,7 +245,7 @@ fn bad_requests_get_4xx_with_a_json_error() {
     let thunder = asset("thunder.wav");
     let junk = b"RIFF\x10\x00\x00\x00WAVEjunkjunk".to_vec();
     let big = vec![7u8; 2 << 20];
-    let cases: Vec<(&str, Vec<(&str, Option<&str>, &[u8])>, u16, &str)> = vec![
+    let cases: Vec<(&str, Vec<Part>, u16, &str)> = vec![
         ("/api/generate", with(&[]), 400, "audio"),
         (
             "/api/generate",
@@ -494,7 +497,7 @@ fn live_mode_sends_a_picture_per_window() {
             .unwrap();
     }
     let mut pictures = Vec::new();
-    while pictures.len() < 1 {
+    while pictures.is_empty() {
         match ws.read().unwrap() {
             tungstenite::Message::Binary(b) => pictures.push(b.to_vec()),
             tungstenite::Message::Text(t) => panic!("live error: {t}"),

@@ -152,10 +152,13 @@ fn best_rice(u: &[u64]) -> (u32, u64) {
     best
 }
 
+/// A residual coding: partition order, Rice parameter per partition, bits in all.
+type RicePlan = (u32, Vec<u32>, u64);
+
 /// The partition order and parameters with the fewest bits (RICE2 coding: 5-bit parameters).
-fn plan_residual(res: &[i64], block: usize, order: usize) -> (u32, Vec<u32>, u64) {
+fn plan_residual(res: &[i64], block: usize, order: usize) -> RicePlan {
     let u: Vec<u64> = res.iter().map(|&r| zigzag(r)).collect();
-    let mut best: (u32, Vec<u32>, u64) = (0, Vec::new(), u64::MAX);
+    let mut best: RicePlan = (0, Vec::new(), u64::MAX);
     for p in 0..=6u32 {
         let parts = 1usize << p;
         if !block.is_multiple_of(parts) || block / parts <= order {
@@ -186,7 +189,7 @@ fn write_subframe(w: &mut BitWriter, x: &[i32]) {
         return;
     }
     let verbatim_bits = 16 * block as u64;
-    let mut best: Option<(usize, Vec<i64>, (u32, Vec<u32>, u64))> = None;
+    let mut best: Option<(usize, Vec<i64>, RicePlan)> = None;
     for order in 0..=4.min(block - 1) {
         let res = fixed_residual(x, order);
         let plan = plan_residual(&res, block, order);
@@ -259,7 +262,7 @@ impl FlacStream {
         for (index, start) in (0..n).step_by(BLOCK_SIZE).enumerate() {
             let len = BLOCK_SIZE.min(n - start);
             let mut w = BitWriter::new();
-            w.put(0b1111_1111_1111_10, 14);
+            w.put(0b11_1111_1111_1110, 14); // sync code
             w.put(0, 1); // reserved
             w.put(0, 1); // fixed block size
             w.put(0b0111, 4); // block size - 1 in 16 bits after the number

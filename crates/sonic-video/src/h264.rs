@@ -95,7 +95,7 @@ impl H264Encoder {
     /// An encoder for `width x height` frames (even, at most 3840 x 2160), constrained
     /// baseline as OpenH264 writes it.
     pub fn new(width: usize, height: usize, options: &H264Options) -> Result<Self, VideoError> {
-        if width == 0 || height == 0 || width % 2 != 0 || height % 2 != 0 {
+        if width == 0 || height == 0 || !width.is_multiple_of(2) || !height.is_multiple_of(2) {
             return Err(VideoError::InvalidParameter {
                 name: "frame size",
                 value: format!("{width}x{height}"),

@@ -11,8 +11,8 @@ use image::RgbImage;
 use sonic_pipeline::PipelineError;
 use sonic_pipeline::audio_to_image::{AudioToImage, audio_to_image};
 use sonic_pipeline::edit::{
-    EditMode, Inversion, PnpOptions, SourceConditioning, ddim_invert, encode_image, pnp_sample,
-    sdedit,
+    EditMode, EditRequest, Inversion, PnpOptions, SourceConditioning, ddim_invert, encode_image,
+    pnp_sample, sdedit,
 };
 use sonic_pipeline::sampling::ProgressOnly;
 use sonic_pipeline::sonic::SonicPipeline;
@@ -50,7 +50,11 @@ impl<'a> SonicFrames<'a> {
     /// are set per call).
     pub fn generate(pipe: &'a SonicPipeline, req: &AudioToImage) -> Result<Self, VideoError> {
         let f = pipe.sd.vae_scale_factor().max(1);
-        if req.width % f != 0 || req.height % f != 0 || req.width == 0 || req.height == 0 {
+        if !req.width.is_multiple_of(f)
+            || !req.height.is_multiple_of(f)
+            || req.width == 0
+            || req.height == 0
+        {
             return Err(VideoError::InvalidParameter {
                 name: "size",
                 value: format!("{}x{}", req.width, req.height),
@@ -67,45 +71,45 @@ impl<'a> SonicFrames<'a> {
     }
 
     /// Edits the photo `image` (`[1, 3, H, W]` in `[-1, 1]`, see
-    /// [`sonic_pipeline::image_input::load_image`]) in every frame; a PnP inversion is done
-    /// once here (`progress(step, total)`).
+    /// [`sonic_pipeline::image_input::load_image`]) in every frame with `req` (mode, generation
+    /// settings, PnP settings, SDEdit strength; the size comes from the photo); a PnP
+    /// inversion is done once here (`progress(step, total)`).
     pub fn edit(
         pipe: &'a SonicPipeline,
         image: Tensor<4>,
-        req: &AudioToImage,
-        mode: EditMode,
-        pnp: &PnpOptions,
-        strength: f64,
-        inversion_prompt: &str,
+        req: &EditRequest,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Self, VideoError> {
         let [_, _, h, w] = image.dims();
-        let mut req = req.clone();
-        req.width = w;
-        req.height = h;
+        let mut generation = req.generation.clone();
+        generation.width = w;
+        generation.height = h;
         let latent = encode_image(&pipe.sd, image)?;
         let latent_shape = latent.dims();
-        let source = match mode {
-            EditMode::SdEdit => Source::SdEdit { latent, strength },
+        let source = match req.mode {
+            EditMode::SdEdit => Source::SdEdit {
+                latent,
+                strength: req.strength,
+            },
             EditMode::Pnp => {
-                let conditioning = SourceConditioning::new(&pipe.sd, inversion_prompt)?;
+                let conditioning = SourceConditioning::new(&pipe.sd, &req.inversion_prompt)?;
                 let inversion = ddim_invert(
                     &pipe.sd,
                     latent,
-                    req.steps,
+                    generation.steps,
                     &conditioning,
                     &mut |s, t, _| progress(s, t),
                 )?;
                 Source::Pnp {
                     inversion: Box::new(inversion),
                     conditioning: Box::new(conditioning),
-                    options: pnp.clone(),
+                    options: req.pnp.clone(),
                 }
             }
         };
         Ok(Self {
             pipe,
-            req,
+            req: generation,
             source,
             latent_shape,
         })

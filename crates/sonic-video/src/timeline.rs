@@ -150,7 +150,7 @@ fn normalize(v: &mut [f32]) {
 /// row normalised back onto the unit sphere (twice, as the pipeline's embeddings). The
 /// kernel is cut at 3 sigma and renormalised at the ends.
 pub fn smooth(rows: &[Vec<f32>], sigma: f64) -> Vec<Vec<f32>> {
-    if !(sigma > 0.0) || rows.len() < 2 {
+    if sigma.is_nan() || sigma <= 0.0 || rows.len() < 2 {
         return rows.to_vec();
     }
     let reach = (3.0 * sigma).ceil() as isize;
@@ -185,29 +185,25 @@ pub fn keyframes(frames: usize, every: usize) -> Vec<usize> {
     keys
 }
 
-/// Spherical interpolation between two vectors of the same length at `t` in `[0, 1]` (linear
-/// when they are parallel). Between two Gaussian noises it keeps the noise's scale.
+/// Spherical interpolation between two vectors of the same length at `t` in `[0, 1]`: the
+/// direction slerped on the unit sphere ([`sonic_pipeline::sonic::slerp_unit`]), the length
+/// interpolated linearly. Between two Gaussian noises it keeps the noise's scale.
 pub fn slerp(a: &[f32], b: &[f32], t: f64) -> Vec<f32> {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
-    let na = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    let nb = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    let cos = if na > 0.0 && nb > 0.0 {
-        (dot / (na * nb)).clamp(-1.0, 1.0)
-    } else {
-        1.0
-    };
-    let omega = cos.acos();
-    let (wa, wb) = if omega.abs() < 1e-6 {
-        (1.0 - t, t)
-    } else {
-        (
-            ((1.0 - t) * omega).sin() / omega.sin(),
-            (t * omega).sin() / omega.sin(),
-        )
-    };
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (wa * *x as f64 + wb * *y as f64) as f32)
+    let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let (na, nb) = (norm(a), norm(b));
+    if na == 0.0 || nb == 0.0 {
+        return a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| x + (y - x) * t as f32)
+            .collect();
+    }
+    let unit =
+        |v: &[f32], n: f64| -> Vec<f32> { v.iter().map(|x| (*x as f64 / n) as f32).collect() };
+    let len = (1.0 - t) * na + t * nb;
+    sonic_pipeline::sonic::slerp_unit(&unit(a, na), &unit(b, nb), t)
+        .into_iter()
+        .map(|x| (x as f64 * len) as f32)
         .collect()
 }
 

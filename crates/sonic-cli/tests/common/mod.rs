@@ -77,3 +77,28 @@ pub fn meta(path: &Path, key: &str) -> Option<String> {
         .find(|(k, _)| k == key)
         .map(|(_, v)| v)
 }
+
+/// Starts `sonic serve --port 0` on the tiny models (plus `extra`); returns the child (stderr
+/// piped) and the URL it printed (`listening on URL`).
+pub fn start_server(extra: &[&str]) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sonic"))
+        .args(["serve", "--port", "0"])
+        .args(tiny_models())
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .to_string();
+    (child, url)
+}
