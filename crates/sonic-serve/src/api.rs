@@ -6,6 +6,7 @@ use crate::jobs::{JobInput, Jobs, Snapshot};
 use crate::params::{Fields, Limits};
 use axum::Json;
 use axum::Router;
+use axum::extract::multipart::MultipartRejection;
 use axum::extract::{DefaultBodyLimit, Multipart, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -47,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/jobs/{id}/image", get(image))
         .route("/api/live", get(crate::live::live))
         .fallback(|| async { ServeError::NotFound("no such route".into()) })
+        .method_not_allowed_fallback(|| async { ServeError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
@@ -194,18 +196,28 @@ async fn submit(
     }
 }
 
+/// The multipart body, or a 400 / 415 in the API's JSON form.
+fn form(form: Result<Multipart, MultipartRejection>) -> Result<Multipart, ServeError> {
+    form.map_err(|e| {
+        ServeError::BadRequest(format!(
+            "expected a multipart/form-data body: {}",
+            e.body_text()
+        ))
+    })
+}
+
 async fn generate(
     State(state): State<AppState>,
-    form: Multipart,
+    body: Result<Multipart, MultipartRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ServeError> {
-    submit(state, form, false).await
+    submit(state, form(body)?, false).await
 }
 
 async fn edit(
     State(state): State<AppState>,
-    form: Multipart,
+    body: Result<Multipart, MultipartRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ServeError> {
-    submit(state, form, true).await
+    submit(state, form(body)?, true).await
 }
 
 async fn job(

@@ -23,6 +23,9 @@ pub enum ServeError {
     /// The job exists but has no picture (yet) (409).
     #[error("{0}")]
     Conflict(String),
+    /// The route exists but not with this method (405).
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
     /// The queue is full (503).
     #[error("the queue is full ({0} jobs waiting); try again later")]
     Busy(usize),
@@ -41,6 +44,7 @@ impl ServeError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Startup(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -7,6 +7,7 @@
 use crate::api::AppState;
 use crate::jobs::LiveWork;
 use crate::params::Fields;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::response::Response;
@@ -65,10 +66,16 @@ pub fn decode_f32le(bytes: &[u8]) -> impl Iterator<Item = f32> + '_ {
 
 /// `GET /api/live?rate=48000&seed=..&prompt=..&window=10&min_new=0.5` upgraded to a WebSocket.
 pub async fn live(
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     State(state): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, crate::error::ServeError> {
+    let ws = ws.map_err(|e| {
+        crate::error::ServeError::BadRequest(format!(
+            "live mode needs a WebSocket: {}",
+            e.body_text()
+        ))
+    })?;
     let fields = Fields(query);
     let mut params = fields.generate(&state.limits, 1)?;
     params.mix.clear();

@@ -340,9 +340,19 @@ fn bad_requests_get_4xx_with_a_json_error() {
         .header("Content-Type", "application/json")
         .send("{}")
         .unwrap();
-    assert!(r.status().is_client_error());
-    let _ = r.body_mut().read_to_string();
+    assert_eq!(r.status().as_u16(), 400);
+    let e = r.body_mut().read_to_string().unwrap();
+    assert!(e.contains("multipart/form-data"), "{e}");
+    // Wrong methods and a live request that is not a WebSocket: JSON errors too.
+    let mut r = agent()
+        .put(&format!("http://{}/api/generate", s.addr()))
+        .send("x")
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+    assert!(r.body_mut().read_to_string().unwrap().contains("\"error\""));
     for (path, want) in [
+        ("/api/generate", 405),
+        ("/api/live", 400),
         ("/api/jobs/0123", 404),
         ("/api/jobs/0123/image", 404),
         ("/nothing/here", 404),
