@@ -30,7 +30,8 @@ pub struct ToyWorldOptions {
     pub caption_drop: f64,
     /// Whether the caption embeddings are centred on their mean over the prompts and scaled
     /// to unit root mean square before any training (a fixed map after the frozen encoder
-    /// that makes the base model's text conditioning robust across seeds; `docs/TRAINING.md`).
+    /// that makes the base model's text conditioning far more robust across seeds;
+    /// `docs/TRAINING.md`, "Seeds 1-12").
     pub standardize_captions: bool,
     /// Stage-1 optimizer steps.
     pub stage1_steps: usize,

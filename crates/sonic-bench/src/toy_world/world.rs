@@ -171,8 +171,8 @@ pub(super) fn build_world(o: &ToyWorldOptions) -> Result<World> {
 /// mean square is 1 (the encoder's own scale). The random-weight text encoder maps the five
 /// prompts to sequences that share most of their values (49 in norm, 4.9-6.6 apart), and a
 /// base model has to amplify those small differences; with this fixed affine map after the
-/// frozen encoder its text conditioning no longer depends on the initialisation's luck
-/// (`docs/TRAINING.md`, "Toy world").
+/// frozen encoder its text conditioning depends far less on the initialisation (seed 12: 0.81
+/// -> 0.95 of the captions drawn right; `docs/TRAINING.md`, "Seeds 1-12").
 pub(super) fn standardize_captions(text: &mut [Vec<f32>]) {
     let n = text.len();
     let Some(len) = text.first().map(Vec::len) else {
