@@ -39,6 +39,15 @@ pub struct SonicFrames<'a> {
     req: AudioToImage,
     source: Source,
     latent_shape: [usize; 4],
+    /// The projector's null tokens (the unconditional audio), computed once per video.
+    null: Tensor<3>,
+}
+
+fn null_tokens(pipe: &SonicPipeline) -> Result<Tensor<3>, VideoError> {
+    Ok(pipe
+        .projector
+        .null_tokens(1, &pipe.sd.device)
+        .map_err(PipelineError::from)?)
 }
 
 fn host(t: &Tensor<4>) -> Result<Vec<f32>, VideoError> {
@@ -67,6 +76,7 @@ impl<'a> SonicFrames<'a> {
             req: req.clone(),
             source: Source::Generate,
             latent_shape: shape,
+            null: null_tokens(pipe)?,
         })
     }
 
@@ -112,6 +122,7 @@ impl<'a> SonicFrames<'a> {
             req: generation,
             source,
             latent_shape,
+            null: null_tokens(pipe)?,
         })
     }
 
@@ -153,11 +164,7 @@ impl FrameModel for SonicFrames<'_> {
             .projector
             .forward(emb)
             .map_err(PipelineError::from)?;
-        let null = self
-            .pipe
-            .projector
-            .null_tokens(1, &self.pipe.sd.device)
-            .map_err(PipelineError::from)?;
+        let null = &self.null;
         let sd = &self.pipe.sd;
         let mut step = |s: usize, t: usize, _: f64| progress(s, t);
         let mut out = Vec::with_capacity(n);
@@ -177,7 +184,7 @@ impl FrameModel for SonicFrames<'_> {
                         self.tensor(&[prev]),
                         s,
                         &self.req,
-                        Some((&tok, &null)),
+                        Some((&tok, null)),
                         &mut step,
                     )?;
                     out.extend(Self::rows(&lat)?);
@@ -189,7 +196,7 @@ impl FrameModel for SonicFrames<'_> {
                 let rows: Vec<&[f32]> = noise.iter().map(Vec::as_slice).collect();
                 req.latents = Some(self.tensor(&rows));
                 let mut observer = ProgressOnly::new(&mut step, req.steps);
-                let g = audio_to_image(sd, &req, &tokens, &null, &mut observer)?;
+                let g = audio_to_image(sd, &req, &tokens, null, &mut observer)?;
                 out.extend(Self::rows(&g.latents)?);
             }
             (Source::SdEdit { latent, strength }, None) => {
@@ -200,7 +207,7 @@ impl FrameModel for SonicFrames<'_> {
                         latent.clone(),
                         *strength,
                         &self.req,
-                        Some((&tok, &null)),
+                        Some((&tok, null)),
                         &mut step,
                     )?;
                     out.extend(Self::rows(&lat)?);
@@ -222,7 +229,7 @@ impl FrameModel for SonicFrames<'_> {
                         &self.req,
                         options,
                         conditioning,
-                        Some((&tok, &null)),
+                        Some((&tok, null)),
                         &mut step,
                     )?;
                     out.extend(Self::rows(&lat)?);
