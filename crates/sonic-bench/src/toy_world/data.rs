@@ -104,18 +104,47 @@ pub fn draw_picture(class: usize, rng: &mut ChaCha8Rng, size: usize) -> Vec<f32>
     img
 }
 
-/// The index of the prototype nearest `picture` (squared L2).
+/// The index of the prototype nearest `picture` (squared L2), both taken with their
+/// background removed (`without_background`). Pictures are `[3, H, W]`, channel-major.
+///
+/// A plain L2 to the mean pictures scored the background as much as the shape: sampled
+/// pictures often draw the right shape on a tinted field (teal or purple instead of the
+/// training pictures' dark grey), and at seed 6 ten clear red circles on teal were nearer the
+/// yellow cross's mean picture (docs/TRAINING.md, "Seeds 1-12").
 pub fn nearest_prototype(picture: &[f32], prototypes: &[Vec<f32>]) -> usize {
+    let picture = without_background(picture);
     let mut best = (f32::INFINITY, 0);
     for (k, p) in prototypes.iter().enumerate() {
         let d: f32 = picture
             .iter()
-            .zip(p)
-            .map(|(a, b)| (a.clamp(-1.0, 1.0) - b).powi(2))
+            .zip(without_background(p))
+            .map(|(a, b)| (a - b).powi(2))
             .sum();
         if d < best.0 {
             best = (d, k);
         }
     }
     best.1
+}
+
+/// `picture` (`[3, H, W]`, channel-major) clamped to `[-1, 1]`, each channel minus its median.
+/// The median is the background's level: every shape covers well under half of the picture
+/// (at most about a quarter, `draw_picture`), so what is left is the shape against zero.
+pub fn without_background(picture: &[f32]) -> Vec<f32> {
+    let mut out: Vec<f32> = picture.iter().map(|v| v.clamp(-1.0, 1.0)).collect();
+    let plane = out.len() / 3;
+    if plane == 0 {
+        return out;
+    }
+    for channel in out.chunks_mut(plane) {
+        let mut sorted = channel.to_vec();
+        sorted.sort_unstable_by(f32::total_cmp);
+        let median = if plane % 2 == 1 {
+            sorted[plane / 2]
+        } else {
+            0.5 * (sorted[plane / 2 - 1] + sorted[plane / 2])
+        };
+        channel.iter_mut().for_each(|v| *v -= median);
+    }
+    out
 }

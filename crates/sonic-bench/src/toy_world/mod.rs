@@ -151,7 +151,7 @@ pub mod video;
 mod world;
 
 use data::*;
-pub use data::{draw_picture, nearest_prototype, synth_sound};
+pub use data::{draw_picture, nearest_prototype, synth_sound, without_background};
 use eval::*;
 pub use options::ToyWorldOptions;
 pub use report::{ToyProgress, ToyWorldReport};
@@ -408,6 +408,104 @@ mod tests {
                 assert_eq!(nearest_prototype(&p, &protos), c);
             }
         }
+    }
+
+    #[test]
+    fn shapes_on_tinted_backgrounds_keep_their_class() {
+        // Sampled pictures often draw the right shape on a tinted field; the classifier must
+        // judge the shape, not the field. Plain L2 to the mean pictures misses some of these.
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let pictures: Vec<Vec<Vec<f32>>> = (0..CLASSES)
+            .map(|c| (0..32).map(|_| draw_picture(c, &mut rng, 16)).collect())
+            .collect();
+        let protos = eval::class_prototypes(&pictures);
+        // Fields as sampled pictures draw them (seeds 6 and 8: each channel's background level
+        // between -0.81 and 0.0, against the training pictures' -0.8): teal, purple, dark red,
+        // grey.
+        let tints = [
+            [-0.7f32, -0.1, -0.1],
+            [-0.3, -0.7, -0.05],
+            [-0.05, -0.6, -0.5],
+            [-0.3, -0.3, -0.3],
+        ];
+        let plane = 16 * 16;
+        for c in 0..CLASSES {
+            for tint in &tints {
+                for _ in 0..8 {
+                    let mut p = draw_picture(c, &mut rng, 16);
+                    for i in 0..plane {
+                        let background = (0..3).all(|k| (p[k * plane + i] + 0.8).abs() < 1e-6);
+                        for k in 0..3 {
+                            let noise = 0.1 * data::normal(&mut rng);
+                            if background {
+                                p[k * plane + i] = tint[k] + noise;
+                            } else {
+                                p[k * plane + i] += noise;
+                            }
+                        }
+                    }
+                    assert_eq!(
+                        nearest_prototype(&p, &protos),
+                        c,
+                        "class {c}, tint {tint:?}"
+                    );
+                }
+            }
+        }
+        // The background removal itself: a flat picture becomes all zeros.
+        assert!(
+            without_background(&vec![0.3f32; 3 * plane])
+                .iter()
+                .all(|v| *v == 0.0)
+        );
+    }
+
+    /// Plain squared L2 to the mean pictures: the classifier used before the background was
+    /// removed (kept here to show what it got wrong).
+    fn plain_l2_class(p: &[f32], protos: &[Vec<f32>]) -> usize {
+        let d = |q: &[f32]| -> f32 {
+            p.iter()
+                .zip(q)
+                .map(|(x, y)| (x.clamp(-1.0, 1.0) - y).powi(2))
+                .sum()
+        };
+        (0..protos.len())
+            .min_by(|&a, &b| d(&protos[a]).total_cmp(&d(&protos[b])))
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn seed6_red_circles_on_teal_are_red_circles() {
+        // The 16 pictures the seed-6 toy world drew for its held-out low tones (the red circle
+        // class), cut from its sample grid: all are red circles, most on a teal field. The
+        // plain L2 classifier called most of them yellow crosses.
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests-data/toy-world/seed6-low-tone.png"
+        );
+        let img = image::open(path).expect("test picture").to_rgb8();
+        let (w, h) = img.dimensions();
+        assert_eq!((w, h), (256, 16));
+        let mut rng = ChaCha8Rng::seed_from_u64(6);
+        let pictures: Vec<Vec<Vec<f32>>> = (0..CLASSES)
+            .map(|c| (0..64).map(|_| draw_picture(c, &mut rng, 16)).collect())
+            .collect();
+        let protos = eval::class_prototypes(&pictures);
+        let mut plain_wrong = 0;
+        for k in 0..16u32 {
+            let mut p = vec![0.0f32; 3 * 256];
+            for y in 0..16u32 {
+                for x in 0..16u32 {
+                    let px = img.get_pixel(k * 16 + x, y);
+                    for c in 0..3 {
+                        p[c * 256 + (y * 16 + x) as usize] = f32::from(px[c]) / 127.5 - 1.0;
+                    }
+                }
+            }
+            assert_eq!(nearest_prototype(&p, &protos), 0, "picture {k}");
+            plain_wrong += usize::from(plain_l2_class(&p, &protos) != 0);
+        }
+        assert!(plain_wrong >= 8, "plain L2 missed {plain_wrong} of 16");
     }
 
     #[test]
