@@ -2,7 +2,8 @@
 # Builds the reference fixtures from the project's own generators (tools/fixtures/*.py):
 # creates a Python venv with the pinned packages (tools/fixtures/requirements.txt), runs each
 # generator on the CPU with fixed seeds, and checks the result against the committed manifest
-# (tools/fixtures/manifest.json: every file's sha256 and every tensor's shape).
+# (tools/fixtures/manifest.json: every file's sha256 and every tensor's shape; reference outputs
+# whose last float32 bits differ, as on another CPU, pass by three summary numbers per tensor).
 #
 #   bash scripts/fixtures.sh [DIR] [FOLDER...]
 #   bash scripts/fixtures.sh --setup        # only create the venv
