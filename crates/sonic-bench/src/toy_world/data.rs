@@ -104,8 +104,10 @@ pub fn draw_picture(class: usize, rng: &mut ChaCha8Rng, size: usize) -> Vec<f32>
     img
 }
 
-/// The index of the prototype nearest `picture` (squared L2), both taken with their
-/// background removed (`without_background`). Pictures are `[3, H, W]`, channel-major.
+/// The index of the prototype nearest `picture` (squared L2), the picture taken with its
+/// background removed (`without_background`); `prototypes` are the classes' mean pictures with
+/// theirs removed (as the toy world's `class_prototypes` makes them, once per run). Pictures
+/// are `[3, H, W]`, channel-major.
 ///
 /// A plain L2 to the mean pictures scored the background as much as the shape: sampled
 /// pictures often draw the right shape on a tinted field (teal or purple instead of the
@@ -115,11 +117,7 @@ pub fn nearest_prototype(picture: &[f32], prototypes: &[Vec<f32>]) -> usize {
     let picture = without_background(picture);
     let mut best = (f32::INFINITY, 0);
     for (k, p) in prototypes.iter().enumerate() {
-        let d: f32 = picture
-            .iter()
-            .zip(without_background(p))
-            .map(|(a, b)| (a - b).powi(2))
-            .sum();
+        let d: f32 = picture.iter().zip(p).map(|(a, b)| (a - b).powi(2)).sum();
         if d < best.0 {
             best = (d, k);
         }

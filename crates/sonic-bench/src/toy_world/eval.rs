@@ -84,8 +84,8 @@ pub(super) fn sample(
     Ok(out)
 }
 
-/// The mean training picture of each class (what a sample is classified against).
-pub(super) fn class_prototypes(pictures: &[Vec<Vec<f32>>]) -> Vec<Vec<f32>> {
+/// The mean training picture of each class.
+pub(super) fn mean_pictures(pictures: &[Vec<Vec<f32>>]) -> Vec<Vec<f32>> {
     pictures
         .iter()
         .map(|set| {
@@ -96,6 +96,15 @@ pub(super) fn class_prototypes(pictures: &[Vec<Vec<f32>>]) -> Vec<Vec<f32>> {
             m.iter_mut().for_each(|a| *a /= set.len().max(1) as f32);
             m
         })
+        .collect()
+}
+
+/// What a sample is classified against (`nearest_prototype`): each class's mean training
+/// picture with its background removed (`without_background`), computed once per run.
+pub(super) fn class_prototypes(pictures: &[Vec<Vec<f32>>]) -> Vec<Vec<f32>> {
+    mean_pictures(pictures)
+        .iter()
+        .map(|m| without_background(m))
         .collect()
 }
 

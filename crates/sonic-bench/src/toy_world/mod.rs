@@ -389,17 +389,10 @@ mod tests {
     #[test]
     fn pictures_are_nearest_their_own_prototype() {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
-        let protos: Vec<Vec<f32>> = (0..CLASSES)
-            .map(|c| {
-                let set: Vec<Vec<f32>> = (0..32).map(|_| draw_picture(c, &mut rng, 16)).collect();
-                let mut m = vec![0.0f32; set[0].len()];
-                for p in &set {
-                    m.iter_mut().zip(p).for_each(|(a, b)| *a += b);
-                }
-                m.iter_mut().for_each(|a| *a /= 32.0);
-                m
-            })
+        let pictures: Vec<Vec<Vec<f32>>> = (0..CLASSES)
+            .map(|c| (0..32).map(|_| draw_picture(c, &mut rng, 16)).collect())
             .collect();
+        let protos = eval::class_prototypes(&pictures);
         for c in 0..CLASSES {
             for _ in 0..16 {
                 let p = draw_picture(c, &mut rng, 16);
@@ -491,6 +484,7 @@ mod tests {
             .map(|c| (0..64).map(|_| draw_picture(c, &mut rng, 16)).collect())
             .collect();
         let protos = eval::class_prototypes(&pictures);
+        let means = eval::mean_pictures(&pictures);
         let mut plain_wrong = 0;
         for k in 0..16u32 {
             let mut p = vec![0.0f32; 3 * 256];
@@ -503,7 +497,7 @@ mod tests {
                 }
             }
             assert_eq!(nearest_prototype(&p, &protos), 0, "picture {k}");
-            plain_wrong += usize::from(plain_l2_class(&p, &protos) != 0);
+            plain_wrong += usize::from(plain_l2_class(&p, &means) != 0);
         }
         assert!(plain_wrong >= 8, "plain L2 missed {plain_wrong} of 16");
     }
