@@ -135,6 +135,9 @@ pub(super) fn classify(
     )
 }
 
+/// Pixels of the sample grid per pixel of a sample (each cell also has a 1-pixel white frame).
+const GRID_ZOOM: usize = 4;
+
 /// Writes the sample grid: one row per class (the held-out clips of that class, in order), each
 /// sample drawn at 4x, with the audio samples on the left and the strength-0 samples on the
 /// right, separated by a gap.
@@ -147,7 +150,7 @@ pub(super) fn write_grid(
     report_line: &str,
 ) -> Result<()> {
     let s = o.image_size;
-    let zoom = 4;
+    let zoom = GRID_ZOOM;
     let cell = s * zoom + 2;
     let cols = o.test_per_class;
     let gap = cell;
@@ -207,5 +210,121 @@ pub(super) fn write_grid(
     sonic_core::config::write_atomic(path, &bytes).map_err(|e| ToyWorldError::Output {
         path: path.to_path_buf(),
         message: e.to_string(),
+    })
+}
+
+/// The samples of a grid written by a toy-world run (`toy_world_samples.png`), as the
+/// classifier takes them: for each class row, the samples with audio and those at strength 0.
+#[derive(Debug, Clone)]
+pub struct GridSamples {
+    /// Sample size in pixels.
+    pub image_size: usize,
+    /// `with_audio[class]`: that row's samples with audio, each `[3, S, S]` in `[-1, 1]`,
+    /// concatenated.
+    pub with_audio: Vec<Vec<f32>>,
+    /// The same samples' noise with the adapters at strength 0.
+    pub strength0: Vec<Vec<f32>>,
+}
+
+/// Reads a sample grid (the layout `write_grid` writes: one row per class, the samples with
+/// audio on the left, a gap, those at strength 0 on the right, every sample at 4x in a
+/// 1-pixel frame). The sample size and the columns are read from the picture's size.
+pub fn read_grid(path: &Path) -> Result<GridSamples> {
+    let bad = |message: String| ToyWorldError::Grid {
+        path: path.to_path_buf(),
+        message,
+    };
+    let img = image::open(path).map_err(|e| bad(e.to_string()))?.to_rgb8();
+    let (width, height) = (img.width() as usize, img.height() as usize);
+    let cell = height / CLASSES;
+    let fits = height % CLASSES == 0
+        && cell > 2
+        && (cell - 2) % GRID_ZOOM == 0
+        && width % cell == 0
+        && (width / cell) % 2 == 1
+        && width / cell >= 3;
+    if !fits {
+        return Err(bad(format!(
+            "{width} x {height} pixels is not {CLASSES} rows of (4 x S + 2)-pixel cells, two halves and a gap"
+        )));
+    }
+    let s = (cell - 2) / GRID_ZOOM;
+    let cols = (width / cell - 1) / 2;
+    let sample = |row: usize, col: usize, x0: usize| -> Vec<f32> {
+        let mut out = vec![0.0f32; 3 * s * s];
+        for y in 0..s {
+            for x in 0..s {
+                let px = img.get_pixel(
+                    (x0 + col * cell + 1 + x * GRID_ZOOM) as u32,
+                    (row * cell + 1 + y * GRID_ZOOM) as u32,
+                );
+                for c in 0..3 {
+                    out[c * s * s + y * s + x] = f32::from(px[c]) / 127.5 - 1.0;
+                }
+            }
+        }
+        out
+    };
+    let half = |x0: usize| -> Vec<Vec<f32>> {
+        (0..CLASSES)
+            .map(|row| (0..cols).flat_map(|col| sample(row, col, x0)).collect())
+            .collect()
+    };
+    Ok(GridSamples {
+        image_size: s,
+        with_audio: half(0),
+        strength0: half((cols + 1) * cell),
+    })
+}
+
+/// A sample grid scored again ([`rescore_grid`]).
+#[derive(Debug, Clone)]
+pub struct GridScore {
+    /// Accuracy of the samples with audio.
+    pub accuracy: f64,
+    /// Accuracy at strength 0.
+    pub accuracy_f0: f64,
+    /// `confusion[true][predicted]` with audio.
+    pub confusion: [[usize; CLASSES]; CLASSES],
+    /// The same at strength 0.
+    pub confusion_f0: [[usize; CLASSES]; CLASSES],
+    /// `predicted[class][column]`: the class of each sample with audio.
+    pub predicted: Vec<Vec<usize>>,
+}
+
+/// Scores the samples of a grid written by an earlier run with the current classifier
+/// ([`nearest_prototype`]), against the prototypes of the run's own training pictures (`seed`
+/// and `train_per_class` of that run; [`draw_training_pictures`]): the accuracies the run would
+/// print today, for 8-bit samples (the grid rounds them).
+pub fn rescore_grid(path: &Path, seed: u64, train_per_class: usize) -> Result<GridScore> {
+    let grid = read_grid(path)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let prototypes = class_prototypes(&draw_training_pictures(
+        &mut rng,
+        train_per_class,
+        grid.image_size,
+    ));
+    let score = |rows: &[Vec<f32>]| -> Result<(f64, [[usize; CLASSES]; CLASSES], Vec<Vec<usize>>)> {
+        let per_sample = 3 * grid.image_size * grid.image_size;
+        let labels: Vec<usize> = rows
+            .iter()
+            .enumerate()
+            .flat_map(|(c, r)| std::iter::repeat_n(c, r.len() / per_sample))
+            .collect();
+        let (accuracy, confusion, predicted) = classify(&rows.concat(), &labels, &prototypes);
+        let mut per_row = vec![Vec::new(); CLASSES];
+        for (&l, p) in labels.iter().zip(predicted) {
+            per_row[l].push(p);
+        }
+        Ok((accuracy, confusion, per_row))
+    };
+    let (accuracy, confusion, predicted) = score(&grid.with_audio)?;
+    let (accuracy_f0, confusion_f0, _) = score(&grid.strength0)?;
+    Ok(GridScore {
+        accuracy,
+        accuracy_f0,
+        confusion,
+        confusion_f0,
+        predicted,
     })
 }

@@ -36,7 +36,8 @@
 //!    "" (the picture must come from the audio).
 //! 6. **Evaluation**: for every held-out clip, one sample by DDIM from the audio alone (empty
 //!    caption, audio guidance `eps_null + s (eps_audio - eps_null)`), classified by the
-//!    nearest class prototype (the mean of the class's training pictures, L2). The same
+//!    nearest class prototype (the mean of the class's training pictures; both without their
+//!    background, the prototype at its best contrast: [`nearest_prototype`]). The same
 //!    noise is sampled again with the adapters at strength 0: the model is then the
 //!    unconditional base model, so that accuracy should be near chance (1/4).
 //!    The base model is also sampled with the captions instead of the audio (adapters off):
@@ -116,6 +117,14 @@ pub enum ToyWorldError {
     /// The tokenizer failed.
     #[error("toy world: tokenizer: {0}")]
     Tokenizer(#[from] sonic_clip::tokenizer::ClipTokenizerError),
+    /// A sample grid given to re-score cannot be read.
+    #[error("toy world: {path} is not a readable sample grid: {message}")]
+    Grid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
     /// Writing the sample grid failed.
     #[error("toy world: cannot write {path}: {message}")]
     Output {
@@ -151,8 +160,11 @@ pub mod video;
 mod world;
 
 use data::*;
-pub use data::{draw_picture, nearest_prototype, synth_sound, without_background};
+pub use data::{
+    draw_picture, draw_training_pictures, nearest_prototype, synth_sound, without_background,
+};
 use eval::*;
+pub use eval::{GridSamples, GridScore, read_grid, rescore_grid};
 pub use options::ToyWorldOptions;
 pub use report::{ToyProgress, ToyWorldReport};
 use stages::*;
@@ -386,32 +398,63 @@ pub fn run(
 mod tests {
     use super::*;
 
+    /// The prototypes of a world of seed `seed` with 32 training pictures per class.
+    fn prototypes(seed: u64) -> Vec<Vec<f32>> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        eval::class_prototypes(&draw_training_pictures(&mut rng, 32, 16))
+    }
+
+    /// The class of each `[3, 16, 16]` picture in `pictures`.
+    fn classes(pictures: &[f32], prototypes: &[Vec<f32>]) -> Vec<usize> {
+        pictures
+            .chunks(3 * 256)
+            .map(|p| nearest_prototype(p, prototypes))
+            .collect()
+    }
+
+    /// The pictures of a strip of `16 x 16` pictures side by side, as the classifier takes
+    /// them.
+    fn strip(path: &str) -> Vec<f32> {
+        let img = image::open(path).expect("test picture").to_rgb8();
+        let (w, h) = img.dimensions();
+        assert_eq!((h, w % 16), (16, 0), "{path}");
+        let mut out = Vec::with_capacity(3 * (w * h) as usize);
+        for k in 0..w / 16 {
+            for c in 0..3 {
+                for y in 0..16u32 {
+                    for x in 0..16u32 {
+                        out.push(f32::from(img.get_pixel(k * 16 + x, y)[c]) / 127.5 - 1.0);
+                    }
+                }
+            }
+        }
+        out
+    }
+
     #[test]
-    fn pictures_are_nearest_their_own_prototype() {
-        let mut rng = ChaCha8Rng::seed_from_u64(1);
-        let pictures: Vec<Vec<Vec<f32>>> = (0..CLASSES)
-            .map(|c| (0..32).map(|_| draw_picture(c, &mut rng, 16)).collect())
-            .collect();
-        let protos = eval::class_prototypes(&pictures);
+    fn drawn_pictures_keep_their_class() {
+        let protos = prototypes(1);
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        let mut pictures = Vec::new();
+        let mut labels = Vec::new();
         for c in 0..CLASSES {
-            for _ in 0..16 {
+            for _ in 0..32 {
                 let p = draw_picture(c, &mut rng, 16);
                 assert_eq!(p.len(), 3 * 16 * 16);
                 assert!(p.iter().all(|v| (-1.0..=1.0).contains(v)));
-                assert_eq!(nearest_prototype(&p, &protos), c);
+                pictures.extend(p);
+                labels.push(c);
             }
         }
+        assert_eq!(classes(&pictures, &protos), labels);
     }
 
     #[test]
     fn shapes_on_tinted_backgrounds_keep_their_class() {
         // Sampled pictures often draw the right shape on a tinted field; the classifier must
-        // judge the shape, not the field. Plain L2 to the mean pictures misses some of these.
-        let mut rng = ChaCha8Rng::seed_from_u64(3);
-        let pictures: Vec<Vec<Vec<f32>>> = (0..CLASSES)
-            .map(|c| (0..32).map(|_| draw_picture(c, &mut rng, 16)).collect())
-            .collect();
-        let protos = eval::class_prototypes(&pictures);
+        // judge the shape, not the field.
+        let protos = prototypes(3);
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
         // Fields as sampled pictures draw them (seeds 6 and 8: each channel's background level
         // between -0.81 and 0.0, against the training pictures' -0.8): teal, purple, dark red,
         // grey.
@@ -422,6 +465,8 @@ mod tests {
             [-0.3, -0.3, -0.3],
         ];
         let plane = 16 * 16;
+        let mut pictures = Vec::new();
+        let mut labels = Vec::new();
         for c in 0..CLASSES {
             for tint in &tints {
                 for _ in 0..8 {
@@ -437,14 +482,15 @@ mod tests {
                             }
                         }
                     }
-                    assert_eq!(
-                        nearest_prototype(&p, &protos),
-                        c,
-                        "class {c}, tint {tint:?}"
-                    );
+                    pictures.extend(p);
+                    labels.push(c);
                 }
             }
         }
+        assert_eq!(classes(&pictures, &protos), labels);
+        // Washed out towards the field (half way) and at half the contrast: the same class.
+        let washed: Vec<f32> = pictures.iter().map(|v| 0.5 * v - 0.2).collect();
+        assert_eq!(classes(&washed, &protos), labels);
         // The background removal itself: a flat picture becomes all zeros.
         assert!(
             without_background(&vec![0.3f32; 3 * plane])
@@ -453,53 +499,107 @@ mod tests {
         );
     }
 
-    /// Plain squared L2 to the mean pictures: the classifier used before the background was
-    /// removed (kept here to show what it got wrong).
-    fn plain_l2_class(p: &[f32], protos: &[Vec<f32>]) -> usize {
-        let d = |q: &[f32]| -> f32 {
-            p.iter()
-                .zip(q)
-                .map(|(x, y)| (x.clamp(-1.0, 1.0) - y).powi(2))
-                .sum()
-        };
-        (0..protos.len())
-            .min_by(|&a, &b| d(&protos[a]).total_cmp(&d(&protos[b])))
-            .unwrap_or(0)
-    }
-
     #[test]
     fn seed6_red_circles_on_teal_are_red_circles() {
         // The 16 pictures the seed-6 toy world drew for its held-out low tones (the red circle
         // class), cut from its sample grid: all are red circles, most on a teal field. The
-        // plain L2 classifier called most of them yellow crosses.
-        let path = concat!(
+        // first classifier (plain L2 to the mean pictures) called 10 of them yellow crosses.
+        let pictures = strip(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../../tests-data/toy-world/seed6-low-tone.png"
-        );
-        let img = image::open(path).expect("test picture").to_rgb8();
-        let (w, h) = img.dimensions();
-        assert_eq!((w, h), (256, 16));
-        let mut rng = ChaCha8Rng::seed_from_u64(6);
-        let pictures: Vec<Vec<Vec<f32>>> = (0..CLASSES)
-            .map(|c| (0..64).map(|_| draw_picture(c, &mut rng, 16)).collect())
+        ));
+        assert_eq!(classes(&pictures, &prototypes(6)), vec![0; 16]);
+    }
+
+    #[test]
+    fn hand_labelled_samples_are_classified_as_labelled() {
+        // Samples of the toy generators labelled by eye (tests-data/toy-world/labelled.txt says
+        // which and how), each classified against its own run's prototypes. Of the 138 that a
+        // person can label, this classifier misses 2, median removal at a fixed contrast 6 and
+        // plain L2 about 14 (docs/TRAINING.md): the bar, 97 %, is one only the first meets.
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests-data/toy-world");
+        let pictures = strip(&format!("{dir}/labelled.png"));
+        let text = std::fs::read_to_string(format!("{dir}/labelled.txt")).expect("labels");
+        let items: Vec<(&str, u64, Option<usize>)> = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .map(|l| {
+                let (item, label) = l.rsplit_once(' ').expect("a label");
+                let seed = item.split(' ').next().and_then(|s| s.parse().ok());
+                (item, seed.expect("a seed"), label.parse().ok())
+            })
             .collect();
-        let protos = eval::class_prototypes(&pictures);
-        let means = eval::mean_pictures(&pictures);
-        let mut plain_wrong = 0;
-        for k in 0..16u32 {
-            let mut p = vec![0.0f32; 3 * 256];
-            for y in 0..16u32 {
-                for x in 0..16u32 {
-                    let px = img.get_pixel(k * 16 + x, y);
-                    for c in 0..3 {
-                        p[c * 256 + (y * 16 + x) as usize] = f32::from(px[c]) / 127.5 - 1.0;
-                    }
-                }
+        assert_eq!(items.len() * 3 * 256, pictures.len());
+        let mut clear = 0;
+        let mut wrong = Vec::new();
+        for ((item, seed, label), picture) in items.iter().zip(pictures.chunks(3 * 256)) {
+            let Some(label) = label else { continue };
+            clear += 1;
+            let class = nearest_prototype(picture, &prototypes(*seed));
+            if class != *label {
+                wrong.push(format!("{item}: labelled {label}, classified {class}"));
             }
-            assert_eq!(nearest_prototype(&p, &protos), 0, "picture {k}");
-            plain_wrong += usize::from(plain_l2_class(&p, &means) != 0);
         }
-        assert!(plain_wrong >= 8, "plain L2 missed {plain_wrong} of 16");
+        assert!(clear >= 130, "{clear} clear labels");
+        assert!(
+            wrong.len() * 100 <= 3 * clear,
+            "{} of {clear} wrong:\n{}",
+            wrong.len(),
+            wrong.join("\n")
+        );
+    }
+
+    #[test]
+    fn grids_read_back_what_was_written_and_rescore() {
+        let device = sonic_core::device::default_device().expect("a device");
+        let mut o = ToyWorldOptions::full(PathBuf::new(), device);
+        o.test_per_class = 3;
+        let labels: Vec<usize> = (0..12).map(|i| i % CLASSES).collect();
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let samples: Vec<f32> = labels
+            .iter()
+            .flat_map(|&c| draw_picture(c, &mut rng, 16))
+            .collect();
+        let f0: Vec<f32> = samples.iter().map(|v| -v).collect();
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let path = dir.path().join("grid.png");
+        eval::write_grid(&path, &o, &labels, &samples, &f0, "test").expect("grid written");
+        let grid = read_grid(&path).expect("grid read");
+        assert_eq!(grid.image_size, 16);
+        let n = 3 * 256;
+        for (i, &l) in labels.iter().enumerate() {
+            let col = i / CLASSES;
+            for (half, set) in [(&grid.with_audio, &samples), (&grid.strength0, &f0)] {
+                let read = &half[l][col * n..(col + 1) * n];
+                let written = &set[i * n..(i + 1) * n];
+                let err = read
+                    .iter()
+                    .zip(written)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0f32, f32::max);
+                assert!(err <= 0.5 / 127.5 + 1e-6, "sample {i}: {err}");
+            }
+        }
+        let score = rescore_grid(&path, 5, 32).expect("rescored");
+        assert_eq!(score.accuracy, 1.0);
+        assert_eq!(
+            score.predicted,
+            vec![vec![0; 3], vec![1; 3], vec![2; 3], vec![3; 3]]
+        );
+
+        // Not a grid: a picture of the wrong size, and a file that is no picture.
+        let small = dir.path().join("small.png");
+        image::RgbImage::new(10, 10)
+            .save(&small)
+            .expect("png written");
+        let text = dir.path().join("grid.txt");
+        std::fs::write(&text, "not a picture").expect("file written");
+        for bad in [&small, &text, &dir.path().join("missing.png")] {
+            match read_grid(bad) {
+                Err(ToyWorldError::Grid { path, .. }) => assert_eq!(&path, bad),
+                other => panic!("{}: {other:?}", bad.display()),
+            }
+        }
     }
 
     #[test]

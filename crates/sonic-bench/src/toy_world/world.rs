@@ -131,13 +131,7 @@ pub(super) fn build_world(o: &ToyWorldOptions) -> Result<World> {
         device
     ))?;
     let mut rng = ChaCha8Rng::seed_from_u64(o.seed);
-    let pictures: Vec<Vec<Vec<f32>>> = (0..CLASSES)
-        .map(|c| {
-            (0..o.train_per_class)
-                .map(|_| draw_picture(c, &mut rng, o.image_size))
-                .collect()
-        })
-        .collect();
+    let pictures = draw_training_pictures(&mut rng, o.train_per_class, o.image_size);
     let mut clips = Vec::new();
     let mut labels = Vec::new();
     for _ in 0..o.train_per_class + o.test_per_class {
