@@ -237,10 +237,10 @@ pub fn read_grid(path: &Path) -> Result<GridSamples> {
     let img = image::open(path).map_err(|e| bad(e.to_string()))?.to_rgb8();
     let (width, height) = (img.width() as usize, img.height() as usize);
     let cell = height / CLASSES;
-    let fits = height % CLASSES == 0
+    let fits = height.is_multiple_of(CLASSES)
         && cell > 2
-        && (cell - 2) % GRID_ZOOM == 0
-        && width % cell == 0
+        && (cell - 2).is_multiple_of(GRID_ZOOM)
+        && width.is_multiple_of(cell)
         && (width / cell) % 2 == 1
         && width / cell >= 3;
     if !fits {
@@ -297,6 +297,13 @@ pub struct GridScore {
 /// and `train_per_class` of that run; [`draw_training_pictures`]): the accuracies the run would
 /// print today, for 8-bit samples (the grid rounds them).
 pub fn rescore_grid(path: &Path, seed: u64, train_per_class: usize) -> Result<GridScore> {
+    if train_per_class == 0 {
+        return Err(ToyWorldError::BadOption {
+            name: "train_per_class",
+            value: "0".into(),
+            reason: "the prototypes need at least one training picture per class".into(),
+        });
+    }
     let grid = read_grid(path)?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let prototypes = class_prototypes(&draw_training_pictures(
@@ -304,8 +311,8 @@ pub fn rescore_grid(path: &Path, seed: u64, train_per_class: usize) -> Result<Gr
         train_per_class,
         grid.image_size,
     ));
-    let score = |rows: &[Vec<f32>]| -> Result<(f64, [[usize; CLASSES]; CLASSES], Vec<Vec<usize>>)> {
-        let per_sample = 3 * grid.image_size * grid.image_size;
+    let per_sample = 3 * grid.image_size * grid.image_size;
+    let score = |rows: &[Vec<f32>]| {
         let labels: Vec<usize> = rows
             .iter()
             .enumerate()
@@ -316,10 +323,10 @@ pub fn rescore_grid(path: &Path, seed: u64, train_per_class: usize) -> Result<Gr
         for (&l, p) in labels.iter().zip(predicted) {
             per_row[l].push(p);
         }
-        Ok((accuracy, confusion, per_row))
+        (accuracy, confusion, per_row)
     };
-    let (accuracy, confusion, predicted) = score(&grid.with_audio)?;
-    let (accuracy_f0, confusion_f0, _) = score(&grid.strength0)?;
+    let (accuracy, confusion, predicted) = score(&grid.with_audio);
+    let (accuracy_f0, confusion_f0, _) = score(&grid.strength0);
     Ok(GridScore {
         accuracy,
         accuracy_f0,
