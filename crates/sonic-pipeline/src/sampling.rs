@@ -239,6 +239,8 @@ pub fn denoise(
     let n = guidance.branches();
     let rows = cond.text.dims()[0];
     let timesteps = scheduler.timesteps().to_vec();
+    // The text is the same at every step: its cross-attention keys / values once per run.
+    let text_kv = unet.prepare_text(cond.text.clone());
     for (i, &t) in timesteps.iter().enumerate().skip(start) {
         if observer.should_stop() {
             return Err(PipelineError::Cancelled);
@@ -267,6 +269,7 @@ pub fn denoise(
             input,
             &[t as f32],
             sonic_unet::UNetInputs::new(cond.text.clone())
+                .text_kv(&text_kv)
                 .maybe_adapters(cond.adapter.as_ref())
                 .hook(observer.unet_hook()),
         )?;

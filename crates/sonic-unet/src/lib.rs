@@ -3,7 +3,8 @@
 //!
 //! - gated cross-attention **adapters** in the transformer blocks ([`adapter`],
 //!   [`UNet2DConditionModel::add_adapters`]), attending over their own context (audio tokens)
-//!   with keys / values computed once per sampling run;
+//!   with keys / values computed once per sampling run (the text cross-attentions' too:
+//!   [`UNet2DConditionModel::prepare_text`]);
 //! - **hooks** ([`hooks::UNetHook`]) that observe or replace named intermediate features:
 //!   block outputs, resnet residual branches, self-attention queries and keys (Plug-and-Play).
 //!
@@ -32,5 +33,5 @@ pub mod unet_2d_condition;
 pub use adapter::{AdapterInput, AdapterKv, AdapterStrength};
 pub use config::UNetConfig;
 pub use error::UNetError;
-pub use inputs::UNetInputs;
+pub use inputs::{TextKv, UNetInputs};
 pub use unet_2d_condition::{AdapterPlacement, UNet2DConditionModel};

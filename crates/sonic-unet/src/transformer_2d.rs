@@ -2,6 +2,7 @@
 //! `attention.py`), with the optional gated audio adapter of SonicDiffusion in each block.
 
 use crate::hooks::{AdapterTap, UNetHook};
+use crate::unet_2d_blocks::{BlockInputs, BlockSource};
 use burn::module::{Module, Param};
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, LayerNorm, LayerNormConfig, Linear, LinearConfig};
@@ -141,13 +142,14 @@ impl BasicTransformerBlock {
         self.attn_adapter.as_ref().map(|a| a.key_value(tokens))
     }
 
-    /// Runs the block on `[B, N, dim]` tokens. `adapter` holds this block's precomputed
-    /// adapter keys / values and strength; `name` is the block's path for hooks.
+    /// Runs the block on `[B, N, dim]` tokens. `inputs` holds this block's precomputed text
+    /// keys / values (else they are computed from `text`) and adapter keys / values and
+    /// strength; `name` is the block's path for hooks.
     pub fn forward(
         &self,
         h: Tensor<3>,
         text: &Tensor<3>,
-        adapter: Option<(&(Tensor<4>, Tensor<4>), f32)>,
+        inputs: &BlockInputs,
         hook: &mut dyn UNetHook,
         name: &dyn Fn() -> String,
     ) -> Tensor<3> {
@@ -166,17 +168,18 @@ impl BasicTransformerBlock {
             (q, k)
         };
         let h = self.attn1.attend(q, k, v) + h;
-        // Text cross-attention.
-        let h = self
-            .attn2
-            .forward(self.norm2.forward(h.clone()), Some(text.clone()))
-            + h;
+        // Text cross-attention, with the keys / values of the run when given.
+        let x = self.norm2.forward(h.clone());
+        let h = match &inputs.text_kv {
+            Some((k, v)) => self.attn2.attend(self.attn2.query(x), k.clone(), v.clone()),
+            None => self.attn2.forward(x, Some(text.clone())),
+        } + h;
         // Gated adapter.
         let h = match (
             &self.norm_adapter,
             &self.attn_adapter,
             &self.gate_adapter,
-            adapter,
+            &inputs.adapter,
         ) {
             (Some(norm), Some(attn), Some(gate), Some(((k, v), f))) => {
                 let active = hook.active();
@@ -188,7 +191,7 @@ impl BasicTransformerBlock {
                 if active {
                     hook.adapter_tap(&name(), AdapterTap::Attn, &a);
                 }
-                let scale = gate.val().tanh().mul_scalar(f).reshape([1, 1, 1]);
+                let scale = gate.val().tanh().mul_scalar(*f).reshape([1, 1, 1]);
                 let h = h + a * scale;
                 if active {
                     hook.adapter_tap(&name(), AdapterTap::Out, &h);
@@ -256,14 +259,14 @@ impl Transformer2DModel {
         }
     }
 
-    /// Runs on `[B, C, H, W]`. `adapters` gives a transformer block with an adapter, by its
-    /// path, its keys / values and strength; `name` is this module's path (for the blocks'
-    /// paths and the hooks).
+    /// Runs on `[B, C, H, W]`. `blocks` gives each transformer block, by its path, its
+    /// precomputed inputs (text and adapter keys / values); `name` is this module's path (for
+    /// the blocks' paths and the hooks).
     pub fn forward(
         &self,
         x: Tensor<4>,
         text: &Tensor<3>,
-        adapters: &mut crate::unet_2d_blocks::AdapterSource<'_>,
+        blocks: &mut BlockSource<'_>,
         hook: &mut dyn UNetHook,
         name: &dyn Fn() -> String,
     ) -> Tensor<4> {
@@ -277,18 +280,8 @@ impl Transformer2DModel {
         };
         for (i, block) in self.transformer_blocks.iter().enumerate() {
             let block_name = || format!("{}.transformer_blocks.{i}", name());
-            let kv = if block.has_adapter() {
-                adapters(&block_name())
-            } else {
-                None
-            };
-            tokens = block.forward(
-                tokens,
-                text,
-                kv.as_ref().map(|(kv, f)| (kv, *f)),
-                hook,
-                &block_name,
-            );
+            let inputs = blocks(&block_name());
+            tokens = block.forward(tokens, text, &inputs, hook, &block_name);
         }
         let out = match &self.proj_out {
             Projection::Conv(conv) => {

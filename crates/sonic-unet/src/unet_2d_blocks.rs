@@ -10,9 +10,20 @@ use sonic_layers::downsampling::Downsample2D;
 use sonic_layers::resnet::ResnetBlock2D;
 use sonic_layers::upsampling::Upsample2D;
 
-/// The keys / values and strength of the adapter of a transformer block, looked up by the
-/// block's path.
-pub type AdapterSource<'a> = dyn FnMut(&str) -> Option<((Tensor<4>, Tensor<4>), f32)> + 'a;
+/// What a transformer block takes from the call's precomputed inputs, looked up by the block's
+/// path.
+pub type BlockSource<'a> = dyn FnMut(&str) -> BlockInputs + 'a;
+
+/// One transformer block's precomputed inputs ([`BlockSource`]).
+#[derive(Debug, Clone, Default)]
+pub struct BlockInputs {
+    /// The text cross-attention's keys and values (`attn2`), when the call has them
+    /// ([`crate::inputs::TextKv`]); without them the block computes them from the text.
+    pub text_kv: Option<(Tensor<4>, Tensor<4>)>,
+    /// The adapter's keys, values and strength, when the block has an adapter and the call
+    /// adapter inputs.
+    pub adapter: Option<((Tensor<4>, Tensor<4>), f32)>,
+}
 
 /// Shared sizes of a block.
 #[derive(Debug, Clone, Copy)]
@@ -116,7 +127,7 @@ impl DownBlock {
         x: Tensor<4>,
         temb: &Tensor<2>,
         text: &Tensor<3>,
-        adapters: &mut AdapterSource<'_>,
+        blocks: &mut BlockSource<'_>,
         hook: &mut dyn UNetHook,
         name: &str,
     ) -> (Tensor<4>, Vec<Tensor<4>>) {
@@ -125,9 +136,7 @@ impl DownBlock {
         for (i, r) in self.resnets.iter().enumerate() {
             h = run_resnet(r, h, temb, hook, &|| format!("{name}.resnets.{i}"));
             if let Some(attn) = self.attentions.get(i) {
-                h = attn.forward(h, text, adapters, hook, &|| {
-                    format!("{name}.attentions.{i}")
-                });
+                h = attn.forward(h, text, blocks, hook, &|| format!("{name}.attentions.{i}"));
             }
             states.push(h.clone());
         }
@@ -167,7 +176,7 @@ impl MidBlock {
         x: Tensor<4>,
         temb: &Tensor<2>,
         text: &Tensor<3>,
-        adapters: &mut AdapterSource<'_>,
+        blocks: &mut BlockSource<'_>,
         hook: &mut dyn UNetHook,
     ) -> Tensor<4> {
         let scale = |h: Tensor<4>| {
@@ -182,7 +191,7 @@ impl MidBlock {
             if i > 0
                 && let Some(attn) = self.attentions.get(i - 1)
             {
-                h = attn.forward(h, text, adapters, hook, &|| {
+                h = attn.forward(h, text, blocks, hook, &|| {
                     format!("mid_block.attentions.{}", i - 1)
                 });
             }
@@ -256,7 +265,7 @@ impl UpBlock {
         temb: &Tensor<2>,
         text: &Tensor<3>,
         upsample_size: Option<[usize; 2]>,
-        adapters: &mut AdapterSource<'_>,
+        blocks: &mut BlockSource<'_>,
         hook: &mut dyn UNetHook,
         name: &str,
     ) -> Tensor<4> {
@@ -267,9 +276,7 @@ impl UpBlock {
             }
             h = run_resnet(r, h, temb, hook, &|| format!("{name}.resnets.{i}"));
             if let Some(attn) = self.attentions.get(i) {
-                h = attn.forward(h, text, adapters, hook, &|| {
-                    format!("{name}.attentions.{i}")
-                });
+                h = attn.forward(h, text, blocks, hook, &|| format!("{name}.attentions.{i}"));
             }
         }
         for u in &self.upsamplers {

@@ -5,11 +5,11 @@ use crate::config::UNetConfig;
 use crate::embeddings::{TimestepEmbedding, timestep_embedding};
 use crate::error::UNetError;
 use crate::hooks::{NoHook, UNetHook};
-use crate::inputs::UNetInputs;
+use crate::inputs::{TextKv, UNetInputs};
 use crate::transformer_2d::{
     BasicTransformerBlock, Transformer2DModel, feed_forward_file_key, feed_forward_remaps,
 };
-use crate::unet_2d_blocks::{BlockSpec, DownBlock, MidBlock, UpBlock};
+use crate::unet_2d_blocks::{BlockInputs, BlockSpec, DownBlock, MidBlock, UpBlock};
 use burn::module::Module;
 use burn::nn::GroupNorm;
 use burn::nn::conv::Conv2d;
@@ -325,6 +325,23 @@ impl UNet2DConditionModel {
         }
     }
 
+    /// Precomputes the keys and values of every text cross-attention for `text`
+    /// `[B, N, cross_attention_dim]` (once per sampling run: they depend only on the text;
+    /// pass them with [`UNetInputs::text_kv`] together with the same text).
+    pub fn prepare_text(&self, text: Tensor<3>) -> TextKv {
+        TextKv {
+            text_dims: text.dims(),
+            blocks: self
+                .named_transformer_blocks()
+                .into_iter()
+                .map(|(block, b)| {
+                    let (k, v) = b.attn2.key_value(text.clone());
+                    (block, k, v)
+                })
+                .collect(),
+        }
+    }
+
     /// The number of up-sampling stages (the latent size must be a multiple of `2^n` to avoid
     /// explicit resize targets).
     pub fn num_upsamplers(&self) -> usize {
@@ -355,6 +372,7 @@ impl UNet2DConditionModel {
     ) -> Result<Tensor<4>, UNetError> {
         let UNetInputs {
             text,
+            text_kv,
             adapters: adapter,
             hook,
         } = inputs;
@@ -393,6 +411,17 @@ impl UNet2DConditionModel {
                 .into());
             }
         };
+        if let Some(kv) = text_kv {
+            let blocks = self.named_transformer_blocks().len();
+            if kv.text_dims() != text.dims() || kv.len() != blocks {
+                return Err(sonic_core::CoreError::BadShape {
+                    what: "text keys / values",
+                    expected: format!("{blocks} blocks for text {:?}", text.dims()),
+                    found: kv.text_dims().to_vec(),
+                }
+                .into());
+            }
+        }
         if let Some(a) = adapter {
             let expected = self.adapter_count();
             if a.kv.len() != expected || a.kv.iter().any(|kv| kv.key.dims()[0] != b) {
@@ -421,7 +450,10 @@ impl UNet2DConditionModel {
             hook.time_embedding(&temb);
         }
 
-        let mut adapters = |block: &str| adapter?.get(block);
+        let mut blocks = |block: &str| BlockInputs {
+            text_kv: text_kv.and_then(|kv| kv.get(block)),
+            adapter: adapter.and_then(|a| a.get(block)),
+        };
 
         let factor = 1usize << self.num_upsamplers();
         let forward_upsample_size = h % factor != 0 || w % factor != 0;
@@ -433,14 +465,14 @@ impl UNet2DConditionModel {
         let mut skips = vec![x.clone()];
         for (i, block) in self.down_blocks.iter().enumerate() {
             let name = format!("down_blocks.{i}");
-            let (out, states) = block.forward(x, &temb, &text, &mut adapters, hook, &name);
+            let (out, states) = block.forward(x, &temb, &text, &mut blocks, hook, &name);
             x = out;
             skips.extend(states);
             if hook.active() {
                 hook.block_output(&name, &x);
             }
         }
-        x = self.mid_block.forward(x, &temb, &text, &mut adapters, hook);
+        x = self.mid_block.forward(x, &temb, &text, &mut blocks, hook);
         if hook.active() {
             hook.block_output("mid_block", &x);
         }
@@ -462,7 +494,7 @@ impl UNet2DConditionModel {
                 &temb,
                 &text,
                 upsample_size,
-                &mut adapters,
+                &mut blocks,
                 hook,
                 &name,
             );

@@ -137,6 +137,76 @@ fn adapters_with_zero_strength_equal_the_plain_unet() {
 }
 
 #[test]
+fn text_keys_values_prepared_once_give_the_same_output_bit_for_bit() {
+    let device = sonic_core::device::default_device().unwrap();
+    let dir = root().join("sd15-tiny/unet");
+    let mut unet = sonic_unet::UNet2DConditionModel::from_dir(&dir, &device).unwrap();
+    unet.add_adapters(sonic_unet::AdapterPlacement::OFFICIAL, 32, 0.7, &device);
+    let normal = |shape: [usize; 3]| {
+        burn::tensor::Tensor::<3>::random(
+            shape,
+            burn::tensor::Distribution::Normal(0.0, 1.0),
+            &device,
+        )
+    };
+    // Batch 3, 13 text tokens (not 77), odd latent size.
+    let x = burn::tensor::Tensor::<4>::random(
+        [3, 4, 10, 6],
+        burn::tensor::Distribution::Normal(0.0, 1.0),
+        &device,
+    );
+    let text = normal([3, 13, 32]);
+    let adapters =
+        unet.prepare_adapters(normal([3, 5, 32]), sonic_unet::AdapterStrength::Global(1.0));
+    let text_kv = unet.prepare_text(text.clone());
+    assert!(!text_kv.is_empty());
+    assert_eq!(text_kv.text_dims(), [3, 13, 32]);
+    let host = |t: &burn::tensor::Tensor<4>| sonic_core::fixtures::to_host(t).unwrap();
+    for t in [[981.0f32], [1.0]] {
+        let each_call = unet
+            .forward_with(
+                x.clone(),
+                &t,
+                sonic_unet::UNetInputs::new(text.clone()).adapters(&adapters),
+            )
+            .unwrap();
+        let once = unet
+            .forward_with(
+                x.clone(),
+                &t,
+                sonic_unet::UNetInputs::new(text.clone())
+                    .text_kv(&text_kv)
+                    .adapters(&adapters),
+            )
+            .unwrap();
+        assert_eq!(host(&each_call), host(&once), "timestep {t:?}");
+    }
+    // Keys / values of another text change the output (they are used, not recomputed).
+    let other = unet.prepare_text(normal([3, 13, 32]));
+    let with_other = unet
+        .forward_with(
+            x.clone(),
+            &[500.0],
+            sonic_unet::UNetInputs::new(text.clone()).text_kv(&other),
+        )
+        .unwrap();
+    let plain = unet.forward(x.clone(), &[500.0], text.clone()).unwrap();
+    assert_ne!(host(&with_other), host(&plain));
+    // Keys / values of a text of another shape are refused.
+    for wrong in [normal([2, 13, 32]), normal([3, 7, 32])] {
+        let kv = unet.prepare_text(wrong);
+        assert!(matches!(
+            unet.forward_with(
+                x.clone(),
+                &[1.0],
+                sonic_unet::UNetInputs::new(text.clone()).text_kv(&kv)
+            ),
+            Err(UNetError::Core(CoreError::BadShape { .. }))
+        ));
+    }
+}
+
+#[test]
 fn captured_features_can_be_injected() {
     use sonic_unet::hooks::{BankMode, FeatureBank};
     let device = sonic_core::device::default_device().unwrap();
