@@ -141,6 +141,19 @@ fn vae_conv(c: &mut Criterion) {
         g.bench_function(format!("conv3x3-kernel-{name}"), |b| {
             b.iter(|| sync(sonic_diffusion::kernels::conv::conv2d(&conv, x.clone())))
         });
+        // The kernel's two paths on host slices: banded im2col products and Winograd
+        // F(2x2, 3x3) (what `conv3x3-kernel` takes at these sizes).
+        let geometry = sonic_diffusion::kernels::conv::Geometry::of(&conv, x.dims())
+            .expect("a 3x3 convolution the kernel takes");
+        let host = |t: Tensor<4>| t.into_data().to_vec::<f32>().expect("f32");
+        let xs = host(x.clone());
+        let ws = host(conv.weight.val());
+        g.bench_function(format!("conv3x3-im2col-slices-{name}"), |b| {
+            b.iter(|| sonic_diffusion::kernels::conv::conv2d_f32(&geometry, &xs, &ws, None))
+        });
+        g.bench_function(format!("conv3x3-winograd-slices-{name}"), |b| {
+            b.iter(|| sonic_diffusion::kernels::winograd::conv3x3_f32(&geometry, &xs, &ws, None))
+        });
     }
     g.finish();
 }

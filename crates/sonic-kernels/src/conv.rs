@@ -149,6 +149,27 @@ pub fn fits(conv: &Conv2d, x: &Tensor<4>) -> bool {
             .is_none_or(|b| b.dims() == [conv.weight.dims()[0]])
 }
 
+/// Whether [`crate::winograd`] computes `g` instead of the im2col products: a 3x3 stride-1
+/// convolution ([`crate::winograd::takes`]) with at least [`WINOGRAD_MIN_CHANNELS`] input and
+/// output channels and [`WINOGRAD_MIN_TILES`] 2x2 output tiles over the batch, unless
+/// `winograd` is listed in `SONIC_KERNELS_OFF`.
+pub fn winograd_pays(g: &Geometry) -> bool {
+    crate::winograd::takes(g)
+        && g.c_in.min(g.c_out) >= WINOGRAD_MIN_CHANNELS
+        && g.b * g.oh().div_ceil(2) * g.ow().div_ceil(2) >= WINOGRAD_MIN_TILES
+        && crate::cpu::enabled("winograd")
+}
+
+/// Fewest input and output channels for the Winograd path (below it the 16 products are too
+/// thin to run at the packed products' speed).
+pub const WINOGRAD_MIN_CHANNELS: usize = 64;
+
+/// Fewest 2x2 output tiles (over the whole batch) for the Winograd path. The filter transform
+/// (16 x C_out x C_in values, per call) is paid once per call: measured on the AVX-512 machine
+/// (docs/PERFORMANCE.md, entry 15), 2 x 320 ch at 32 x 32 (512 tiles) gains 1.45x, 2 x 1280 ch
+/// at 16 x 16 (128 tiles) loses 1.5x.
+pub const WINOGRAD_MIN_TILES: usize = 512;
+
 /// Contiguous `f32` values of a flex tensor: borrowed for contiguous f32, else copied (bf16
 /// widened).
 enum F32Values {
@@ -205,7 +226,11 @@ fn fused(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
             .ok()
     });
     let (xv, wv) = (F32Values::new(xf), F32Values::new(wf));
-    let out = conv2d_f32(&g, xv.values(), wv.values(), bias.as_deref());
+    let out = if winograd_pays(&g) {
+        crate::winograd::conv3x3_f32(&g, xv.values(), wv.values(), bias.as_deref())
+    } else {
+        conv2d_f32(&g, xv.values(), wv.values(), bias.as_deref())
+    };
     let shape = vec![g.b, g.c_out, g.oh(), g.ow()];
     let t = if dtype == DType::BF16 {
         let out: Vec<bf16> = out.par_iter().map(|&v| bf16::from_f32(v)).collect();

@@ -9,6 +9,8 @@
 //!   products, online softmax, vectorised exponential), f32 and bf16.
 //! - [`conv::conv2d`]: dense convolutions as banded im2col + packed products written in the
 //!   output's final layout (the weight used as stored, no per-call re-layout), f32 and bf16.
+//!   Large 3x3 stride-1 convolutions go through [`winograd`] (F(2x2, 3x3): 2.25x fewer
+//!   multiplications).
 //! - [`norm::group_norm`], [`norm::group_norm_silu`]: GroupNorm (+ SiLU) in three passes.
 //! - [`reduce::all_finite`]: the finiteness check of loaded weights, in place.
 //!
@@ -29,3 +31,4 @@ pub mod flex;
 pub mod norm;
 pub mod reduce;
 pub mod vecmath;
+pub mod winograd;
