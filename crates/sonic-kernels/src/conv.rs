@@ -265,13 +265,8 @@ pub fn conv2d_f32(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>)
     let rows = g.band_rows();
     let bands = oh.div_ceil(rows);
     let tasks = g.b * bands;
-    let threads = rayon::current_num_threads();
     // Too few bands to keep every thread busy: split each product over the threads instead.
-    let inner = if tasks < threads {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
+    let inner = inner_parallelism(tasks);
     let out_ptr = OutPtr(out.as_mut_ptr());
     let run = |scratch: &mut Vec<f32>, task: usize| {
         let (bi, band) = (task / bands, task % bands);
@@ -326,17 +321,36 @@ pub fn conv2d_f32(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>)
             );
         }
     };
+    run_tasks(tasks, run);
+    out
+}
+
+/// How the products inside one of `tasks` bands use the threads: split over all of them when
+/// there are fewer bands than threads ([`run_tasks`] then runs the bands one after the other),
+/// else not at all (the bands run in parallel).
+pub(crate) fn inner_parallelism(tasks: usize) -> gemm::Parallelism {
+    let threads = rayon::current_num_threads();
     if tasks < threads {
-        let mut scratch = Vec::new();
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    }
+}
+
+/// Runs `run(scratch, task)` for every task in `0..tasks`: in parallel on rayon with one
+/// scratch per thread when there are at least as many tasks as threads, else one after the
+/// other with one scratch (see [`inner_parallelism`]).
+pub(crate) fn run_tasks<S: Default + Send>(tasks: usize, run: impl Fn(&mut S, usize) + Sync) {
+    if tasks < rayon::current_num_threads() {
+        let mut scratch = S::default();
         for task in 0..tasks {
             run(&mut scratch, task);
         }
     } else {
         (0..tasks)
             .into_par_iter()
-            .for_each_init(Vec::new, |scratch, task| run(scratch, task));
+            .for_each_init(S::default, |scratch, task| run(scratch, task));
     }
-    out
 }
 
 /// Gathers the input windows of output rows `r0 .. r0 + n_rows` of one image `[c_in, h, w]`

@@ -17,7 +17,7 @@
 //! never computed); the filter transform is done per call (`16 x C_out x C_in` values, small
 //! next to the products at the sizes where this path is chosen).
 
-use crate::conv::Geometry;
+use crate::conv::{Geometry, inner_parallelism, run_tasks};
 use crate::flex::OutPtr;
 use rayon::prelude::*;
 
@@ -101,12 +101,7 @@ pub fn conv3x3_f32(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>
     let band_rows = (BAND_VALUES / (16 * c_in * tx_n).max(1)).clamp(1, ty_n);
     let bands = ty_n.div_ceil(band_rows);
     let tasks = g.b * bands;
-    let threads = rayon::current_num_threads();
-    let inner = if tasks < threads {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
+    let inner = inner_parallelism(tasks);
     let plane = oh * ow;
     let mut out = vec![0f32; g.b * c_out * plane];
     let out_ptr = OutPtr(out.as_mut_ptr());
@@ -245,15 +240,6 @@ pub fn conv3x3_f32(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>
             }
         }
     };
-    if tasks < threads {
-        let mut scratch = Scratch::default();
-        for task in 0..tasks {
-            run(&mut scratch, task);
-        }
-    } else {
-        (0..tasks)
-            .into_par_iter()
-            .for_each_init(Scratch::default, |s, task| run(s, task));
-    }
+    run_tasks(tasks, run);
     out
 }
