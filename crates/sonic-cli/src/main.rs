@@ -4,6 +4,7 @@
 // `cuda[:N]` there are placeholders, not HTML or links.
 #![allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
 
+mod allocator;
 mod bench;
 mod caption;
 mod device;
@@ -173,6 +174,7 @@ enum Command {
 }
 
 fn main() {
+    allocator::tune();
     if let Err(e) = run() {
         eprintln!("error: {}", error_chain(&e));
         std::process::exit(2);
