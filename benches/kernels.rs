@@ -145,7 +145,7 @@ fn vae_conv(c: &mut Criterion) {
         // F(2x2, 3x3) (what `conv3x3-kernel` takes at these sizes).
         let geometry = sonic_diffusion::kernels::conv::Geometry::of(&conv, x.dims())
             .expect("a 3x3 convolution the kernel takes");
-        let host = |t: Tensor<4>| t.into_data().to_vec::<f32>().expect("f32");
+        let host = |t: Tensor<4>| t.into_data().try_into_vec::<f32>().expect("f32");
         let xs = host(x.clone());
         let ws = host(conv.weight.val());
         g.bench_function(format!("conv3x3-im2col-slices-{name}"), |b| {
