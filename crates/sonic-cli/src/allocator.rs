@@ -2,7 +2,7 @@
 //!
 //! By default glibc hands every freed block above its mmap threshold (adaptive, at most
 //! 32 MiB) back to the kernel and trims the top of the heap, so each step of a model allocates
-//! its activations from fresh pages that the kernel must fault in and zero: about 6 % of the
+//! its activations from fresh pages that the kernel must fault in and zero: about 8 % of the
 //! samples of a UNet step (docs/PERFORMANCE.md, entry 16). Blocks up to 32 MiB kept on the heap,
 //! and up to 1 GiB of freed heap top kept mapped, let the next step reuse them. Measured on
 //! `sonic bench`: unet-64 -2 to -5 %, vae-decode-64 -9 %, unet-32 -6 %, peak RSS +1 to +10 %.

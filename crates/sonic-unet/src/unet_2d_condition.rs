@@ -412,7 +412,7 @@ impl UNet2DConditionModel {
             }
         };
         if let Some(kv) = text_kv {
-            let blocks = self.named_transformer_blocks().len();
+            let blocks = self.transformer_blocks().count();
             if kv.text_dims() != text.dims() || kv.len() != blocks {
                 return Err(sonic_core::CoreError::BadShape {
                     what: "text keys / values",

@@ -138,9 +138,56 @@ pub(super) fn classify(
 /// Pixels of the sample grid per pixel of a sample (each cell also has a 1-pixel white frame).
 const GRID_ZOOM: usize = 4;
 
+/// Where the sample grid puts each sample (what `write_grid` writes and [`read_grid`] reads):
+/// one row per class of `cols` cells of `4 x size + 2` pixels (a sample at 4x in a 1-pixel
+/// frame), the samples with audio on the left, a gap of one cell, those at strength 0 on the
+/// right.
+#[derive(Debug, Clone, Copy)]
+struct GridLayout {
+    /// Sample size in pixels.
+    size: usize,
+    /// Samples per class row and half.
+    cols: usize,
+}
+
+impl GridLayout {
+    /// A cell's side in grid pixels.
+    fn cell(self) -> usize {
+        self.size * GRID_ZOOM + 2
+    }
+
+    /// The grid's width and height in pixels.
+    fn dims(self) -> (usize, usize) {
+        ((2 * self.cols + 1) * self.cell(), CLASSES * self.cell())
+    }
+
+    /// The grid pixel `(x, y)` of sample pixel `(0, 0)` of column `col` of class row `row`, in
+    /// the half with audio (`strength0` false) or at strength 0.
+    fn origin(self, strength0: bool, row: usize, col: usize) -> (usize, usize) {
+        let cell = self.cell();
+        let x0 = if strength0 { (self.cols + 1) * cell } else { 0 };
+        (x0 + col * cell + 1, row * cell + 1)
+    }
+
+    /// The layout of a `width x height` grid picture, if that size is one.
+    fn of_picture(width: usize, height: usize) -> Option<Self> {
+        let cell = height / CLASSES;
+        let fits = height.is_multiple_of(CLASSES)
+            && cell > 2
+            && (cell - 2).is_multiple_of(GRID_ZOOM)
+            && width.is_multiple_of(cell)
+            && (width / cell) % 2 == 1
+            && width / cell >= 3;
+        fits.then(|| GridLayout {
+            size: (cell - 2) / GRID_ZOOM,
+            cols: (width / cell - 1) / 2,
+        })
+    }
+}
+
 /// Writes the sample grid: one row per class (the held-out clips of that class, in order), each
 /// sample drawn at 4x, with the audio samples on the left and the strength-0 samples on the
-/// right, separated by a gap.
+/// right, separated by a gap ([`GridLayout`]).
 pub(super) fn write_grid(
     path: &Path,
     o: &ToyWorldOptions,
@@ -150,20 +197,20 @@ pub(super) fn write_grid(
     report_line: &str,
 ) -> Result<()> {
     let s = o.image_size;
-    let zoom = GRID_ZOOM;
-    let cell = s * zoom + 2;
-    let cols = o.test_per_class;
-    let gap = cell;
-    let width = 2 * cols * cell + gap;
-    let height = CLASSES * cell;
+    let layout = GridLayout {
+        size: s,
+        cols: o.test_per_class,
+    };
+    let cols = layout.cols;
+    let (width, height) = layout.dims();
     let mut rgb = vec![255u8; width * height * 3];
     let plane = s * s;
-    let mut put = |set: &[f32], idx: usize, row: usize, col: usize, x0: usize| {
-        for y in 0..s * zoom {
-            for x in 0..s * zoom {
-                let (py, px) = (y / zoom, x / zoom);
-                let gy = row * cell + 1 + y;
-                let gx = x0 + col * cell + 1 + x;
+    let mut put = |set: &[f32], idx: usize, row: usize, col: usize, strength0: bool| {
+        let (x0, y0) = layout.origin(strength0, row, col);
+        for y in 0..s * GRID_ZOOM {
+            for x in 0..s * GRID_ZOOM {
+                let (py, px) = (y / GRID_ZOOM, x / GRID_ZOOM);
+                let (gy, gx) = (y0 + y, x0 + x);
                 for c in 0..3 {
                     let v = set[idx * 3 * plane + c * plane + py * s + px];
                     let v = ((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8;
@@ -179,8 +226,8 @@ pub(super) fn write_grid(
         if col >= cols {
             continue;
         }
-        put(samples, i, l, col, 0);
-        put(samples_f0, i, l, col, cols * cell + gap);
+        put(samples, i, l, col, false);
+        put(samples_f0, i, l, col, true);
     }
     let metadata = vec![
         ("Software".to_string(), "sonic-train toy_world".to_string()),
@@ -226,9 +273,8 @@ pub struct GridSamples {
     pub strength0: Vec<Vec<f32>>,
 }
 
-/// Reads a sample grid (the layout `write_grid` writes: one row per class, the samples with
-/// audio on the left, a gap, those at strength 0 on the right, every sample at 4x in a
-/// 1-pixel frame). The sample size and the columns are read from the picture's size.
+/// Reads a sample grid (the layout `write_grid` writes, [`GridLayout`]). The sample size and the
+/// columns are read from the picture's size.
 pub fn read_grid(path: &Path) -> Result<GridSamples> {
     let bad = |message: String| ToyWorldError::Grid {
         path: path.to_path_buf(),
@@ -236,28 +282,18 @@ pub fn read_grid(path: &Path) -> Result<GridSamples> {
     };
     let img = image::open(path).map_err(|e| bad(e.to_string()))?.to_rgb8();
     let (width, height) = (img.width() as usize, img.height() as usize);
-    let cell = height / CLASSES;
-    let fits = height.is_multiple_of(CLASSES)
-        && cell > 2
-        && (cell - 2).is_multiple_of(GRID_ZOOM)
-        && width.is_multiple_of(cell)
-        && (width / cell) % 2 == 1
-        && width / cell >= 3;
-    if !fits {
+    let Some(layout) = GridLayout::of_picture(width, height) else {
         return Err(bad(format!(
-            "{width} x {height} pixels is not {CLASSES} rows of (4 x S + 2)-pixel cells, two halves and a gap"
+            "{width} x {height} pixels is not {CLASSES} rows of ({GRID_ZOOM} x S + 2)-pixel cells, two halves and a gap"
         )));
-    }
-    let s = (cell - 2) / GRID_ZOOM;
-    let cols = (width / cell - 1) / 2;
-    let sample = |row: usize, col: usize, x0: usize| -> Vec<f32> {
+    };
+    let s = layout.size;
+    let sample = |strength0: bool, row: usize, col: usize| -> Vec<f32> {
+        let (x0, y0) = layout.origin(strength0, row, col);
         let mut out = vec![0.0f32; 3 * s * s];
         for y in 0..s {
             for x in 0..s {
-                let px = img.get_pixel(
-                    (x0 + col * cell + 1 + x * GRID_ZOOM) as u32,
-                    (row * cell + 1 + y * GRID_ZOOM) as u32,
-                );
+                let px = img.get_pixel((x0 + x * GRID_ZOOM) as u32, (y0 + y * GRID_ZOOM) as u32);
                 for c in 0..3 {
                     out[c * s * s + y * s + x] = f32::from(px[c]) / 127.5 - 1.0;
                 }
@@ -265,15 +301,19 @@ pub fn read_grid(path: &Path) -> Result<GridSamples> {
         }
         out
     };
-    let half = |x0: usize| -> Vec<Vec<f32>> {
+    let half = |strength0: bool| -> Vec<Vec<f32>> {
         (0..CLASSES)
-            .map(|row| (0..cols).flat_map(|col| sample(row, col, x0)).collect())
+            .map(|row| {
+                (0..layout.cols)
+                    .flat_map(|col| sample(strength0, row, col))
+                    .collect()
+            })
             .collect()
     };
     Ok(GridSamples {
         image_size: s,
-        with_audio: half(0),
-        strength0: half((cols + 1) * cell),
+        with_audio: half(false),
+        strength0: half(true),
     })
 }
 
