@@ -273,8 +273,10 @@ pub struct GridSamples {
     pub strength0: Vec<Vec<f32>>,
 }
 
-/// Reads a sample grid (the layout `write_grid` writes, [`GridLayout`]). The sample size and the
-/// columns are read from the picture's size.
+/// Reads a sample grid in the layout `write_grid` writes: one row per class of cells of
+/// `4 x size + 2` pixels (a sample at 4x in a 1-pixel white frame), the samples with audio on the
+/// left, a gap of one cell, those at strength 0 on the right. The sample size and the columns
+/// are read from the picture's size.
 pub fn read_grid(path: &Path) -> Result<GridSamples> {
     let bad = |message: String| ToyWorldError::Grid {
         path: path.to_path_buf(),
