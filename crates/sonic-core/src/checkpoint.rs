@@ -19,14 +19,15 @@
 use crate::config::open_file;
 use crate::error::{CoreError, Result};
 use crate::weights::adapter::PyTorchToBurn;
+use crate::weights::mapping::MappedFile;
 use crate::weights::{
     LoadOptions, check_finite, check_tensors_named, expected_tensors, remap::CompiledRemaps,
 };
 use burn::module::Module;
 use burn::store::pytorch_reader::PytorchReader;
 use burn::store::{ChainAdapter, FloatCastAdapter, ModuleSnapshot, PathFilter, bridge};
-use burn::tensor::{AllocationProperty, Bytes, DType, TensorData};
-use std::collections::BTreeMap;
+use burn::tensor::DType;
+use std::collections::{BTreeMap, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -222,57 +223,19 @@ fn safetensors_dtype(dtype: &str) -> Option<DType> {
     })
 }
 
-/// The tensors of a safetensors file as lazily read snapshots over one read-only memory map
-/// of the file: a tensor's data is handed to Burn without a copy (the mapping is shared, and
-/// copied only if the tensor is ever written in place), so loading costs no memory for the
-/// file's bytes beyond the page cache. Data that is not aligned to its element size (a
-/// non-conforming writer) is copied instead.
-fn mapped_tensors(path: &Path, header: &Header) -> Result<Vec<Snapshot>> {
-    let file = open_file(path)?;
-    // SAFETY: the mapping is read-only; the usual caveat of memory maps applies (a file
-    // truncated by another process while mapped), as for every mmap-based weights loader.
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|source| CoreError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let shared = bytes::Bytes::from_owner(map);
-    let mut out = Vec::with_capacity(header.tensors.len());
+/// Maps a safetensors file ([`MappedFile`]) and makes a lazily read snapshot of each tensor.
+fn mapped_tensors(path: &Path, header: &Header) -> Result<(MappedFile, Vec<Snapshot>)> {
+    let mut tensors = Vec::with_capacity(header.tensors.len());
     for (name, (entry, (start, end))) in &header.tensors {
         let dtype = safetensors_dtype(&entry.dtype).ok_or_else(|| CoreError::UnsupportedDtype {
             path: path.to_path_buf(),
             key: name.clone(),
             dtype: entry.dtype.clone(),
         })?;
-        // read_header checked the offsets against the file's length; the file may have
-        // changed since.
-        let range = (header.data_start + start) as usize..(header.data_start + end) as usize;
-        if range.end > shared.len() {
-            return Err(CoreError::WeightsFile {
-                path: path.to_path_buf(),
-                message: format!(
-                    "tensor `{name}` lies past the end: the file changed while being read"
-                ),
-            });
-        }
-        let data = shared.slice(range);
-        let shape = entry.shape.clone();
-        out.push(bridge::deferred(
-            name.clone(),
-            dtype,
-            shape.clone().into(),
-            None,
-            move || {
-                let align = dtype.size().max(1);
-                let bytes = if (data.as_ptr() as usize).is_multiple_of(align) {
-                    Bytes::from_shared(data.clone(), AllocationProperty::File)
-                } else {
-                    Bytes::from_bytes_vec(data.to_vec())
-                };
-                Ok(TensorData::from_bytes(bytes, shape.clone(), dtype))
-            },
-        ));
+        let range = header.data_start + start..header.data_start + end;
+        tensors.push((name.clone(), dtype, entry.shape.clone(), range));
     }
-    Ok(out)
+    MappedFile::open(path, tensors)
 }
 
 /// The name of a dtype as safetensors spells it (`F32`, `BF16`, `I64`, ...).
@@ -290,6 +253,8 @@ pub struct Checkpoint {
     tensors: BTreeMap<String, Snapshot>,
     /// A safetensors file's `__metadata__` strings (empty for pickles).
     metadata: BTreeMap<String, String>,
+    /// A safetensors file's mapping (`None` for pickles).
+    mapped: Option<MappedFile>,
 }
 
 impl std::fmt::Debug for Checkpoint {
@@ -330,10 +295,11 @@ impl Checkpoint {
             path: path.to_path_buf(),
             message,
         };
-        let (all, metadata): (Vec<Snapshot>, _) = match format {
+        let (all, metadata, mapped): (Vec<Snapshot>, _, _) = match format {
             CheckpointFormat::Safetensors => {
                 let header = read_header(path)?;
-                (mapped_tensors(path, &header)?, header.metadata)
+                let (mapped, all) = mapped_tensors(path, &header)?;
+                (all, header.metadata, Some(mapped))
             }
             CheckpointFormat::Pytorch => {
                 let reader =
@@ -343,7 +309,7 @@ impl Checkpoint {
                     .into_values()
                     .map(bridge::from_pytorch)
                     .collect();
-                (all, BTreeMap::new())
+                (all, BTreeMap::new(), None)
             }
         };
         let prefix = anchor
@@ -377,6 +343,7 @@ impl Checkpoint {
             prefix,
             tensors,
             metadata,
+            mapped,
         })
     }
 
@@ -538,8 +505,24 @@ impl Checkpoint {
             })
         };
         check_tensors_named(path, &expected, &found, &file_key)?;
+        let checked = if options.allow_non_finite {
+            HashSet::new()
+        } else {
+            self.check_finite_mapped(&apply, &file_key)?
+        };
 
         let mut module = module;
+        // On plain flex the loaded tensors stay on the mapped file; linear weights are then
+        // transposed at first use instead of now.
+        let adapter = if module
+            .devices()
+            .first()
+            .is_some_and(sonic_kernels::flex::on_plain_flex)
+        {
+            PyTorchToBurn::deferred()
+        } else {
+            PyTorchToBurn::default()
+        };
         let filter = options
             .subset
             .as_ref()
@@ -548,7 +531,7 @@ impl Checkpoint {
             apply,
             filter,
             Some(Box::new(ChainAdapter::new(
-                PyTorchToBurn,
+                adapter.clone(),
                 FloatCastAdapter::to(DType::F32),
             ))),
             true,
@@ -571,19 +554,54 @@ impl Checkpoint {
             });
         }
         if !options.allow_non_finite {
+            // What the mapping could not check (pickles, f64 files), before the linear weights
+            // become lazy (a lazy parameter is not read here).
             check_finite(
                 &module,
                 path,
-                &|name| expected.contains_key(name),
+                &|name| expected.contains_key(name) && !checked.contains(name),
                 &file_key,
             )?;
         }
+        let module = adapter.finish(module);
         tracing::debug!(
             file = %path.display(),
             applied = result.applied.len(),
             "loaded weights"
         );
         Ok(module)
+    }
+
+    /// Checks that every tensor of `apply` (named by module path) that the file's
+    /// [`MappedFile`] can read is finite (read from the file, not through the mapping);
+    /// returns the module paths checked. The first non-finite tensor is a [`CoreError::NonFiniteWeight`].
+    fn check_finite_mapped(
+        &self,
+        apply: &[Snapshot],
+        file_key: &dyn Fn(&str) -> String,
+    ) -> Result<HashSet<String>> {
+        let mut checked = HashSet::new();
+        let Some(mapped) = &self.mapped else {
+            return Ok(checked);
+        };
+        for t in apply {
+            let key = file_key(&t.name);
+            match mapped.check_finite(&key) {
+                Some(true) => {
+                    checked.insert(t.name.clone());
+                }
+                Some(false) => {
+                    return Err(CoreError::NonFiniteWeight {
+                        path: self.path.clone(),
+                        count: mapped.count_non_finite(&key).unwrap_or(0),
+                        numel: t.shape.iter().product(),
+                        key,
+                    });
+                }
+                None => {}
+            }
+        }
+        Ok(checked)
     }
 }
 
@@ -598,6 +616,8 @@ fn anchored_prefix(key: &str, anchor: &regex::Regex) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::weights::mapping::PIECE;
+    use burn::tensor::TensorData;
 
     #[test]
     fn anchored_prefix_is_cut_at_a_segment() {
@@ -727,5 +747,137 @@ mod tests {
             values(lin.bias.as_ref().unwrap().val()),
             vec![1.0, 2.0, 3.0]
         );
+    }
+
+    /// A safetensors file of one tensor `w` with the given dtype name and raw little-endian data.
+    fn one_tensor(dir: &Path, dtype: &str, shape: &[usize], data: &[u8]) -> PathBuf {
+        let header = format!(
+            r#"{{"w":{{"dtype":"{dtype}","shape":{shape:?},"data_offsets":[0,{}]}}}}"#,
+            data.len()
+        );
+        let p = dir.join(format!("{dtype}.safetensors"));
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend_from_slice(data);
+        std::fs::write(&p, &bytes).unwrap();
+        p
+    }
+
+    #[derive(burn::module::Module, Debug)]
+    struct Holder {
+        w: burn::module::Param<burn::tensor::Tensor<1>>,
+    }
+
+    /// The finiteness check reads the file in pieces: a NaN or an infinity is found in every
+    /// float dtype, in the first and the last value, on both sides of a piece boundary, and
+    /// counted; finite data loads unchanged.
+    #[test]
+    fn non_finite_values_are_found_anywhere_in_every_dtype() {
+        let device = crate::device::parse_device("flex").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let load = |p: &Path, n: usize| {
+            let holder = Holder {
+                w: burn::module::Param::from_tensor(burn::tensor::Tensor::zeros([n], &device)),
+            };
+            Checkpoint::open(p)
+                .unwrap()
+                .load_into(holder, &LoadOptions::default())
+        };
+        // f32 over three pieces (PIECE bytes each, the last one short).
+        let n = PIECE / 4 * 2 + 77;
+        for at in [0, PIECE / 4 - 1, PIECE / 4, n - 1] {
+            for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                let mut v: Vec<f32> = (0..n).map(|i| (i % 1000) as f32 - 500.0).collect();
+                v[at] = bad;
+                let p = one_tensor(dir.path(), "F32", &[n], bytemuck::cast_slice(&v));
+                match load(&p, n) {
+                    Err(CoreError::NonFiniteWeight {
+                        key, count, numel, ..
+                    }) => {
+                        assert_eq!((key.as_str(), count, numel), ("w", 1, n), "at {at}");
+                    }
+                    other => panic!("{bad} at {at}: {other:?}"),
+                }
+            }
+        }
+        let v: Vec<f32> = (0..n).map(|i| i as f32 * 1e-3).collect();
+        let p = one_tensor(dir.path(), "F32", &[n], bytemuck::cast_slice(&v));
+        let got = load(&p, n).unwrap().w.val().into_data();
+        got.assert_eq(&TensorData::new(v, [n]), true);
+        // Half precisions: f16 0x7c00 is infinity, bf16 0x7fc0 NaN; 0x3c00 / 0x3f80 are 1.0.
+        for (dtype, one, special) in [("F16", 0x3c00u16, 0x7c00u16), ("BF16", 0x3f80, 0x7fc0)] {
+            let mut v = vec![one; 1000];
+            v[999] = special;
+            v[3] = special;
+            let p = one_tensor(dir.path(), dtype, &[1000], bytemuck::cast_slice(&v));
+            match load(&p, 1000) {
+                Err(CoreError::NonFiniteWeight { count, .. }) => assert_eq!(count, 2, "{dtype}"),
+                other => panic!("{dtype}: {other:?}"),
+            }
+            v[999] = one;
+            v[3] = one;
+            let p = one_tensor(dir.path(), dtype, &[1000], bytemuck::cast_slice(&v));
+            let got = load(&p, 1000).unwrap().w.val().into_data();
+            got.convert::<f32>()
+                .assert_eq(&TensorData::new(vec![1.0f32; 1000], [1000]), true);
+        }
+        // f64 is checked after the cast: a finite 1e300 is infinite as f32.
+        let p = one_tensor(
+            dir.path(),
+            "F64",
+            &[2],
+            bytemuck::cast_slice(&[1.0f64, 1e300]),
+        );
+        assert!(matches!(
+            load(&p, 2),
+            Err(CoreError::NonFiniteWeight { .. })
+        ));
+    }
+
+    /// A linear layer loaded on flex: its weight is lazy until used, then the transpose of
+    /// the file's `[out, in]`, and the layer computes `x W^T + b`.
+    #[test]
+    fn linear_weights_load_in_pytorch_order() {
+        use burn::nn::{Linear, LinearConfig};
+        let device = crate::device::parse_device("flex").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("lin.safetensors");
+        let w: Vec<f32> = (0..12).map(|i| i as f32 * 0.5 - 2.0).collect(); // [out 4, in 3]
+        let tensors = [
+            crate::weights::NamedTensor {
+                name: "weight".into(),
+                shape: vec![4, 3],
+                data: w.clone(),
+            },
+            crate::weights::NamedTensor {
+                name: "bias".into(),
+                shape: vec![4],
+                data: vec![0.5; 4],
+            },
+        ];
+        crate::weights::write_safetensors_f32(&p, &tensors, None).unwrap();
+        let lin: Linear = LinearConfig::new(3, 4).init(&device);
+        let lin = Checkpoint::open(&p)
+            .unwrap()
+            .load_into(lin, &LoadOptions::default())
+            .unwrap();
+        assert!(
+            !lin.weight.is_initialized(),
+            "transposed before its first use"
+        );
+        let x = [1.0f32, -1.0, 2.0];
+        let y = lin
+            .forward(burn::tensor::Tensor::<2>::from_data(
+                TensorData::new(x.to_vec(), [1, 3]),
+                &device,
+            ))
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        for (o, got) in y.iter().enumerate() {
+            let want: f32 = 0.5 + (0..3).map(|i| w[o * 3 + i] * x[i]).sum::<f32>();
+            assert!((got - want).abs() < 1e-6, "out {o}: {got} vs {want}");
+        }
+        assert_eq!(lin.weight.dims(), [3, 4]);
     }
 }

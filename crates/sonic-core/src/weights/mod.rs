@@ -15,6 +15,7 @@
 
 pub(crate) mod adapter;
 pub mod finite;
+pub(crate) mod mapping;
 pub mod names;
 pub mod remap;
 pub mod tensor_file;

@@ -1,0 +1,160 @@
+//! A safetensors file mapped read-only and shared by the tensors loaded from it.
+//!
+//! Each tensor is handed to Burn as a slice of the mapping (no copy: cubecl's copy-on-write
+//! `Bytes`, copied only if a weight is ever written in place). The finiteness check of loading
+//! reads each tensor from the file into small reused buffers (`pread`), not through the
+//! mapping: the pages land in the page cache without being mapped into the process, so a
+//! checked model is not resident until it runs - as with diffusers, whose loading reads nothing
+//! - and the check costs no page faults (docs/PERFORMANCE.md, entry 17).
+
+use crate::config::open_file;
+use crate::error::{CoreError, Result};
+use burn::store::bridge;
+use burn::tensor::{AllocationProperty, Bytes, DType, TensorData};
+use memmap2::Mmap;
+use rayon::prelude::*;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::ops::Range;
+use std::path::Path;
+
+type Snapshot = burn::store::burn_pack::Tensor;
+
+/// A read-only mapping of a weights file and where each tensor lies in it.
+pub(crate) struct MappedFile {
+    /// The file, read for the finiteness check.
+    file: File,
+    /// Tensor name (as the file spells it) -> byte range in the mapping and dtype.
+    ranges: BTreeMap<String, (Range<usize>, DType)>,
+}
+
+impl MappedFile {
+    /// Maps `path` and makes a lazily read snapshot of each tensor of `tensors` (name, dtype,
+    /// shape, byte range in the file). Data that is not aligned to its element size (a
+    /// non-conforming writer) is copied when read.
+    pub(crate) fn open(
+        path: &Path,
+        tensors: Vec<(String, DType, Vec<usize>, Range<u64>)>,
+    ) -> Result<(Self, Vec<Snapshot>)> {
+        let file = open_file(path)?;
+        // SAFETY: the mapping is read-only; the usual caveat of memory maps applies (a file
+        // truncated by another process while mapped), as for every mmap-based weights loader.
+        let map = unsafe { Mmap::map(&file) }.map_err(|source| CoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let shared = bytes::Bytes::from_owner(map);
+        let mut ranges = BTreeMap::new();
+        let mut out = Vec::with_capacity(tensors.len());
+        for (name, dtype, shape, range) in tensors {
+            // The header was checked against the file's length; the file may have changed since.
+            let range = range.start as usize..range.end as usize;
+            if range.end > shared.len() {
+                return Err(CoreError::WeightsFile {
+                    path: path.to_path_buf(),
+                    message: format!(
+                        "tensor `{name}` lies past the end: the file changed while being read"
+                    ),
+                });
+            }
+            ranges.insert(name.clone(), (range.clone(), dtype));
+            let data = shared.slice(range);
+            out.push(bridge::deferred(
+                name,
+                dtype,
+                shape.clone().into(),
+                None,
+                move || {
+                    let align = dtype.size().max(1);
+                    let bytes = if (data.as_ptr() as usize).is_multiple_of(align) {
+                        Bytes::from_shared(data.clone(), AllocationProperty::File)
+                    } else {
+                        Bytes::from_bytes_vec(data.to_vec())
+                    };
+                    Ok(TensorData::from_bytes(bytes, shape.clone(), dtype))
+                },
+            ));
+        }
+        Ok((Self { file, ranges }, out))
+    }
+
+    /// Whether every value of the tensor `name` (as the file spells it) is finite, read from
+    /// the file in pieces of [`PIECE`] bytes, in parallel. `None` when this cannot say: no such
+    /// tensor, a dtype other than f32 / f16 / bf16 (an f64 value may overflow the f32 it is
+    /// loaded as), a read error (the load then reads the data itself and reports it).
+    pub(crate) fn check_finite(&self, name: &str) -> Option<bool> {
+        let finite = self.scan(name, sonic_kernels::reduce::bytes_all_finite)?;
+        Some(finite.into_iter().all(|f| f))
+    }
+
+    /// How many values of the tensor `name` are NaN or infinite (`None` as for
+    /// [`Self::check_finite`]).
+    pub(crate) fn count_non_finite(&self, name: &str) -> Option<usize> {
+        let counts = self.scan(name, sonic_kernels::reduce::bytes_count_non_finite)?;
+        Some(counts.into_iter().sum())
+    }
+
+    /// `f(piece, dtype)` for each piece of [`PIECE`] bytes of the f32 / f16 / bf16 tensor
+    /// `name`, read from the file into a reused, aligned buffer; `None` if a read or an `f`
+    /// fails, or for another dtype.
+    fn scan<R: Send>(
+        &self,
+        name: &str,
+        f: impl Fn(&[u8], DType) -> Option<R> + Sync,
+    ) -> Option<Vec<R>> {
+        let (range, dtype) = self.ranges.get(name)?;
+        if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
+            return None;
+        }
+        (0..range.len().div_ceil(PIECE))
+            .into_par_iter()
+            .map(|i| {
+                let start = range.start + i * PIECE;
+                let len = PIECE.min(range.end - start);
+                PIECE_BUFFER.with_borrow_mut(|buffer| {
+                    let bytes = &mut bytemuck::cast_slice_mut(buffer.as_mut_slice())[..len];
+                    read_at(&self.file, bytes, start as u64).ok()?;
+                    f(bytes, *dtype)
+                })
+            })
+            .collect()
+    }
+}
+
+/// Bytes per read of [`MappedFile::check_finite`]: large enough that a read costs little
+/// besides its copy, small enough to stay in the L2 cache for the check that follows.
+pub(crate) const PIECE: usize = 1 << 20;
+
+thread_local! {
+    /// Each thread's buffer for [`MappedFile::check_finite`] (`u64`s: aligned for any dtype).
+    static PIECE_BUFFER: std::cell::RefCell<Vec<u64>> = std::cell::RefCell::new(vec![0; PIECE / 8]);
+}
+
+/// Reads exactly `buf.len()` bytes of `file` at `offset`.
+fn read_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+    }
+    #[cfg(windows)]
+    {
+        let mut done = 0;
+        while done < buf.len() {
+            let n = std::os::windows::fs::FileExt::seek_read(
+                file,
+                &mut buf[done..],
+                offset + done as u64,
+            )?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            done += n;
+        }
+        Ok(())
+    }
+    #[cfg(not(any(unix, windows)))]
+    {
+        let _ = (file, buf, offset);
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
+}
