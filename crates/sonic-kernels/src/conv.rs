@@ -18,8 +18,8 @@
 
 use crate::flex::{OutPtr, from_flex, into_flex, on_plain_flex};
 use burn::backend::flex::FlexTensor;
-use burn::nn::PaddingConfig2d;
-use burn::nn::conv::Conv2d;
+use burn::nn::conv::{Conv1d, Conv2d};
+use burn::nn::{PaddingConfig1d, PaddingConfig2d};
 use burn::tensor::{DType, Tensor, TensorData};
 use half::bf16;
 use rayon::prelude::*;
@@ -67,9 +67,42 @@ impl Geometry {
             PaddingConfig2d::Valid => [0; 4],
             PaddingConfig2d::Same => return None,
         };
-        let [c_out, c_w, kh, kw] = conv.weight.dims();
+        let plain = conv.groups == 1 && conv.dilation == [1, 1];
+        Self::checked(conv.weight.dims(), dims, conv.stride, pad, plain)
+    }
+
+    /// The geometry of the 1-d `conv` applied to an input `[b, c_in, l]`: a 2-d convolution
+    /// of height 1 (`None` as for [`Self::of`]).
+    pub fn of_1d(conv: &Conv1d, dims: [usize; 3]) -> Option<Geometry> {
+        let (left, right) = match conv.padding {
+            PaddingConfig1d::Explicit(l, r) => (l, r),
+            PaddingConfig1d::Valid => (0, 0),
+            PaddingConfig1d::Same => return None,
+        };
+        let [c_out, c_w, k] = conv.weight.dims();
+        let [b, c_in, l] = dims;
+        let plain = conv.groups == 1 && conv.dilation == 1;
+        let pad = [0, left, 0, right];
+        Self::checked(
+            [c_out, c_w, 1, k],
+            [b, c_in, 1, l],
+            [1, conv.stride],
+            pad,
+            plain,
+        )
+    }
+
+    /// The geometry of a weight `[c_out, c_w, kh, kw]` over `[b, c_in, h, w]` if the kernel
+    /// takes it: `plain` (no groups, no dilation), matching channels, a non-empty output.
+    fn checked(
+        weight: [usize; 4],
+        dims: [usize; 4],
+        [sh, sw]: [usize; 2],
+        pad: [usize; 4],
+        plain: bool,
+    ) -> Option<Geometry> {
+        let [c_out, c_w, kh, kw] = weight;
         let [b, c_in, h, w] = dims;
-        let [sh, sw] = conv.stride;
         let g = Geometry {
             b,
             c_in,
@@ -82,8 +115,7 @@ impl Geometry {
             sw,
             pad,
         };
-        let ok = conv.groups == 1
-            && conv.dilation == [1, 1]
+        let ok = plain
             && c_w == c_in
             && sh > 0
             && sw > 0
@@ -127,26 +159,47 @@ impl Geometry {
 /// bf16) where [`Geometry::of`] accepts the convolution, Burn's convolution otherwise.
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     if fits(conv, &x) {
-        fused(conv, x)
-    } else {
-        conv.forward(x)
+        let g = Geometry::of(conv, x.dims());
+        let bias = conv.bias.as_ref().map(|b| b.val());
+        if let Some(out) = g.and_then(|g| fused(&g, x.clone(), conv.weight.val(), bias)) {
+            return from_flex(out);
+        }
     }
+    conv.forward(x)
+}
+
+/// `conv.forward(x)` for a 1-d convolution and `x` `[B, C_in, L]`: the kernel as a 2-d
+/// convolution of height 1 where [`Geometry::of_1d`] accepts it (as for [`conv2d`]), Burn's
+/// convolution otherwise.
+pub fn conv1d(conv: &Conv1d, x: Tensor<3>) -> Tensor<3> {
+    let g = Geometry::of_1d(conv, x.dims());
+    let bias = conv.bias.as_ref().map(|b| b.val());
+    if let Some(g) = g.filter(|_| takes(&x, &conv.weight.val(), bias.as_ref())) {
+        if let Some(out) = fused(&g, x.clone(), conv.weight.val(), bias) {
+            let out = out.reshape(vec![g.b, g.c_out, g.ow()].into());
+            return from_flex(out);
+        }
+    }
+    conv.forward(x)
 }
 
 /// Whether [`conv2d`] takes the kernel path for `conv` on `x` (never when `conv` is listed in
 /// `SONIC_KERNELS_OFF`, see [`crate::cpu::enabled`]).
 pub fn fits(conv: &Conv2d, x: &Tensor<4>) -> bool {
+    let bias = conv.bias.as_ref().map(|b| b.val());
+    Geometry::of(conv, x.dims()).is_some() && takes(x, &conv.weight.val(), bias.as_ref())
+}
+
+/// Whether the kernel runs on these tensors: `conv` enabled, f32 or bf16 on the plain flex
+/// device, the weight in the input's dtype, a bias of one value per output channel.
+fn takes<const D: usize>(x: &Tensor<D>, weight: &Tensor<D>, bias: Option<&Tensor<1>>) -> bool {
     let dtype = x.dtype();
     crate::cpu::enabled("conv")
-        && Geometry::of(conv, x.dims()).is_some()
         && matches!(dtype, DType::F32 | DType::BF16)
         && on_plain_flex(&x.device())
-        && conv.weight.val().dtype() == dtype
-        && on_plain_flex(&conv.weight.device())
-        && conv
-            .bias
-            .as_ref()
-            .is_none_or(|b| b.dims() == [conv.weight.dims()[0]])
+        && weight.dtype() == dtype
+        && on_plain_flex(&weight.device())
+        && bias.is_none_or(|b| b.dims() == [weight.dims()[0]])
 }
 
 /// Whether [`crate::winograd`] computes `g` instead of the im2col products: a 3x3 stride-1
@@ -209,36 +262,31 @@ impl F32Values {
     }
 }
 
-fn fused(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    let dims = x.dims();
-    let Some(g) = Geometry::of(conv, dims) else {
-        unreachable!("`fits` checked the geometry")
-    };
+/// The convolution `g` of `x` by `weight` (+ `bias`) as a flex tensor `[b, c_out, oh, ow]` in
+/// the input's dtype; `None` if a tensor is not on plain flex.
+fn fused<const D: usize>(
+    g: &Geometry,
+    x: Tensor<D>,
+    weight: Tensor<D>,
+    bias: Option<Tensor<1>>,
+) -> Option<FlexTensor> {
     let dtype = x.dtype();
-    let (Some(xf), Some(wf)) = (into_flex(x), into_flex(conv.weight.val())) else {
-        unreachable!("`fits` checked that input and weight are plain flex tensors")
-    };
-    let bias: Option<Vec<f32>> = conv.bias.as_ref().and_then(|b| {
-        b.val()
-            .cast(DType::F32)
-            .into_data()
-            .try_into_vec::<f32>()
-            .ok()
-    });
+    let (xf, wf) = (into_flex(x)?, into_flex(weight)?);
+    let bias: Option<Vec<f32>> =
+        bias.and_then(|b| b.cast(DType::F32).into_data().try_into_vec::<f32>().ok());
     let (xv, wv) = (F32Values::new(xf), F32Values::new(wf));
-    let out = if winograd_pays(&g) {
-        crate::winograd::conv3x3_f32(&g, xv.values(), wv.values(), bias.as_deref())
+    let out = if winograd_pays(g) {
+        crate::winograd::conv3x3_f32(g, xv.values(), wv.values(), bias.as_deref())
     } else {
-        conv2d_f32(&g, xv.values(), wv.values(), bias.as_deref())
+        conv2d_f32(g, xv.values(), wv.values(), bias.as_deref())
     };
     let shape = vec![g.b, g.c_out, g.oh(), g.ow()];
-    let t = if dtype == DType::BF16 {
+    Some(if dtype == DType::BF16 {
         let out: Vec<bf16> = out.par_iter().map(|&v| bf16::from_f32(v)).collect();
         FlexTensor::from_data(TensorData::new(out, shape))
     } else {
         FlexTensor::from_data(TensorData::new(out, shape))
-    };
-    from_flex(t)
+    })
 }
 
 /// The convolution on contiguous `f32` values: `x` `[b, c_in, h, w]`, `weight`

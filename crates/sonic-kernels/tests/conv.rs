@@ -209,3 +209,56 @@ fn refuses_what_it_does_not_take() {
     let y = conv2d(&grouped, x.clone());
     assert_eq!(y.dims(), grouped.forward(x).dims());
 }
+
+/// 1-d convolutions (the projector's: kernel 15, padding 7, stride 1 and 4) against Burn's,
+/// with odd channel counts, batch 3, a length shorter than the kernel, no bias, bf16, and the
+/// fallback for what the kernel refuses.
+#[test]
+fn conv1d_matches_burn() {
+    use burn::nn::PaddingConfig1d;
+    use burn::nn::conv::{Conv1d, Conv1dConfig};
+    use sonic_kernels::conv::conv1d;
+    let device = Device::flex();
+    // (batch, c_in, length, c_out, kernel, stride, padding left / right, bias)
+    let cases = [
+        (1, 1, 1024, 77, 15, 1, (7, 7), true),
+        (3, 13, 100, 5, 15, 4, (7, 7), true),
+        (2, 7, 5, 9, 15, 1, (7, 7), false),
+        (2, 6, 31, 6, 3, 2, (0, 1), true),
+        (1, 4, 9, 3, 1, 1, (0, 0), true),
+    ];
+    for (b, c_in, l, c_out, k, stride, (left, right), bias) in cases {
+        let conv = Conv1dConfig::new(c_in, c_out, k)
+            .with_stride(stride)
+            .with_padding(PaddingConfig1d::Explicit(left, right))
+            .with_bias(bias)
+            .init(&device);
+        let x = Tensor::<3>::random([b, c_in, l], Distribution::Normal(0.3, 1.0), &device);
+        assert!(
+            Geometry::of_1d(&conv, x.dims()).is_some(),
+            "refused {b}x{c_in}x{l}"
+        );
+        let want = conv.forward(x.clone());
+        let e = max_rel(conv1d(&conv, x.clone()), want.clone());
+        assert!(
+            e < 2e-6,
+            "{b}x{c_in}x{l} -> {c_out}, k {k} stride {stride}: {e}"
+        );
+        let convb = Conv1d {
+            weight: Param::from_tensor(conv.weight.val().cast(DType::BF16)),
+            bias: conv
+                .bias
+                .as_ref()
+                .map(|p| Param::from_tensor(p.val().cast(DType::BF16))),
+            ..conv.clone()
+        };
+        let got = conv1d(&convb, x.clone().cast(DType::BF16));
+        assert_eq!(got.dtype(), DType::BF16);
+        assert!(max_rel(got, want) < 3e-2, "bf16 {b}x{c_in}x{l}");
+    }
+    let grouped = Conv1dConfig::new(4, 4, 3).with_groups(2).init(&device);
+    let x = Tensor::<3>::random([1, 4, 8], Distribution::Normal(0.0, 1.0), &device);
+    assert!(Geometry::of_1d(&grouped, x.dims()).is_none());
+    let e = max_rel(conv1d(&grouped, x.clone()), grouped.forward(x));
+    assert!(e < 1e-6, "fallback: {e}");
+}

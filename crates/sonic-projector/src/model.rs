@@ -18,6 +18,7 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Tensor};
 use sonic_core::weights::{NamedTensor, write_safetensors_f32};
+use sonic_kernels::conv::conv1d;
 use std::path::Path;
 
 /// `nn.LayerNorm([T, L])`: normalises each sample jointly over its last two dimensions, with
@@ -117,19 +118,19 @@ impl AudioEmbProjection {
             }
             x
         };
-        let x = keep(self.conv_0.forward(x));
+        let x = keep(conv1d(&self.conv_0, x));
         let x = keep(gelu(x));
-        let x = keep(self.conv_2.forward(x));
+        let x = keep(conv1d(&self.conv_2, x));
         let x = keep(gelu(x));
         let x = keep(self.norm_4.forward(x));
-        let x = keep(self.conv_5.forward(x));
+        let x = keep(conv1d(&self.conv_5, x));
         let x = keep(gelu(x));
         let x = keep(self.norm_7.forward(x));
         let x = keep(self.conv_transpose_8.forward(x));
         let x = keep(gelu(x));
         let x = keep(self.norm_10.forward(x));
         let x = keep(gelu(x));
-        let x = keep(self.conv_12.forward(x));
+        let x = keep(conv1d(&self.conv_12, x));
         // 13: Dropout, the identity at inference.
         keep(x)
     }
