@@ -1,7 +1,7 @@
 //! Criterion benchmarks of the hot kernels of the UNet / VAE at Stable Diffusion 1.x sizes
 //! (guidance batch 2, on the default device, float32): scaled-dot-product attention (self and
 //! text cross, and the whole attention module), 3x3 convolutions and GroupNorm at the three
-//! UNet widths, and a resnet block.
+//! UNet widths, a resnet block, and GEGLU.
 //!
 //! Each kernel of `sonic-kernels` is measured back to back with the plain Burn path it
 //! replaces (`...-fused` / `...-burn`), so that the ratio holds even on a loaded machine.
@@ -171,5 +171,28 @@ fn resnet(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, attention, conv_norm, vae_conv, resnet);
+/// GEGLU of the UNet's feed-forwards at the three widths (tokens of a 64 x 64 latent, batch 2):
+/// the fused pass against Burn's slices + `gelu` + multiply.
+fn geglu(c: &mut Criterion) {
+    let d = device();
+    let mut g = c.benchmark_group("geglu");
+    g.sample_size(10);
+    for (tokens, width) in [(4096, 320), (1024, 640), (256, 1280)] {
+        let h = randn([2, tokens, 2 * 4 * width], &d);
+        g.bench_function(format!("geglu-fused-{tokens}x{width}"), |b| {
+            b.iter(|| sync(sonic_diffusion::kernels::geglu::geglu(h.clone())))
+        });
+        g.bench_function(format!("geglu-burn-{tokens}x{width}"), |b| {
+            b.iter(|| {
+                let c2 = 2 * 4 * width;
+                let hidden = h.clone().slice([0..2, 0..tokens, 0..c2 / 2]);
+                let gate = h.clone().slice([0..2, 0..tokens, c2 / 2..c2]);
+                sync(hidden * burn::tensor::activation::gelu(gate))
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, attention, conv_norm, vae_conv, resnet, geglu);
 criterion_main!(benches);

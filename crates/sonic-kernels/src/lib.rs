@@ -12,6 +12,7 @@
 //!   Large 3x3 stride-1 convolutions go through [`winograd`] (F(2x2, 3x3): 2.25x fewer
 //!   multiplications).
 //! - [`norm::group_norm`], [`norm::group_norm_silu`]: GroupNorm (+ SiLU) in three passes.
+//! - [`geglu::geglu`]: the transformer blocks' GEGLU in one parallel pass.
 //! - [`reduce::all_finite`]: the finiteness check of loaded weights, in place.
 //!
 //! ```no_run
@@ -28,6 +29,7 @@ pub mod attention;
 pub mod conv;
 pub mod cpu;
 pub mod flex;
+pub mod geglu;
 pub mod norm;
 pub mod reduce;
 pub mod vecmath;

@@ -6,7 +6,6 @@ use crate::unet_2d_blocks::{BlockInputs, BlockSource};
 use burn::module::{Module, Param};
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Tensor};
 use sonic_attn::{Attention, AttentionConfig};
 use sonic_core::weights::Remap;
@@ -20,12 +19,7 @@ pub struct GeGlu {
 
 impl GeGlu {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let h = self.proj.forward(x);
-        let [b, n, c2] = h.dims();
-        let c = c2 / 2;
-        let hidden = h.clone().slice([0..b, 0..n, 0..c]);
-        let gate = h.slice([0..b, 0..n, c..c2]);
-        hidden * gelu(gate)
+        sonic_kernels::geglu::geglu(self.proj.forward(x))
     }
 }
 
