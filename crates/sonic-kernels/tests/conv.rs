@@ -20,6 +20,12 @@ struct Case {
     bias: bool,
 }
 
+/// A convolution's bias cast to `dtype`.
+fn bias_as(bias: &Option<Param<Tensor<1>>>, dtype: DType) -> Option<Param<Tensor<1>>> {
+    bias.as_ref()
+        .map(|p| Param::from_tensor(p.val().cast(dtype)))
+}
+
 fn conv(case: &Case, device: &Device) -> Conv2d {
     let [t, l, b, r] = case.pad;
     Conv2dConfig::new([case.x[1], case.c_out], case.k)
@@ -164,20 +170,14 @@ fn kernel_matches_burn_bf16() {
             Tensor::<4>::random(case.x, Distribution::Normal(0.3, 1.0), &device).cast(DType::BF16);
         let convb = Conv2d {
             weight: Param::from_tensor(conv.weight.val().cast(DType::BF16)),
-            bias: conv
-                .bias
-                .as_ref()
-                .map(|p| Param::from_tensor(p.val().cast(DType::BF16))),
+            bias: bias_as(&conv.bias, DType::BF16),
             ..conv.clone()
         };
         // Computed in f32 on the bf16 values and rounded once: within one bf16 rounding of the
         // f32 result on the same values.
         let wantf = Conv2d {
             weight: Param::from_tensor(convb.weight.val().cast(DType::F32)),
-            bias: convb
-                .bias
-                .as_ref()
-                .map(|p| Param::from_tensor(p.val().cast(DType::F32))),
+            bias: bias_as(&convb.bias, DType::F32),
             ..conv.clone()
         }
         .forward(x.clone().cast(DType::F32));
@@ -246,10 +246,7 @@ fn conv1d_matches_burn() {
         );
         let convb = Conv1d {
             weight: Param::from_tensor(conv.weight.val().cast(DType::BF16)),
-            bias: conv
-                .bias
-                .as_ref()
-                .map(|p| Param::from_tensor(p.val().cast(DType::BF16))),
+            bias: bias_as(&conv.bias, DType::BF16),
             ..conv.clone()
         };
         let got = conv1d(&convb, x.clone().cast(DType::BF16));
