@@ -180,7 +180,7 @@ fn geglu(c: &mut Criterion) {
     for (tokens, width) in [(4096, 320), (1024, 640), (256, 1280)] {
         let h = randn([2, tokens, 2 * 4 * width], &d);
         g.bench_function(format!("geglu-fused-{tokens}x{width}"), |b| {
-            b.iter(|| sync(sonic_diffusion::kernels::geglu::geglu(h.clone())))
+            b.iter(|| sync(sonic_diffusion::kernels::activation::geglu(h.clone())))
         });
         g.bench_function(format!("geglu-burn-{tokens}x{width}"), |b| {
             b.iter(|| {

@@ -12,7 +12,8 @@
 //!   Large 3x3 stride-1 convolutions go through [`winograd`] (F(2x2, 3x3): 2.25x fewer
 //!   multiplications).
 //! - [`norm::group_norm`], [`norm::group_norm_silu`]: GroupNorm (+ SiLU) in three passes.
-//! - [`geglu::geglu`]: the transformer blocks' GEGLU in one parallel pass.
+//! - [`activation::geglu`], [`activation::gelu`]: GEGLU and GELU in one parallel pass with a
+//!   vectorised `erf`.
 //! - [`reduce::all_finite`]: the finiteness check of loaded weights, in place.
 //!
 //! ```no_run
@@ -25,11 +26,11 @@
 //! let o = sonic_kernels::attention::scaled_dot_product(q, k, v); // [2, 8, 4096, 40]
 //! ```
 
+pub mod activation;
 pub mod attention;
 pub mod conv;
 pub mod cpu;
 pub mod flex;
-pub mod geglu;
 pub mod norm;
 pub mod reduce;
 pub mod vecmath;

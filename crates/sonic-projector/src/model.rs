@@ -13,11 +13,11 @@ use burn::module::{Module, Param};
 use burn::nn::conv::{Conv1d, Conv1dConfig, ConvTranspose1d, ConvTranspose1dConfig};
 use burn::nn::{Initializer, Linear, LinearConfig, PaddingConfig1d};
 use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, bridge};
-use burn::tensor::activation::gelu;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Tensor};
 use sonic_core::weights::{NamedTensor, write_safetensors_f32};
+use sonic_kernels::activation::gelu;
 use sonic_kernels::conv::conv1d;
 use std::path::Path;
 

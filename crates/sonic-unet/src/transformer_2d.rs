@@ -19,7 +19,7 @@ pub struct GeGlu {
 
 impl GeGlu {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        sonic_kernels::geglu::geglu(self.proj.forward(x))
+        sonic_kernels::activation::geglu(self.proj.forward(x))
     }
 }
 
