@@ -7,7 +7,9 @@
 //! (`erf` within 1.5e-7 of the true one, as PyTorch's vectorised `erf`). f32 only; bf16 and
 //! other devices take Burn's chain.
 
+use crate::cpu::Isa;
 use crate::flex::{from_flex, into_flex, on_plain_flex};
+use crate::vecmath;
 use burn::backend::flex::FlexTensor;
 use burn::tensor::{DType, Tensor, TensorData};
 use rayon::prelude::*;
@@ -23,35 +25,25 @@ const TASK_VALUES: usize = 1 << 14;
 pub fn geglu<const D: usize>(h: Tensor<D>) -> Tensor<D> {
     let dims = h.dims();
     let c2 = dims[D - 1];
-    assert!(c2 % 2 == 0, "geglu: odd last dimension {c2}");
+    assert!(c2.is_multiple_of(2), "geglu: odd last dimension {c2}");
     let c = c2 / 2;
-    if crate::cpu::enabled("geglu") && h.dtype() == DType::F32 && on_plain_flex(&h.device()) {
-        if let Some(f) = into_flex(h.clone()) {
-            let f = if f.is_contiguous() {
-                f
-            } else {
-                f.to_contiguous()
-            };
-            let start = f.layout().start_offset();
-            let n: usize = dims.iter().product();
-            let input = &f.storage::<f32>()[start..start + n];
-            let mut out = vec![0f32; n / 2];
-            if c > 0 {
-                let rows_per_task = (TASK_VALUES / c).max(1);
-                let isa = crate::cpu::Isa::selected();
-                out.par_chunks_mut(rows_per_task * c)
-                    .zip(input.par_chunks(rows_per_task * c2))
-                    .for_each(|(o, i)| {
-                        for (o, i) in o.chunks_exact_mut(c).zip(i.chunks_exact(c2)) {
-                            let (hidden, gate) = i.split_at(c);
-                            crate::vecmath::gelu_mul(isa, Some(hidden), gate, o);
-                        }
-                    });
-            }
-            let mut shape = dims.to_vec();
-            shape[D - 1] = c;
-            return from_flex(FlexTensor::from_data(TensorData::new(out, shape)));
+    if let Some(f) = contiguous_f32(&h) {
+        let mut out = vec![0f32; f.values().len() / 2];
+        if let Some(rows) = TASK_VALUES.checked_div(c) {
+            let rows = rows.max(1);
+            let isa = Isa::selected();
+            out.par_chunks_mut(rows * c)
+                .zip(f.values().par_chunks(rows * c2))
+                .for_each(|(o, i)| {
+                    for (o, i) in o.chunks_exact_mut(c).zip(i.chunks_exact(c2)) {
+                        let (hidden, gate) = i.split_at(c);
+                        vecmath::gelu_mul(isa, Some(hidden), gate, o);
+                    }
+                });
         }
+        let mut shape = dims.to_vec();
+        shape[D - 1] = c;
+        return from_flex(FlexTensor::from_data(TensorData::new(out, shape)));
     }
     let mut hidden = dims.map(|d| 0..d);
     let mut gate = hidden.clone();
@@ -63,24 +55,42 @@ pub fn geglu<const D: usize>(h: Tensor<D>) -> Tensor<D> {
 /// `gelu(x)` (`0.5 x (1 + erf(x / sqrt 2))`) with the vectorised GELU, in parallel, on plain
 /// flex f32; Burn's `gelu` otherwise.
 pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    if crate::cpu::enabled("geglu") && x.dtype() == DType::F32 && on_plain_flex(&x.device()) {
-        if let Some(f) = into_flex(x.clone()) {
-            let f = if f.is_contiguous() {
-                f
-            } else {
-                f.to_contiguous()
-            };
-            let start = f.layout().start_offset();
-            let dims = x.dims();
-            let n: usize = dims.iter().product();
-            let input = &f.storage::<f32>()[start..start + n];
-            let mut out = vec![0f32; n];
-            let isa = crate::cpu::Isa::selected();
-            out.par_chunks_mut(TASK_VALUES)
-                .zip(input.par_chunks(TASK_VALUES))
-                .for_each(|(o, i)| crate::vecmath::gelu_mul(isa, None, i, o));
-            return from_flex(FlexTensor::from_data(TensorData::new(out, dims.to_vec())));
-        }
+    if let Some(f) = contiguous_f32(&x) {
+        let mut out = vec![0f32; f.values().len()];
+        let isa = Isa::selected();
+        out.par_chunks_mut(TASK_VALUES)
+            .zip(f.values().par_chunks(TASK_VALUES))
+            .for_each(|(o, i)| vecmath::gelu_mul(isa, None, i, o));
+        return from_flex(FlexTensor::from_data(TensorData::new(
+            out,
+            x.dims().to_vec(),
+        )));
     }
     burn::tensor::activation::gelu(x)
+}
+
+/// A contiguous flex f32 tensor (`t` itself, or a contiguous copy of a strided view).
+struct ContiguousF32(FlexTensor);
+
+impl ContiguousF32 {
+    /// Its values in row-major order.
+    fn values(&self) -> &[f32] {
+        let start = self.0.layout().start_offset();
+        let n = self.0.layout().shape().iter().product::<usize>();
+        &self.0.storage::<f32>()[start..start + n]
+    }
+}
+
+/// `t` as a [`ContiguousF32`] where these kernels apply: `geglu` enabled (see
+/// [`crate::cpu::enabled`]), f32 on the plain flex device.
+fn contiguous_f32<const D: usize>(t: &Tensor<D>) -> Option<ContiguousF32> {
+    if !(crate::cpu::enabled("geglu") && t.dtype() == DType::F32 && on_plain_flex(&t.device())) {
+        return None;
+    }
+    let f = into_flex(t.clone())?;
+    Some(ContiguousF32(if f.is_contiguous() {
+        f
+    } else {
+        f.to_contiguous()
+    }))
 }

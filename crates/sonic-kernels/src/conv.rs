@@ -174,11 +174,10 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
 pub fn conv1d(conv: &Conv1d, x: Tensor<3>) -> Tensor<3> {
     let g = Geometry::of_1d(conv, x.dims());
     let bias = conv.bias.as_ref().map(|b| b.val());
-    if let Some(g) = g.filter(|_| takes(&x, &conv.weight.val(), bias.as_ref())) {
-        if let Some(out) = fused(&g, x.clone(), conv.weight.val(), bias) {
-            let out = out.reshape(vec![g.b, g.c_out, g.ow()].into());
-            return from_flex(out);
-        }
+    if let Some(g) = g.filter(|_| takes(&x, &conv.weight.val(), bias.as_ref()))
+        && let Some(out) = fused(&g, x.clone(), conv.weight.val(), bias)
+    {
+        return from_flex(out.reshape(vec![g.b, g.c_out, g.ow()].into()));
     }
     conv.forward(x)
 }
