@@ -158,3 +158,145 @@ fn read_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
         Err(std::io::ErrorKind::Unsupported.into())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Loading through the mapping: the finiteness check read from the file, and linear
+    //! weights transposed at first use (`Checkpoint::load_into` on flex).
+    use super::*;
+    use crate::checkpoint::Checkpoint;
+    use crate::weights::LoadOptions;
+    use std::path::PathBuf;
+
+    /// A safetensors file of one tensor `w` with the given dtype name and raw little-endian data.
+    fn one_tensor(dir: &Path, dtype: &str, shape: &[usize], data: &[u8]) -> PathBuf {
+        let header = format!(
+            r#"{{"w":{{"dtype":"{dtype}","shape":{shape:?},"data_offsets":[0,{}]}}}}"#,
+            data.len()
+        );
+        let p = dir.join(format!("{dtype}.safetensors"));
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend_from_slice(data);
+        std::fs::write(&p, &bytes).unwrap();
+        p
+    }
+
+    #[derive(burn::module::Module, Debug)]
+    struct Holder {
+        w: burn::module::Param<burn::tensor::Tensor<1>>,
+    }
+
+    /// The finiteness check reads the file in pieces: a NaN or an infinity is found in every
+    /// float dtype, in the first and the last value, on both sides of a piece boundary, and
+    /// counted; finite data loads unchanged.
+    #[test]
+    fn non_finite_values_are_found_anywhere_in_every_dtype() {
+        let device = crate::device::parse_device("flex").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let load = |p: &Path, n: usize| {
+            let holder = Holder {
+                w: burn::module::Param::from_tensor(burn::tensor::Tensor::zeros([n], &device)),
+            };
+            Checkpoint::open(p)
+                .unwrap()
+                .load_into(holder, &LoadOptions::default())
+        };
+        // f32 over three pieces (PIECE bytes each, the last one short).
+        let n = PIECE / 4 * 2 + 77;
+        for at in [0, PIECE / 4 - 1, PIECE / 4, n - 1] {
+            for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                let mut v: Vec<f32> = (0..n).map(|i| (i % 1000) as f32 - 500.0).collect();
+                v[at] = bad;
+                let p = one_tensor(dir.path(), "F32", &[n], bytemuck::cast_slice(&v));
+                match load(&p, n) {
+                    Err(CoreError::NonFiniteWeight {
+                        key, count, numel, ..
+                    }) => {
+                        assert_eq!((key.as_str(), count, numel), ("w", 1, n), "at {at}");
+                    }
+                    other => panic!("{bad} at {at}: {other:?}"),
+                }
+            }
+        }
+        let v: Vec<f32> = (0..n).map(|i| i as f32 * 1e-3).collect();
+        let p = one_tensor(dir.path(), "F32", &[n], bytemuck::cast_slice(&v));
+        let got = load(&p, n).unwrap().w.val().into_data();
+        got.assert_eq(&TensorData::new(v, [n]), true);
+        // Half precisions: f16 0x7c00 is infinity, bf16 0x7fc0 NaN; 0x3c00 / 0x3f80 are 1.0.
+        for (dtype, one, special) in [("F16", 0x3c00u16, 0x7c00u16), ("BF16", 0x3f80, 0x7fc0)] {
+            let mut v = vec![one; 1000];
+            v[999] = special;
+            v[3] = special;
+            let p = one_tensor(dir.path(), dtype, &[1000], bytemuck::cast_slice(&v));
+            match load(&p, 1000) {
+                Err(CoreError::NonFiniteWeight { count, .. }) => assert_eq!(count, 2, "{dtype}"),
+                other => panic!("{dtype}: {other:?}"),
+            }
+            v[999] = one;
+            v[3] = one;
+            let p = one_tensor(dir.path(), dtype, &[1000], bytemuck::cast_slice(&v));
+            let got = load(&p, 1000).unwrap().w.val().into_data();
+            got.convert::<f32>()
+                .assert_eq(&TensorData::new(vec![1.0f32; 1000], [1000]), true);
+        }
+        // f64 is checked after the cast: a finite 1e300 is infinite as f32.
+        let p = one_tensor(
+            dir.path(),
+            "F64",
+            &[2],
+            bytemuck::cast_slice(&[1.0f64, 1e300]),
+        );
+        assert!(matches!(
+            load(&p, 2),
+            Err(CoreError::NonFiniteWeight { .. })
+        ));
+    }
+
+    /// A linear layer loaded on flex: its weight is lazy until used, then the transpose of
+    /// the file's `[out, in]`, and the layer computes `x W^T + b`.
+    #[test]
+    fn linear_weights_load_in_pytorch_order() {
+        use burn::nn::{Linear, LinearConfig};
+        let device = crate::device::parse_device("flex").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("lin.safetensors");
+        let w: Vec<f32> = (0..12).map(|i| i as f32 * 0.5 - 2.0).collect(); // [out 4, in 3]
+        let tensors = [
+            crate::weights::NamedTensor {
+                name: "weight".into(),
+                shape: vec![4, 3],
+                data: w.clone(),
+            },
+            crate::weights::NamedTensor {
+                name: "bias".into(),
+                shape: vec![4],
+                data: vec![0.5; 4],
+            },
+        ];
+        crate::weights::write_safetensors_f32(&p, &tensors, None).unwrap();
+        let lin: Linear = LinearConfig::new(3, 4).init(&device);
+        let lin = Checkpoint::open(&p)
+            .unwrap()
+            .load_into(lin, &LoadOptions::default())
+            .unwrap();
+        assert!(
+            !lin.weight.is_initialized(),
+            "transposed before its first use"
+        );
+        let x = [1.0f32, -1.0, 2.0];
+        let y = lin
+            .forward(burn::tensor::Tensor::<2>::from_data(
+                TensorData::new(x.to_vec(), [1, 3]),
+                &device,
+            ))
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        for (o, got) in y.iter().enumerate() {
+            let want: f32 = 0.5 + (0..3).map(|i| w[o * 3 + i] * x[i]).sum::<f32>();
+            assert!((got - want).abs() < 1e-6, "out {o}: {got} vs {want}");
+        }
+        assert_eq!(lin.weight.dims(), [3, 4]);
+    }
+}
