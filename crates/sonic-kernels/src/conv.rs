@@ -158,12 +158,12 @@ impl Geometry {
 /// `conv.forward(x)` for `x` `[B, C_in, H, W]`: the kernel on the plain `flex` device (f32 or
 /// bf16) where [`Geometry::of`] accepts the convolution, Burn's convolution otherwise.
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    if fits(conv, &x) {
-        let g = Geometry::of(conv, x.dims());
-        let bias = conv.bias.as_ref().map(|b| b.val());
-        if let Some(out) = g.and_then(|g| fused(&g, x.clone(), conv.weight.val(), bias)) {
-            return from_flex(out);
-        }
+    let g = Geometry::of(conv, x.dims());
+    let bias = conv.bias.as_ref().map(|b| b.val());
+    if let Some(g) = g.filter(|_| takes(&x, &conv.weight.val(), bias.as_ref()))
+        && let Some(out) = fused(&g, x.clone(), conv.weight.val(), bias)
+    {
+        return from_flex(out);
     }
     conv.forward(x)
 }

@@ -111,11 +111,17 @@ impl MappedFile {
             .map(|i| {
                 let start = range.start + i * PIECE;
                 let len = PIECE.min(range.end - start);
-                PIECE_BUFFER.with_borrow_mut(|buffer| {
-                    let bytes = &mut bytemuck::cast_slice_mut(buffer.as_mut_slice())[..len];
-                    read_at(&self.file, bytes, start as u64).ok()?;
-                    f(bytes, *dtype)
-                })
+                // Taken out of the thread-local, not borrowed: `f` may run nested rayon work,
+                // and a piece stolen onto this thread meanwhile then finds the slot empty and
+                // allocates its own buffer instead of finding it borrowed.
+                let mut buffer = PIECE_BUFFER.take();
+                buffer.resize(PIECE / 8, 0);
+                let bytes = &mut bytemuck::cast_slice_mut(buffer.as_mut_slice())[..len];
+                let result = read_at(&self.file, bytes, start as u64)
+                    .ok()
+                    .and_then(|()| f(bytes, *dtype));
+                PIECE_BUFFER.set(buffer);
+                result
             })
             .collect()
     }
@@ -126,8 +132,9 @@ impl MappedFile {
 pub(crate) const PIECE: usize = 1 << 20;
 
 thread_local! {
-    /// Each thread's buffer for [`MappedFile::check_finite`] (`u64`s: aligned for any dtype).
-    static PIECE_BUFFER: std::cell::RefCell<Vec<u64>> = std::cell::RefCell::new(vec![0; PIECE / 8]);
+    /// Each thread's buffer for [`MappedFile::scan`] (`u64`s: aligned for any dtype), empty
+    /// until first used or while in use.
+    static PIECE_BUFFER: std::cell::Cell<Vec<u64>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// Reads exactly `buf.len()` bytes of `file` at `offset`.
