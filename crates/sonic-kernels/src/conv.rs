@@ -224,13 +224,13 @@ pub const WINOGRAD_MIN_TILES: usize = 512;
 
 /// Contiguous `f32` values of a flex tensor: borrowed for contiguous f32, else copied (bf16
 /// widened).
-enum F32Values {
+pub(crate) enum F32Values {
     Borrowed(FlexTensor),
     Owned(Vec<f32>),
 }
 
 impl F32Values {
-    fn new(t: FlexTensor) -> Self {
+    pub(crate) fn new(t: FlexTensor) -> Self {
         let t = if t.is_contiguous() {
             t
         } else {
@@ -249,7 +249,7 @@ impl F32Values {
         )
     }
 
-    fn values(&self) -> &[f32] {
+    pub(crate) fn values(&self) -> &[f32] {
         match self {
             F32Values::Borrowed(t) => {
                 let start = t.layout().start_offset();

@@ -11,6 +11,8 @@
 //!   output's final layout (the weight used as stored, no per-call re-layout), f32 and bf16.
 //!   Large 3x3 stride-1 convolutions go through [`winograd`] (F(2x2, 3x3): 2.25x fewer
 //!   multiplications).
+//! - [`upsample::upsample2x_conv3x3`]: nearest x2 upsampling + 3x3 convolution as four 2x2
+//!   convolutions at the input resolution, the folded weight built in one parallel pass.
 //! - [`norm::group_norm`], [`norm::group_norm_silu`]: GroupNorm (+ SiLU) in three passes.
 //! - [`activation::geglu`], [`activation::gelu`]: GEGLU and GELU in one parallel pass with a
 //!   vectorised `erf`.
@@ -33,5 +35,6 @@ pub mod cpu;
 pub mod flex;
 pub mod norm;
 pub mod reduce;
+pub mod upsample;
 pub mod vecmath;
 pub mod winograd;

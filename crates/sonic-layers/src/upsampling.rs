@@ -69,6 +69,11 @@ pub fn upsample2x_conv3x3(conv: &Conv2d, x: Tensor<4>) -> Result<Tensor<4>, Tens
     if !fits {
         return Err(x);
     }
+    // The kernel on plain flex (f32 / bf16); Burn's operations below everywhere else.
+    let x = match sonic_kernels::upsample::upsample2x_conv3x3(conv, x) {
+        Ok(y) => return Ok(y),
+        Err(x) => x,
+    };
     let c_out = w_dims[0];
     let weight = conv.weight.val();
     let mut kernels = Vec::with_capacity(4);
