@@ -231,20 +231,58 @@ fn time_runs(runs: usize, warmup: usize, mut f: impl FnMut() -> Result<()>) -> R
     for _ in 0..warmup {
         f()?;
     }
-    let mut t = Timings {
-        wall: Vec::with_capacity(runs),
-        cpu: Vec::with_capacity(runs),
-    };
+    let mut t = Timings::with_capacity(runs);
     for _ in 0..runs {
+        t.time(&mut f)?;
+    }
+    Ok(t)
+}
+
+/// Times `a` and `b` in alternation (`warmup` untimed calls of each, then `runs` timed pairs,
+/// every other pair in the other order), so that neither is favoured by coming first or
+/// second (the allocator's and the caches' state drift over a run of calls).
+fn time_alternating(
+    runs: usize,
+    warmup: usize,
+    mut a: impl FnMut() -> Result<()>,
+    mut b: impl FnMut() -> Result<()>,
+) -> Result<(Timings, Timings)> {
+    for _ in 0..warmup {
+        a()?;
+        b()?;
+    }
+    let (mut ta, mut tb) = (Timings::with_capacity(runs), Timings::with_capacity(runs));
+    for run in 0..runs {
+        if run % 2 == 0 {
+            ta.time(&mut a)?;
+            tb.time(&mut b)?;
+        } else {
+            tb.time(&mut b)?;
+            ta.time(&mut a)?;
+        }
+    }
+    Ok((ta, tb))
+}
+
+impl Timings {
+    fn with_capacity(runs: usize) -> Self {
+        Timings {
+            wall: Vec::with_capacity(runs),
+            cpu: Vec::with_capacity(runs),
+        }
+    }
+
+    /// Times one call of `f`: its wall time, and its CPU time where the OS reports it.
+    fn time(&mut self, f: &mut impl FnMut() -> Result<()>) -> Result<()> {
         let c0 = cpu_seconds();
         let t0 = Instant::now();
         f()?;
-        t.wall.push(t0.elapsed().as_secs_f64());
+        self.wall.push(t0.elapsed().as_secs_f64());
         if let (Some(a), Some(b)) = (c0, cpu_seconds()) {
-            t.cpu.push(b - a);
+            self.cpu.push(b - a);
         }
+        Ok(())
     }
-    Ok(t)
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -401,22 +439,27 @@ fn run_case(case: &str, args: &BenchArgs, dtype: FloatDType) -> Result<String> {
             let sample = random([2, 4, 32, 32], &device);
             let text = random([2, 77, 768], &device);
             let tokens = random([2, 77, 768], &device);
-            let without = time_runs(args.runs, args.warmup, || {
-                finish(unet.forward(sample.clone(), &[981.0], text.clone())?);
-                Ok(())
-            })?;
-            let with = time_runs(args.runs, args.warmup, || {
-                // The adapter K/V are computed once per sampling run; timed here with the
-                // forward, as one step of a one-step run would.
-                let input =
-                    unet.prepare_adapters(tokens.clone(), sonic_unet::AdapterStrength::Global(1.0));
-                finish(unet.forward_with(
-                    sample.clone(),
-                    &[981.0],
-                    sonic_unet::UNetInputs::new(text.clone()).adapters(&input),
-                )?);
-                Ok(())
-            })?;
+            // Alternated, so that neither comes first (see `time_alternating`).
+            let (without, with) = time_alternating(
+                args.runs,
+                args.warmup,
+                || {
+                    finish(unet.forward(sample.clone(), &[981.0], text.clone())?);
+                    Ok(())
+                },
+                || {
+                    // The adapter K/V are computed once per sampling run; timed here with the
+                    // forward, as one step of a one-step run would.
+                    let input = unet
+                        .prepare_adapters(tokens.clone(), sonic_unet::AdapterStrength::Global(1.0));
+                    finish(unet.forward_with(
+                        sample.clone(),
+                        &[981.0],
+                        sonic_unet::UNetInputs::new(text.clone()).adapters(&input),
+                    )?);
+                    Ok(())
+                },
+            )?;
             extra.insert("adapters".into(), n.into());
             extra.insert("latent".into(), 32.into());
             extra.insert("without_median_s".into(), median(&without.wall).into());
