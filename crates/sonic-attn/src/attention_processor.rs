@@ -3,6 +3,7 @@
 use burn::module::Module;
 use burn::nn::{GroupNorm, Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
+use sonic_kernels::linear::forward as linear;
 
 /// The shape of an [`Attention`].
 #[derive(Debug, Clone)]
@@ -121,15 +122,15 @@ impl Attention {
 
     /// The query projection split into heads: `[B, heads, N, d]`.
     pub fn query(&self, x: Tensor<3>) -> Tensor<4> {
-        split_heads(self.to_q.forward(x), self.heads)
+        split_heads(linear(&self.to_q, x), self.heads)
     }
 
     /// The key and value projections of `context` split into heads. For cross-attention these
     /// depend only on the context and can be computed once and reused.
     pub fn key_value(&self, context: Tensor<3>) -> (Tensor<4>, Tensor<4>) {
         (
-            split_heads(self.to_k.forward(context.clone()), self.heads),
-            split_heads(self.to_v.forward(context), self.heads),
+            split_heads(linear(&self.to_k, context.clone()), self.heads),
+            split_heads(linear(&self.to_v, context), self.heads),
         )
     }
 
@@ -141,7 +142,7 @@ impl Attention {
 
     /// Applies the output projection `to_out.0`.
     pub fn project_out(&self, x: Tensor<3>) -> Tensor<3> {
-        self.to_out.iter().fold(x, |h, l| l.forward(h))
+        self.to_out.iter().fold(x, |h, l| linear(l, h))
     }
 
     /// Token attention: `x` `[B, N, query_dim]` over `context` `[B, M, ctx_dim]`

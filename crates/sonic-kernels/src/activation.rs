@@ -4,14 +4,15 @@
 //! Burn's `gelu` and its GEGLU chain (two slices, `gelu` on the strided gate, a multiply) runs on one thread, walks
 //! the values three times and calls libm's scalar `erff` (~10 ns a value); here each row is
 //! read once and the output written once, with the vectorised GELU of [`crate::vecmath`]
-//! (`erf` within 1.5e-7 of the true one, as PyTorch's vectorised `erf`). f32 only; bf16 and
-//! other devices take Burn's chain.
+//! (`erf` within 1.5e-7 of the true one, as PyTorch's vectorised `erf`). GEGLU in bf16 widens
+//! each row to f32, computes the same way and rounds once; other devices take Burn's chain.
 
 use crate::cpu::Isa;
 use crate::flex::{from_flex, into_flex, on_plain_flex};
 use crate::vecmath;
 use burn::backend::flex::FlexTensor;
 use burn::tensor::{DType, Tensor, TensorData};
+use half::bf16;
 use rayon::prelude::*;
 
 /// Output values per parallel task (whole rows).
@@ -45,6 +46,33 @@ pub fn geglu<const D: usize>(h: Tensor<D>) -> Tensor<D> {
         shape[D - 1] = c;
         return from_flex(FlexTensor::from_data(TensorData::new(out, shape)));
     }
+    if let Some(f) = contiguous_bf16(&h) {
+        let values = crate::conv::bf16_values(&f);
+        let mut out = vec![bf16::ZERO; values.len() / 2];
+        if let Some(rows) = TASK_VALUES.checked_div(c) {
+            let rows = rows.max(1);
+            let isa = Isa::selected();
+            out.par_chunks_mut(rows * c)
+                .zip(values.par_chunks(rows * c2))
+                .for_each_init(Vec::new, |wide, (o, i)| {
+                    wide.resize(3 * c, 0f32);
+                    let (input, result) = wide.split_at_mut(c2);
+                    for (o, i) in o.chunks_exact_mut(c).zip(i.chunks_exact(c2)) {
+                        for (w, v) in input.iter_mut().zip(i) {
+                            *w = v.to_f32();
+                        }
+                        let (hidden, gate) = input.split_at(c);
+                        vecmath::gelu_mul(isa, Some(hidden), gate, result);
+                        for (o, &r) in o.iter_mut().zip(result.iter()) {
+                            *o = bf16::from_f32(r);
+                        }
+                    }
+                });
+        }
+        let mut shape = dims.to_vec();
+        shape[D - 1] = c;
+        return from_flex(FlexTensor::from_data(TensorData::new(out, shape)));
+    }
     let mut hidden = dims.map(|d| 0..d);
     let mut gate = hidden.clone();
     hidden[D - 1] = 0..c;
@@ -67,6 +95,15 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
         )));
     }
     burn::tensor::activation::gelu(x)
+}
+
+/// `t` as a contiguous flex bf16 tensor where the GEGLU kernel applies: `geglu` enabled, bf16
+/// on the plain flex device.
+fn contiguous_bf16<const D: usize>(t: &Tensor<D>) -> Option<FlexTensor> {
+    if !(crate::cpu::enabled("geglu") && t.dtype() == DType::BF16 && on_plain_flex(&t.device())) {
+        return None;
+    }
+    Some(crate::conv::contiguous(into_flex(t.clone())?))
 }
 
 /// A contiguous flex f32 tensor (`t` itself, or a contiguous copy of a strided view).

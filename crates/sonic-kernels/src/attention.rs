@@ -71,14 +71,14 @@ pub fn fits(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>) -> bool {
 }
 
 /// A strided `[B, H, rows, d]` operand with a unit stride along `d`.
-struct Operand<'a> {
-    data: &'a [f32],
+struct Operand<'a, T> {
+    data: &'a [T],
     offset: usize,
     strides: [usize; 3],
 }
 
-impl Operand<'_> {
-    fn ptr(&self, b: usize, h: usize, row: usize) -> *const f32 {
+impl<T> Operand<'_, T> {
+    fn ptr(&self, b: usize, h: usize, row: usize) -> *const T {
         let i = self.offset + b * self.strides[0] + h * self.strides[1] + row * self.strides[2];
         self.data[i..].as_ptr()
     }
@@ -94,9 +94,7 @@ enum F32Source {
 impl F32Source {
     fn new(t: FlexTensor) -> Self {
         let layout = t.layout();
-        let strides = layout.strides();
-        let usable = strides.iter().all(|&s| s >= 0) && strides.last() == Some(&1);
-        if t.dtype() == DType::F32 && usable {
+        if t.dtype() == DType::F32 && usable(&t) {
             return F32Source::Borrowed(t);
         }
         let dims: [usize; 4] = std::array::from_fn(|i| layout.shape()[i]);
@@ -113,23 +111,32 @@ impl F32Source {
         F32Source::Owned(values, dims)
     }
 
-    fn operand(&self) -> Operand<'_> {
+    fn operand(&self) -> Operand<'_, f32> {
         match self {
-            F32Source::Borrowed(t) => {
-                let l = t.layout();
-                let s = l.strides();
-                Operand {
-                    data: t.storage::<f32>(),
-                    offset: l.start_offset(),
-                    strides: [s[0] as usize, s[1] as usize, s[2] as usize],
-                }
-            }
+            F32Source::Borrowed(t) => operand_of(t),
             F32Source::Owned(v, d) => Operand {
                 data: v,
                 offset: 0,
                 strides: [d[1] * d[2] * d[3], d[2] * d[3], d[3]],
             },
         }
+    }
+}
+
+/// Whether a flex tensor's layout reads as an [`Operand`]: non-negative strides, unit last.
+fn usable(t: &FlexTensor) -> bool {
+    let strides = t.layout().strides();
+    strides.iter().all(|&s| s >= 0) && strides.last() == Some(&1)
+}
+
+/// The [`Operand`] view of a flex tensor that [`usable`] accepted.
+fn operand_of<T: burn::tensor::Element + bytemuck::Pod>(t: &FlexTensor) -> Operand<'_, T> {
+    let l = t.layout();
+    let s = l.strides();
+    Operand {
+        data: t.storage::<T>(),
+        offset: l.start_offset(),
+        strides: [s[0] as usize, s[1] as usize, s[2] as usize],
     }
 }
 
@@ -153,8 +160,23 @@ fn fused(isa: Isa, q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
     let (Some(qf), Some(kf), Some(vf)) = (into_flex(q), into_flex(k), into_flex(v)) else {
         unreachable!("`fits` checked that all three tensors are plain flex tensors")
     };
-    let (qs, ks, vs) = (F32Source::new(qf), F32Source::new(kf), F32Source::new(vf));
     let mut out = vec![0f32; b * n * h * dv];
+    if dtype == DType::BF16 && crate::gemm_bf16::available() {
+        // bf16 products on the bf16 values in place (strided views copied contiguously).
+        let view = |t: FlexTensor| if usable(&t) { t } else { t.to_contiguous() };
+        let (qf, kf, vf) = (view(qf), view(kf), view(vf));
+        attention_bf16(
+            isa,
+            &operand_of(&qf),
+            &operand_of(&kf),
+            &operand_of(&vf),
+            [b, h, n, m, d, dv],
+            &mut out,
+        );
+        let out: Vec<bf16> = out.par_iter().map(|&x| bf16::from_f32(x)).collect();
+        return from_flex(from_vec_permuted(out, &[b, h, n, dv], &[0, 2, 1, 3]));
+    }
+    let (qs, ks, vs) = (F32Source::new(qf), F32Source::new(kf), F32Source::new(vf));
     attention_f32(
         isa,
         &qs.operand(),
@@ -184,9 +206,9 @@ struct Scratch {
 /// The kernel on `f32` operands; `out` is `[B, N, H, dv]` row-major.
 fn attention_f32(
     isa: Isa,
-    q: &Operand,
-    k: &Operand,
-    v: &Operand,
+    q: &Operand<f32>,
+    k: &Operand<f32>,
+    v: &Operand<f32>,
     [b, h, n, m, d, dv]: [usize; 6],
     out: &mut [f32],
 ) {
@@ -242,19 +264,16 @@ fn attention_f32(
                         gemm::Parallelism::None,
                     );
                 }
-                for r in 0..rows {
-                    let row = &mut scores[r * cols..(r + 1) * cols];
-                    let old = s.row_max[r];
-                    let new = old.max(vecmath::max(isa, row));
-                    let sum = vecmath::exp_shift_sum(isa, row, new, scale);
-                    if old != f32::NEG_INFINITY && old != new {
-                        let c = vecmath::exp((old - new) * scale);
-                        s.row_sum[r] *= c;
-                        acc[r * dv..(r + 1) * dv].iter_mut().for_each(|x| *x *= c);
-                    }
-                    s.row_sum[r] += sum;
-                    s.row_max[r] = new;
-                }
+                online_softmax(
+                    isa,
+                    scores,
+                    cols,
+                    scale,
+                    acc,
+                    dv,
+                    &mut s.row_max,
+                    &mut s.row_sum,
+                );
                 // SAFETY: as above.
                 unsafe {
                     gemm::gemm(
@@ -281,16 +300,191 @@ fn attention_f32(
                 }
                 c0 += cols;
             }
-            for r in 0..rows {
-                let inv = 1.0 / s.row_sum[r];
-                let o = ((bi * n + r0 + r) * h + hi) * dv;
-                // SAFETY: row `(bi, r0 + r, hi)` of `out` is written by this task only, and
-                // `o + dv <= out.len()`.
-                let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(o), dv) };
-                for (y, &a) in dst.iter_mut().zip(&acc[r * dv..(r + 1) * dv]) {
-                    *y = a * inv;
-                }
+            // SAFETY: rows `(bi, r0 .. r0 + rows, hi)` of `out` are written by this task only.
+            unsafe { write_rows(out_ptr, acc, &s.row_sum, [bi, hi, r0], [n, h, dv]) };
+        },
+    );
+}
+
+/// One block of scores `rows x cols` (row-major, in `scores`) into the running softmax: each
+/// row's maximum and sum are updated, the row turned into `exp((s - max) * scale)` in place,
+/// and the row's partial output in `acc` (`rows x dv`) rescaled when its maximum grew.
+#[allow(clippy::too_many_arguments)]
+fn online_softmax(
+    isa: Isa,
+    scores: &mut [f32],
+    cols: usize,
+    scale: f32,
+    acc: &mut [f32],
+    dv: usize,
+    row_max: &mut [f32],
+    row_sum: &mut [f32],
+) {
+    for (r, row) in scores.chunks_exact_mut(cols).enumerate() {
+        let old = row_max[r];
+        let new = old.max(vecmath::max(isa, row));
+        let sum = vecmath::exp_shift_sum(isa, row, new, scale);
+        if old != f32::NEG_INFINITY && old != new {
+            let c = vecmath::exp((old - new) * scale);
+            row_sum[r] *= c;
+            acc[r * dv..(r + 1) * dv].iter_mut().for_each(|x| *x *= c);
+        }
+        row_sum[r] += sum;
+        row_max[r] = new;
+    }
+}
+
+/// Writes the finished rows of one query block, `acc / row_sum`, to `out` `[B, N, H, dv]`:
+/// rows `r0 ..` of image `bi`, head `hi`.
+///
+/// # Safety
+/// `out` must hold `[B, n, h, dv]` values and no other task may write these rows.
+unsafe fn write_rows(
+    out: OutPtr,
+    acc: &[f32],
+    row_sum: &[f32],
+    [bi, hi, r0]: [usize; 3],
+    [n, h, dv]: [usize; 3],
+) {
+    for (r, a) in acc.chunks_exact(dv).enumerate() {
+        let inv = 1.0 / row_sum[r];
+        let o = ((bi * n + r0 + r) * h + hi) * dv;
+        // SAFETY: the caller's contract.
+        let dst = unsafe { std::slice::from_raw_parts_mut(out.get().add(o), dv) };
+        for (y, &a) in dst.iter_mut().zip(a) {
+            *y = a * inv;
+        }
+    }
+}
+
+/// The kernel on bf16 operands with the AVX512-BF16 products of [`crate::gemm_bf16`]: the keys
+/// (transposed) and values of each head are packed once for all its query blocks; scores and
+/// the running output stay in f32, the probabilities are rounded to bf16 for `P V` (as
+/// PyTorch's bf16 flash attention does). `out` is `[B, N, H, dv]` row-major.
+fn attention_bf16(
+    isa: Isa,
+    q: &Operand<bf16>,
+    k: &Operand<bf16>,
+    v: &Operand<bf16>,
+    [b, h, n, m, d, dv]: [usize; 6],
+    out: &mut [f32],
+) {
+    use crate::gemm_bf16::{MR, NR, pack_b, pack_bt, tile};
+    assert_eq!(out.len(), b * n * h * dv);
+    // Key blocks in whole panels of NR keys.
+    let bk = (block_k(d.max(dv)) / NR * NR).max(NR);
+    let (d_pairs, m_pairs) = (d.div_ceil(2), m.div_ceil(2));
+    let k_size = m.div_ceil(NR) * d_pairs * 2 * NR;
+    let v_size = dv.div_ceil(NR) * m_pairs * 2 * NR;
+    let mut packed_k = vec![0u16; b * h * k_size];
+    let mut packed_v = vec![0u16; b * h * v_size];
+    packed_k
+        .par_chunks_mut(k_size)
+        .zip(packed_v.par_chunks_mut(v_size))
+        .enumerate()
+        .for_each(|(bh, (pk, pv))| {
+            let (bi, hi) = (bh / h, bh % h);
+            // SAFETY: head `(bi, hi)` holds `m` keys of `d` and `m` values of `dv` values at
+            // the operands' row strides; the buffers have the packed sizes.
+            unsafe {
+                pack_bt(k.ptr(bi, hi, 0), k.strides[2], m, d, pk);
+                pack_b(v.ptr(bi, hi, 0), v.strides[2], m, dv, m_pairs, pv);
             }
+        });
+    let q_blocks = n.div_ceil(BLOCK_Q);
+    let scale = 1.0 / (d as f32).sqrt();
+    let out_ptr = OutPtr(out.as_mut_ptr());
+    (0..b * h * q_blocks).into_par_iter().for_each_init(
+        || {
+            (
+                Scratch {
+                    scores: vec![0.0; BLOCK_Q * bk],
+                    acc: vec![0.0; BLOCK_Q * dv],
+                    row_max: vec![0.0; BLOCK_Q],
+                    row_sum: vec![0.0; BLOCK_Q],
+                },
+                vec![bf16::ZERO; BLOCK_Q * bk],
+            )
+        },
+        |(s, probs), task| {
+            let (bh, qb) = (task / q_blocks, task % q_blocks);
+            let (bi, hi) = (bh / h, bh % h);
+            let (pk, pv) = (&packed_k[bh * k_size..], &packed_v[bh * v_size..]);
+            let r0 = qb * BLOCK_Q;
+            let rows = BLOCK_Q.min(n - r0);
+            let acc = &mut s.acc[..rows * dv];
+            acc.fill(0.0);
+            s.row_max[..rows].fill(f32::NEG_INFINITY);
+            s.row_sum[..rows].fill(0.0);
+            let mut c0 = 0;
+            while c0 < m {
+                let cols = bk.min(m - c0);
+                let scores = &mut s.scores[..rows * cols];
+                for i0 in (0..rows).step_by(MR) {
+                    let r = MR.min(rows - i0);
+                    for p in 0..cols.div_ceil(NR) {
+                        let panel = (c0 / NR + p) * d_pairs * 2 * NR;
+                        // SAFETY: queries `r0 + i0 ..` hold `d` values at their row stride;
+                        // the panel holds `d_pairs` packed pairs; the score tile `r x
+                        // min(NR, cols - p NR)` lies inside `scores` (row stride `cols`).
+                        unsafe {
+                            tile(
+                                r,
+                                d_pairs,
+                                d % 2 == 1,
+                                q.ptr(bi, hi, r0 + i0) as *const u16,
+                                q.strides[2],
+                                pk[panel..].as_ptr(),
+                                scores.as_mut_ptr().add(i0 * cols + p * NR),
+                                cols,
+                                NR.min(cols - p * NR),
+                                false,
+                            )
+                        };
+                    }
+                }
+                online_softmax(
+                    isa,
+                    scores,
+                    cols,
+                    scale,
+                    acc,
+                    dv,
+                    &mut s.row_max,
+                    &mut s.row_sum,
+                );
+                let probs = &mut probs[..rows * cols];
+                for (p, &x) in probs.iter_mut().zip(scores.iter()) {
+                    *p = bf16::from_f32(x);
+                }
+                let pairs = cols.div_ceil(2);
+                for i0 in (0..rows).step_by(MR) {
+                    let r = MR.min(rows - i0);
+                    for p in 0..dv.div_ceil(NR) {
+                        let panel = (p * m_pairs + c0 / 2) * 2 * NR;
+                        // SAFETY: the probabilities are `rows x cols` row-major; the value
+                        // panel holds pairs `c0 / 2 ..` of keys (`c0` is even); the output
+                        // tile `r x min(NR, dv - p NR)` lies inside `acc` (row stride `dv`).
+                        unsafe {
+                            tile(
+                                r,
+                                pairs,
+                                cols % 2 == 1,
+                                probs.as_ptr().add(i0 * cols) as *const u16,
+                                cols,
+                                pv[panel..].as_ptr(),
+                                acc.as_mut_ptr().add(i0 * dv + p * NR),
+                                dv,
+                                NR.min(dv - p * NR),
+                                true,
+                            )
+                        };
+                    }
+                }
+                c0 += cols;
+            }
+            // SAFETY: rows `(bi, r0 .. r0 + rows, hi)` of `out` are written by this task only.
+            unsafe { write_rows(out_ptr, acc, &s.row_sum, [bi, hi, r0], [n, h, dv]) };
         },
     );
 }

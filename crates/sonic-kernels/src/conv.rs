@@ -231,11 +231,7 @@ pub(crate) enum F32Values {
 
 impl F32Values {
     pub(crate) fn new(t: FlexTensor) -> Self {
-        let t = if t.is_contiguous() {
-            t
-        } else {
-            t.to_contiguous()
-        };
+        let t = contiguous(t);
         if t.dtype() == DType::F32 {
             return F32Values::Borrowed(t);
         }
@@ -273,6 +269,15 @@ fn fused<const D: usize>(
     let (xf, wf) = (into_flex(x)?, into_flex(weight)?);
     let bias: Option<Vec<f32>> =
         bias.and_then(|b| b.cast(DType::F32).into_data().try_into_vec::<f32>().ok());
+    if dtype == DType::BF16 && crate::gemm_bf16::available() {
+        // bf16 products, read in place (no widening). Also for the 3x3 convolutions Winograd
+        // would take in f32: at twice the f32 rate the direct products are as fast as f32
+        // Winograd's 2.25x fewer multiplications, without widening, and round no more
+        // (docs/PERFORMANCE.md, entry 21: unet-32 bf16 1.74 s with f32 Winograd, 1.45 s without).
+        let (xc, wc) = (contiguous(xf), contiguous(wf));
+        let out = conv2d_bf16(g, bf16_values(&xc), bf16_values(&wc), bias.as_deref());
+        return Some(round_to_bf16(out, vec![g.b, g.c_out, g.oh(), g.ow()]));
+    }
     let (xv, wv) = (F32Values::new(xf), F32Values::new(wf));
     let out = if winograd_pays(g) {
         crate::winograd::conv3x3_f32(g, xv.values(), wv.values(), bias.as_deref())
@@ -281,11 +286,32 @@ fn fused<const D: usize>(
     };
     let shape = vec![g.b, g.c_out, g.oh(), g.ow()];
     Some(if dtype == DType::BF16 {
-        let out: Vec<bf16> = out.par_iter().map(|&v| bf16::from_f32(v)).collect();
-        FlexTensor::from_data(TensorData::new(out, shape))
+        round_to_bf16(out, shape)
     } else {
         FlexTensor::from_data(TensorData::new(out, shape))
     })
+}
+
+/// `t` itself if contiguous, else a contiguous copy.
+pub(crate) fn contiguous(t: FlexTensor) -> FlexTensor {
+    if t.is_contiguous() {
+        t
+    } else {
+        t.to_contiguous()
+    }
+}
+
+/// The values of a contiguous bf16 flex tensor, in place.
+pub(crate) fn bf16_values(t: &FlexTensor) -> &[bf16] {
+    let start = t.layout().start_offset();
+    let n = t.layout().shape().iter().product::<usize>();
+    &t.storage::<bf16>()[start..start + n]
+}
+
+/// A bf16 flex tensor of `shape` holding `values` rounded (in parallel).
+pub(crate) fn round_to_bf16(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
+    let out: Vec<bf16> = values.par_iter().map(|&v| bf16::from_f32(v)).collect();
+    FlexTensor::from_data(TensorData::new(out, shape))
 }
 
 /// The convolution on contiguous `f32` values: `x` `[b, c_in, h, w]`, `weight`
@@ -294,14 +320,108 @@ fn fused<const D: usize>(
 /// # Panics
 /// If the slices are shorter than `g` implies (the tensor entry point guarantees they are not).
 pub fn conv2d_f32(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    let k = g.k();
+    assert!(
+        weight.len() >= g.c_out * k,
+        "weight shorter than its geometry"
+    );
+    conv2d_bands(
+        g,
+        x,
+        bias,
+        |dst, plane, rhs, rhs_rs, n, accumulate, parallel| {
+            // SAFETY: `dst` is `c_out x n` with row stride `plane` (see `conv2d_bands`); `weight`
+            // is `c_out x k` row-major; `rhs` is `k x n` with row stride `rhs_rs` and unit column
+            // stride, and `(k - 1) * rhs_rs + n <= rhs.len()` (checked by the geometry: the
+            // scratch is exactly `k x n`; the pointwise input holds `k` planes of `h * w >= r0 *
+            // ow + n` values).
+            unsafe {
+                gemm::gemm(
+                    g.c_out,
+                    n,
+                    k,
+                    dst,
+                    1,
+                    plane as isize,
+                    accumulate,
+                    weight.as_ptr(),
+                    1,
+                    k as isize,
+                    rhs.as_ptr(),
+                    1,
+                    rhs_rs as isize,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    if parallel {
+                        gemm::Parallelism::Rayon(rayon::current_num_threads())
+                    } else {
+                        gemm::Parallelism::None
+                    },
+                );
+            }
+        },
+    )
+}
+
+/// The convolution on contiguous `bf16` values with the AVX512-BF16 products of
+/// [`crate::gemm_bf16`] (f32 accumulation and result), as [`conv2d_f32`].
+///
+/// # Panics
+/// If the slices are shorter than `g` implies, or [`crate::gemm_bf16::available`] is false.
+pub fn conv2d_bf16(g: &Geometry, x: &[bf16], weight: &[bf16], bias: Option<&[f32]>) -> Vec<f32> {
+    let k = g.k();
+    assert!(
+        weight.len() >= g.c_out * k,
+        "weight shorter than its geometry"
+    );
+    assert!(crate::gemm_bf16::available(), "the CPU lacks AVX512-BF16");
+    conv2d_bands(
+        g,
+        x,
+        bias,
+        |dst, plane, rhs, rhs_rs, n, accumulate, parallel| {
+            use crate::gemm_bf16::{Mat, gemm};
+            // SAFETY: as in `conv2d_f32`; the CPU was checked above.
+            unsafe {
+                gemm(
+                    [g.c_out, n, k],
+                    Mat {
+                        ptr: weight.as_ptr(),
+                        rs: k,
+                    },
+                    Mat {
+                        ptr: rhs.as_ptr(),
+                        rs: rhs_rs,
+                    },
+                    Mat {
+                        ptr: dst as *const f32,
+                        rs: plane,
+                    },
+                    accumulate,
+                    parallel,
+                )
+            }
+        },
+    )
+}
+
+/// The banded convolution around a product: for each (image, band of output rows) the input
+/// windows are gathered (or, pointwise, the input used as is) and `product(dst, plane, rhs,
+/// rhs_rs, n, accumulate, parallel)` writes `weight x rhs` (`c_out x n`, row stride `plane`)
+/// to `dst`, added to the bias already there when `accumulate`.
+fn conv2d_bands<T: Copy + Default + Send + Sync>(
+    g: &Geometry,
+    x: &[T],
+    bias: Option<&[f32]>,
+    product: impl Fn(*mut f32, usize, &[T], usize, usize, bool, bool) + Sync,
+) -> Vec<f32> {
     let (oh, ow, k) = (g.oh(), g.ow(), g.k());
     assert!(
         x.len() >= g.b * g.c_in * g.h * g.w,
         "input shorter than its geometry"
-    );
-    assert!(
-        weight.len() >= g.c_out * k,
-        "weight shorter than its geometry"
     );
     assert!(
         bias.is_none_or(|b| b.len() >= g.c_out),
@@ -313,18 +433,18 @@ pub fn conv2d_f32(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>)
     let bands = oh.div_ceil(rows);
     let tasks = g.b * bands;
     // Too few bands to keep every thread busy: split each product over the threads instead.
-    let inner = inner_parallelism(tasks);
+    let parallel = tasks < rayon::current_num_threads();
     let out_ptr = OutPtr(out.as_mut_ptr());
-    let run = |scratch: &mut Vec<f32>, task: usize| {
+    let run = |scratch: &mut Vec<T>, task: usize| {
         let (bi, band) = (task / bands, task % bands);
         let r0 = band * rows;
         let n_rows = rows.min(oh - r0);
         let n = n_rows * ow;
         let image = &x[bi * g.c_in * g.h * g.w..(bi + 1) * g.c_in * g.h * g.w];
-        let (rhs, rhs_rs): (&[f32], usize) = if g.pointwise() {
+        let (rhs, rhs_rs): (&[T], usize) = if g.pointwise() {
             (&image[r0 * ow..], g.h * g.w)
         } else {
-            scratch.resize(k * n, 0.0);
+            scratch.resize(k * n, T::default());
             gather(g, image, r0, n_rows, &mut scratch[..k * n]);
             (&scratch[..k * n], n)
         };
@@ -339,34 +459,7 @@ pub fn conv2d_f32(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>)
                 run.fill(bv);
             }
         }
-        // SAFETY: `dst` is `c_out x n` with row stride `plane` (see above); `weight` is
-        // `c_out x k` row-major; `rhs` is `k x n` with row stride `rhs_rs` and unit column
-        // stride, and `(k - 1) * rhs_rs + n <= rhs.len()` (checked by the geometry: the
-        // scratch is exactly `k x n`; the pointwise input holds `k` planes of `h * w >= r0 *
-        // ow + n` values).
-        unsafe {
-            gemm::gemm(
-                g.c_out,
-                n,
-                k,
-                dst,
-                1,
-                plane as isize,
-                bias.is_some(),
-                weight.as_ptr(),
-                1,
-                k as isize,
-                rhs.as_ptr(),
-                1,
-                rhs_rs as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                inner,
-            );
-        }
+        product(dst, plane, rhs, rhs_rs, n, bias.is_some(), parallel);
     };
     run_tasks(tasks, run);
     out
@@ -402,7 +495,7 @@ pub(crate) fn run_tasks<S: Default + Send>(tasks: usize, run: impl Fn(&mut S, us
 
 /// Gathers the input windows of output rows `r0 .. r0 + n_rows` of one image `[c_in, h, w]`
 /// into `cols` `[c_in * kh * kw, n_rows * ow]` (zeros where a window reaches into the padding).
-fn gather(g: &Geometry, image: &[f32], r0: usize, n_rows: usize, cols: &mut [f32]) {
+fn gather<T: Copy + Default>(g: &Geometry, image: &[T], r0: usize, n_rows: usize, cols: &mut [T]) {
     let ow = g.ow();
     let n = n_rows * ow;
     let [top, left, _, _] = g.pad;
@@ -427,12 +520,12 @@ fn gather(g: &Geometry, image: &[f32], r0: usize, n_rows: usize, cols: &mut [f32
                     let dst = &mut dst_row[r * ow..(r + 1) * ow];
                     let iy = (r0 + r) * g.sh + ky;
                     if iy < top || iy - top >= g.h || lo >= hi {
-                        dst.fill(0.0);
+                        dst.fill(T::default());
                         continue;
                     }
                     let src = &chan[(iy - top) * g.w..(iy - top + 1) * g.w];
-                    dst[..lo].fill(0.0);
-                    dst[hi..].fill(0.0);
+                    dst[..lo].fill(T::default());
+                    dst[hi..].fill(T::default());
                     let ix0 = lo * g.sw + kx - left;
                     if g.sw == 1 {
                         dst[lo..hi].copy_from_slice(&src[ix0..ix0 + (hi - lo)]);

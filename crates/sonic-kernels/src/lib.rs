@@ -13,6 +13,8 @@
 //!   multiplications).
 //! - [`upsample::upsample2x_conv3x3`]: nearest x2 upsampling + 3x3 convolution as four 2x2
 //!   convolutions at the input resolution, the folded weight built in one parallel pass.
+//! - [`gemm_bf16::matmul`]: bf16 matrix products with AVX512-BF16 dot products, f32 accumulation.
+//! - [`linear::forward`]: bf16 linear layers on those products (bias added in f32, rounded once).
 //! - [`norm::group_norm`], [`norm::group_norm_silu`]: GroupNorm (+ SiLU) in three passes.
 //! - [`activation::geglu`], [`activation::gelu`]: GEGLU and GELU in one parallel pass with a
 //!   vectorised `erf`.
@@ -33,6 +35,8 @@ pub mod attention;
 pub mod conv;
 pub mod cpu;
 pub mod flex;
+pub mod gemm_bf16;
+pub mod linear;
 pub mod norm;
 pub mod reduce;
 pub mod upsample;

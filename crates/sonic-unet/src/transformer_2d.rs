@@ -9,6 +9,7 @@ use burn::nn::{GroupNorm, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
 use sonic_attn::{Attention, AttentionConfig};
 use sonic_core::weights::Remap;
+use sonic_kernels::linear::forward as linear;
 
 /// `GEGLU`: `proj` to twice the width, then `hidden * gelu(gate)`.
 #[derive(Module, Debug)]
@@ -19,7 +20,7 @@ pub struct GeGlu {
 
 impl GeGlu {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        sonic_kernels::activation::geglu(self.proj.forward(x))
+        sonic_kernels::activation::geglu(linear(&self.proj, x))
     }
 }
 
@@ -200,7 +201,7 @@ impl BasicTransformerBlock {
 
 impl FeedForward {
     fn forward_residual(&self, x: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
-        self.out.forward(self.geglu.forward(x)) + residual
+        linear(&self.out, self.geglu.forward(x)) + residual
     }
 }
 
@@ -270,7 +271,7 @@ impl Transformer2DModel {
             Projection::Conv(conv) => sonic_layers::conv2d_forward(conv, h)
                 .reshape([b, c, hh * ww])
                 .swap_dims(1, 2),
-            Projection::Linear(lin) => lin.forward(h.reshape([b, c, hh * ww]).swap_dims(1, 2)),
+            Projection::Linear(lin) => linear(lin, h.reshape([b, c, hh * ww]).swap_dims(1, 2)),
         };
         for (i, block) in self.transformer_blocks.iter().enumerate() {
             let block_name = || format!("{}.transformer_blocks.{i}", name());
@@ -281,7 +282,7 @@ impl Transformer2DModel {
             Projection::Conv(conv) => {
                 sonic_layers::conv2d_forward(conv, tokens.swap_dims(1, 2).reshape([b, c, hh, ww]))
             }
-            Projection::Linear(lin) => lin.forward(tokens).swap_dims(1, 2).reshape([b, c, hh, ww]),
+            Projection::Linear(lin) => linear(lin, tokens).swap_dims(1, 2).reshape([b, c, hh, ww]),
         };
         out + x
     }
