@@ -13,7 +13,9 @@
 //! Burn's operations built the folded weight with per-value concatenations on every call
 //! (~10 % of a 32 x 32 UNet step); here it is one parallel pass over the weight.
 
-use crate::conv::{F32Values, Geometry, conv2d_f32};
+use crate::conv::{
+    F32Values, Geometry, bf16_values, contiguous, conv2d_bf16, conv2d_f32, round_to_bf16,
+};
 use crate::flex::{OutPtr, from_flex, into_flex, on_plain_flex};
 use burn::backend::flex::FlexTensor;
 use burn::nn::PaddingConfig2d;
@@ -70,8 +72,7 @@ pub fn upsample2x_conv3x3(conv: &Conv2d, x: Tensor<4>) -> Result<Tensor<4>, Tens
     let (Some(xf), Some(wf)) = (into_flex(x.clone()), into_flex(conv.weight.val())) else {
         return Err(x);
     };
-    let (xv, wv) = (F32Values::new(xf), F32Values::new(wf));
-    let folded = fold_weight(wv.values(), c_out, c_in);
+    let folded = fold_weight(F32Values::new(wf).values(), c_out, c_in);
     let bias4: Option<Vec<f32>> = bias.map(|b| b.repeat(4));
     let g = Geometry {
         b,
@@ -85,12 +86,19 @@ pub fn upsample2x_conv3x3(conv: &Conv2d, x: Tensor<4>) -> Result<Tensor<4>, Tens
         sw: 1,
         pad: [1; 4],
     };
-    let y = conv2d_f32(&g, xv.values(), &folded, bias4.as_deref());
+    let y = if dtype == DType::BF16 && crate::gemm_bf16::available() {
+        // bf16 products: the folded taps (sums of two to four bf16 taps, in f32) are rounded
+        // to bf16 once more; the input is read in place.
+        let folded: Vec<bf16> = folded.par_iter().map(|&v| bf16::from_f32(v)).collect();
+        let xc = contiguous(xf);
+        conv2d_bf16(&g, bf16_values(&xc), &folded, bias4.as_deref())
+    } else {
+        conv2d_f32(&g, F32Values::new(xf).values(), &folded, bias4.as_deref())
+    };
     let out = interleave(&y, b, c_out, h, w);
     let shape = vec![b, c_out, 2 * h, 2 * w];
     let t = if dtype == DType::BF16 {
-        let out: Vec<bf16> = out.par_iter().map(|&v| bf16::from_f32(v)).collect();
-        FlexTensor::from_data(TensorData::new(out, shape))
+        round_to_bf16(out, shape)
     } else {
         FlexTensor::from_data(TensorData::new(out, shape))
     };
