@@ -67,7 +67,7 @@ impl Isa {
     }
 }
 
-/// Whether the kernel family `name` (`attention`, `conv`, `winograd`, `upsample`, `norm`, `geglu`) is enabled: all are, unless
+/// Whether the kernel family `name` (`attention`, `conv`, `winograd`, `upsample`, `norm`, `geglu`, `bf16`) is enabled: all are, unless
 /// listed in `SONIC_KERNELS_OFF` (comma-separated, e.g. `conv,norm`), which sends those
 /// operations to Burn's own implementation. Read once; for measuring a kernel against Burn in
 /// the same binary and for ruling a kernel out when chasing a numerical difference.
