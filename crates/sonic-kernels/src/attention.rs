@@ -196,11 +196,31 @@ fn fused(isa: Isa, q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
     from_flex(t)
 }
 
+/// One task's buffers: a block of scores, the running output and the softmax state per query.
 struct Scratch {
     scores: Vec<f32>,
     acc: Vec<f32>,
     row_max: Vec<f32>,
     row_sum: Vec<f32>,
+}
+
+impl Scratch {
+    /// Buffers for [`BLOCK_Q`] queries, key blocks of `bk` and output width `dv`.
+    fn new(bk: usize, dv: usize) -> Self {
+        Scratch {
+            scores: vec![0.0; BLOCK_Q * bk],
+            acc: vec![0.0; BLOCK_Q * dv],
+            row_max: vec![0.0; BLOCK_Q],
+            row_sum: vec![0.0; BLOCK_Q],
+        }
+    }
+
+    /// Clears the running output and softmax state of the first `rows` queries.
+    fn start(&mut self, rows: usize, dv: usize) {
+        self.acc[..rows * dv].fill(0.0);
+        self.row_max[..rows].fill(f32::NEG_INFINITY);
+        self.row_sum[..rows].fill(0.0);
+    }
 }
 
 /// The kernel on `f32` operands; `out` is `[B, N, H, dv]` row-major.
@@ -218,21 +238,14 @@ fn attention_f32(
     let scale = 1.0 / (d as f32).sqrt();
     let out_ptr = OutPtr(out.as_mut_ptr());
     (0..b * h * q_blocks).into_par_iter().for_each_init(
-        || Scratch {
-            scores: vec![0.0; BLOCK_Q * bk],
-            acc: vec![0.0; BLOCK_Q * dv],
-            row_max: vec![0.0; BLOCK_Q],
-            row_sum: vec![0.0; BLOCK_Q],
-        },
+        || Scratch::new(bk, dv),
         |s, task| {
             let (bh, qb) = (task / q_blocks, task % q_blocks);
             let (bi, hi) = (bh / h, bh % h);
             let r0 = qb * BLOCK_Q;
             let rows = BLOCK_Q.min(n - r0);
+            s.start(rows, dv);
             let acc = &mut s.acc[..rows * dv];
-            acc.fill(0.0);
-            s.row_max[..rows].fill(f32::NEG_INFINITY);
-            s.row_sum[..rows].fill(0.0);
             let q_ptr = q.ptr(bi, hi, r0);
             let mut c0 = 0;
             while c0 < m {
@@ -395,27 +408,15 @@ fn attention_bf16(
     let scale = 1.0 / (d as f32).sqrt();
     let out_ptr = OutPtr(out.as_mut_ptr());
     (0..b * h * q_blocks).into_par_iter().for_each_init(
-        || {
-            (
-                Scratch {
-                    scores: vec![0.0; BLOCK_Q * bk],
-                    acc: vec![0.0; BLOCK_Q * dv],
-                    row_max: vec![0.0; BLOCK_Q],
-                    row_sum: vec![0.0; BLOCK_Q],
-                },
-                vec![bf16::ZERO; BLOCK_Q * bk],
-            )
-        },
+        || (Scratch::new(bk, dv), vec![bf16::ZERO; BLOCK_Q * bk]),
         |(s, probs), task| {
             let (bh, qb) = (task / q_blocks, task % q_blocks);
             let (bi, hi) = (bh / h, bh % h);
             let (pk, pv) = (&packed_k[bh * k_size..], &packed_v[bh * v_size..]);
             let r0 = qb * BLOCK_Q;
             let rows = BLOCK_Q.min(n - r0);
+            s.start(rows, dv);
             let acc = &mut s.acc[..rows * dv];
-            acc.fill(0.0);
-            s.row_max[..rows].fill(f32::NEG_INFINITY);
-            s.row_sum[..rows].fill(0.0);
             let mut c0 = 0;
             while c0 < m {
                 let cols = bk.min(m - c0);
