@@ -57,12 +57,14 @@ fn bf16_forward<const D: usize>(linear: &Linear, x: Tensor<D>) -> Option<Tensor<
         contiguous(into_flex(linear.weight.val())?),
     );
     let (xs, ws) = (bf16_values(&xf), bf16_values(&wf));
-    let mut out = match &bias {
+    // Without a bias the product overwrites every value: the buffer is not zeroed first.
+    let mut out: Vec<f32> = match &bias {
         Some(b) => b.repeat(m),
-        None => vec![0f32; m * n],
+        None => Vec::with_capacity(m * n),
     };
-    // SAFETY: `xs` is `m x k` and `ws` `k x n`, both contiguous row-major; `out` is `m x n`;
-    // `fits` checked the CPU.
+    // SAFETY: `xs` is `m x k` and `ws` `k x n`, both contiguous row-major; `out` has room for
+    // `m x n` values (initialised with the bias when it is read); `fits` checked the CPU. The
+    // product writes all `m x n` values before the length is set.
     unsafe {
         gemm(
             [m, n, k],
@@ -80,7 +82,8 @@ fn bf16_forward<const D: usize>(linear: &Linear, x: Tensor<D>) -> Option<Tensor<
             },
             bias.is_some(),
             true,
-        )
+        );
+        out.set_len(m * n);
     };
     Some(from_flex(round_to_bf16(out, dims.to_vec())))
 }

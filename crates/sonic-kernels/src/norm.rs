@@ -3,12 +3,17 @@
 //! writes `silu(x * a_c + b_c)` per channel plane with the vectorised exponential of
 //! [`crate::vecmath`]; Burn's `GroupNorm` followed by `silu` walks the tensor about eight
 //! times. f32 and bf16 (computed in f32, rounded once).
+//!
+//! LayerNorm in bf16 ([`layer_norm`]): one parallel pass over the rows, each widened to f32,
+//! normalised and rounded once. Burn widens the whole tensor to f32 and narrows the result on
+//! one thread around flex's f32 LayerNorm (which is already a parallel vectorised pass, kept
+//! for f32).
 
 use crate::cpu::Isa;
 use crate::flex::{from_flex, into_flex, on_plain_flex};
 use crate::vecmath;
 use burn::backend::flex::FlexTensor;
-use burn::nn::GroupNorm;
+use burn::nn::{GroupNorm, LayerNorm};
 use burn::tensor::activation::silu;
 use burn::tensor::{DType, Tensor, TensorData};
 use half::bf16;
@@ -195,4 +200,65 @@ fn run<E: Staged>(p: &Params, x: &[E]) -> Vec<E> {
             },
         );
     out
+}
+
+/// `ln.forward(x)` over the last dimension, where `eps` is the epsilon `ln` was built with
+/// (Burn keeps it private; [`LayerNormConfig`](burn::nn::LayerNormConfig)'s default is 1e-5).
+/// bf16 on plain flex: the rows in parallel, each widened to f32, its mean and (biased)
+/// variance in two passes, `(x - mean) / sqrt(var + eps) * gamma + beta` rounded once. Every
+/// other case (f32, other devices, `norm` in `SONIC_KERNELS_OFF`) takes `ln.forward`.
+pub fn layer_norm<const D: usize>(ln: &LayerNorm, eps: f64, x: Tensor<D>) -> Tensor<D> {
+    let dims = x.dims();
+    let width = ln.gamma.dims()[0];
+    let fits = D >= 1
+        && dims[D - 1] == width
+        && width > 0
+        && x.dtype() == DType::BF16
+        && on_plain_flex(&x.device())
+        && crate::cpu::enabled("norm");
+    if !fits {
+        return ln.forward(x);
+    }
+    let values = |p: &burn::module::Param<Tensor<1>>| {
+        p.val()
+            .cast(DType::F32)
+            .into_data()
+            .try_into_vec::<f32>()
+            .ok()
+    };
+    let (Some(gamma), beta) = (values(&ln.gamma), ln.beta.as_ref().map(values)) else {
+        return ln.forward(x);
+    };
+    let beta = match beta {
+        Some(Some(b)) => Some(b),
+        Some(None) => return ln.forward(x),
+        None => None,
+    };
+    let Some(t) = into_flex(x.clone()) else {
+        return ln.forward(x);
+    };
+    let t = crate::conv::contiguous(t);
+    let src = crate::conv::bf16_values(&t);
+    let mut out = vec![bf16::ZERO; src.len()];
+    let rows_per_task = (1 << 14) / width + 1;
+    out.par_chunks_mut(rows_per_task * width)
+        .zip(src.par_chunks(rows_per_task * width))
+        .for_each_init(Vec::new, |row, (o, i)| {
+            row.resize(width, 0f32);
+            for (o, i) in o.chunks_exact_mut(width).zip(i.chunks_exact(width)) {
+                bf16::load(i, row);
+                let mean = (lane_sum(row, |v| v) / width as f64) as f32;
+                let var = lane_sum(row, |v| (v - mean) * (v - mean)) / width as f64;
+                let inv = (1.0 / (var + eps).sqrt()) as f32;
+                for (j, v) in row.iter_mut().enumerate() {
+                    let y = (*v - mean) * inv * gamma[j];
+                    *v = match &beta {
+                        Some(b) => y + b[j],
+                        None => y,
+                    };
+                }
+                bf16::store(row, o);
+            }
+        });
+    from_flex(FlexTensor::from_data(TensorData::new(out, dims.to_vec())))
 }

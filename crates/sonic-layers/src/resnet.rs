@@ -53,7 +53,7 @@ impl ResnetBlock2D {
         let h = crate::conv2d_forward(&self.conv1, group_norm_silu(&self.norm1, x));
         let h = match (&self.time_emb_proj, temb) {
             (Some(proj), Some(t)) => {
-                let t = proj.forward(silu(t));
+                let t = sonic_kernels::linear::forward(proj, silu(t));
                 let [n, c] = t.dims();
                 h + t.reshape([n, c, 1, 1])
             }

@@ -61,6 +61,7 @@ impl TimestepEmbedding {
 
     /// Applies the MLP.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        self.linear_2.forward(silu(self.linear_1.forward(x)))
+        let linear = sonic_kernels::linear::forward::<2>;
+        linear(&self.linear_2, silu(linear(&self.linear_1, x)))
     }
 }

@@ -10,6 +10,10 @@ use burn::tensor::{Device, Tensor};
 use sonic_attn::{Attention, AttentionConfig};
 use sonic_core::weights::Remap;
 use sonic_kernels::linear::forward as linear;
+use sonic_kernels::norm::layer_norm;
+
+/// The epsilon of the transformer blocks' LayerNorms (diffusers' `norm_eps` default).
+pub const LAYER_NORM_EPS: f64 = 1e-5;
 
 /// `GEGLU`: `proj` to twice the width, then `hidden * gelu(gate)`.
 #[derive(Module, Debug)]
@@ -88,7 +92,11 @@ pub struct BasicTransformerBlock {
 impl BasicTransformerBlock {
     /// A block of the given shape, without adapter.
     pub fn new(d: BlockDims, device: &Device) -> Self {
-        let ln = || LayerNormConfig::new(d.dim).init(device);
+        let ln = || {
+            LayerNormConfig::new(d.dim)
+                .with_epsilon(LAYER_NORM_EPS)
+                .init(device)
+        };
         let dh = d.dim / d.heads;
         let inner = 4 * d.dim;
         Self {
@@ -117,7 +125,11 @@ impl BasicTransformerBlock {
     pub fn add_adapter(&mut self, context_dim: usize, gate_init: f32, device: &Device) {
         let dim = self.norm1.gamma.dims()[0];
         let heads = self.attn1.heads;
-        self.norm_adapter = Some(LayerNormConfig::new(dim).init(device));
+        self.norm_adapter = Some(
+            LayerNormConfig::new(dim)
+                .with_epsilon(LAYER_NORM_EPS)
+                .init(device),
+        );
         self.attn_adapter = Some(Attention::new(
             &AttentionConfig::new(dim, heads, dim / heads).with_cross(context_dim),
             device,
@@ -149,7 +161,7 @@ impl BasicTransformerBlock {
         name: &dyn Fn() -> String,
     ) -> Tensor<3> {
         // Self-attention, with optional Q/K observation or injection.
-        let x = self.norm1.forward(h.clone());
+        let x = layer_norm(&self.norm1, LAYER_NORM_EPS, h.clone());
         let q = self.attn1.query(x.clone());
         let (k, v) = self.attn1.key_value(x);
         let (q, k) = if hook.active() {
@@ -164,7 +176,7 @@ impl BasicTransformerBlock {
         };
         let h = self.attn1.attend(q, k, v) + h;
         // Text cross-attention, with the keys / values of the run when given.
-        let x = self.norm2.forward(h.clone());
+        let x = layer_norm(&self.norm2, LAYER_NORM_EPS, h.clone());
         let h = match &inputs.text_kv {
             Some((k, v)) => self.attn2.attend(self.attn2.query(x), k.clone(), v.clone()),
             None => self.attn2.forward(x, Some(text.clone())),
@@ -181,7 +193,7 @@ impl BasicTransformerBlock {
                 if active {
                     hook.adapter_tap(&name(), AdapterTap::In, &h);
                 }
-                let q = attn.query(norm.forward(h.clone()));
+                let q = attn.query(layer_norm(norm, LAYER_NORM_EPS, h.clone()));
                 let a = attn.attend(q, k.clone(), v.clone());
                 if active {
                     hook.adapter_tap(&name(), AdapterTap::Attn, &a);
@@ -195,7 +207,8 @@ impl BasicTransformerBlock {
             }
             _ => h,
         };
-        self.ff.forward_residual(self.norm3.forward(h.clone()), h)
+        self.ff
+            .forward_residual(layer_norm(&self.norm3, LAYER_NORM_EPS, h.clone()), h)
     }
 }
 
