@@ -269,13 +269,13 @@ pub(crate) unsafe fn pack_b(
 ) {
     let b = b as *const u16;
     let panels = n.div_ceil(NR);
-    for p in 0..panels {
-        let j0 = p * NR;
-        let cols = NR.min(n - j0);
-        let dst = &mut out[p * kc * 2 * NR..(p + 1) * kc * 2 * NR];
-        for q in 0..kc {
-            let d = &mut dst[q * 2 * NR..(q + 1) * 2 * NR];
-            let (r0, r1) = (2 * q, 2 * q + 1);
+    // Row pairs outer, panels inner: each row of `B` is read front to back.
+    for q in 0..kc {
+        let (r0, r1) = (2 * q, 2 * q + 1);
+        for p in 0..panels {
+            let j0 = p * NR;
+            let cols = NR.min(n - j0);
+            let d = &mut out[(p * kc + q) * 2 * NR..(p * kc + q + 1) * 2 * NR];
             if r1 < rows && cols == NR {
                 // SAFETY: both rows hold `NR` values from column `j0`.
                 unsafe {
@@ -400,26 +400,35 @@ pub(crate) unsafe fn tile(
 mod x86 {
     use std::arch::x86_64::*;
 
+    /// `vpermt2w` indices: lane `2j` takes `lo[j]`, lane `2j + 1` takes `hi[j]` (index
+    /// `32 + j`), for the first 16 columns and for the second.
+    const INTERLEAVE: [[i16; 32]; 2] = {
+        let mut idx = [[0i16; 32]; 2];
+        let mut half = 0;
+        while half < 2 {
+            let mut i = 0;
+            while i < 32 {
+                let j = (16 * half + i / 2) as i16;
+                idx[half][i] = if i % 2 == 0 { j } else { 32 + j };
+                i += 1;
+            }
+            half += 1;
+        }
+        idx
+    };
+
     #[target_feature(enable = "avx512f,avx512bw")]
     pub(super) unsafe fn interleave_32(lo: *const u16, hi: *const u16, out: *mut u16) {
         // SAFETY: the caller's contract (32 values each, 64 out).
         unsafe {
             let l = _mm512_loadu_si512(lo as *const _);
             let h = _mm512_loadu_si512(hi as *const _);
-            // Lane 2j takes `lo[j]`, lane 2j + 1 takes `hi[j]` (index 32 + j), for the first
-            // and the second 16 columns.
-            let idx = |base: i16| {
-                let mut v = [0i16; 32];
-                for (i, x) in v.iter_mut().enumerate() {
-                    let j = base + (i / 2) as i16;
-                    *x = if i % 2 == 0 { j } else { 32 + j };
-                }
-                _mm512_loadu_si512(v.as_ptr() as *const _)
-            };
-            _mm512_storeu_si512(out as *mut _, _mm512_permutex2var_epi16(l, idx(0), h));
+            let first = _mm512_loadu_si512(INTERLEAVE[0].as_ptr() as *const _);
+            let second = _mm512_loadu_si512(INTERLEAVE[1].as_ptr() as *const _);
+            _mm512_storeu_si512(out as *mut _, _mm512_permutex2var_epi16(l, first, h));
             _mm512_storeu_si512(
                 out.add(32) as *mut _,
-                _mm512_permutex2var_epi16(l, idx(16), h),
+                _mm512_permutex2var_epi16(l, second, h),
             );
         }
     }
