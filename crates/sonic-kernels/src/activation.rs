@@ -58,14 +58,10 @@ pub fn geglu<const D: usize>(h: Tensor<D>) -> Tensor<D> {
                     wide.resize(3 * c, 0f32);
                     let (input, result) = wide.split_at_mut(c2);
                     for (o, i) in o.chunks_exact_mut(c).zip(i.chunks_exact(c2)) {
-                        for (w, v) in input.iter_mut().zip(i) {
-                            *w = v.to_f32();
-                        }
+                        crate::convert::bf16_to_f32(i, input);
                         let (hidden, gate) = input.split_at(c);
                         vecmath::gelu_mul(isa, Some(hidden), gate, result);
-                        for (o, &r) in o.iter_mut().zip(result.iter()) {
-                            *o = bf16::from_f32(r);
-                        }
+                        crate::convert::f32_to_bf16(result, o);
                     }
                 });
         }

@@ -100,11 +100,9 @@ impl F32Source {
         let dims: [usize; 4] = std::array::from_fn(|i| layout.shape()[i]);
         let c = t.to_contiguous();
         let values: Vec<f32> = match c.dtype() {
-            DType::BF16 => c.storage::<bf16>()[c.layout().start_offset()..]
-                [..dims.iter().product::<usize>()]
-                .par_iter()
-                .map(|v| v.to_f32())
-                .collect(),
+            DType::BF16 => crate::convert::to_f32_vec(
+                &c.storage::<bf16>()[c.layout().start_offset()..][..dims.iter().product::<usize>()],
+            ),
             _ => c.storage::<f32>()[c.layout().start_offset()..][..dims.iter().product::<usize>()]
                 .to_vec(),
         };
@@ -173,7 +171,7 @@ fn fused(isa: Isa, q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
             [b, h, n, m, d, dv],
             &mut out,
         );
-        let out: Vec<bf16> = out.par_iter().map(|&x| bf16::from_f32(x)).collect();
+        let out: Vec<bf16> = crate::convert::to_bf16_vec(&out);
         return from_flex(from_vec_permuted(out, &[b, h, n, dv], &[0, 2, 1, 3]));
     }
     let (qs, ks, vs) = (F32Source::new(qf), F32Source::new(kf), F32Source::new(vf));
@@ -188,7 +186,7 @@ fn fused(isa: Isa, q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
     let shape = [b, h, n, dv];
     let perm = [0, 2, 1, 3];
     let t = if dtype == DType::BF16 {
-        let out: Vec<bf16> = out.par_iter().map(|&x| bf16::from_f32(x)).collect();
+        let out: Vec<bf16> = crate::convert::to_bf16_vec(&out);
         from_vec_permuted(out, &shape, &perm)
     } else {
         from_vec_permuted(out, &shape, &perm)
@@ -455,9 +453,7 @@ fn attention_bf16(
                     &mut s.row_sum,
                 );
                 let probs = &mut probs[..rows * cols];
-                for (p, &x) in probs.iter_mut().zip(scores.iter()) {
-                    *p = bf16::from_f32(x);
-                }
+                crate::convert::f32_to_bf16(scores, probs);
                 let pairs = cols.div_ceil(2);
                 for i0 in (0..rows).step_by(MR) {
                     let r = MR.min(rows - i0);

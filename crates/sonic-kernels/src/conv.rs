@@ -237,12 +237,9 @@ impl F32Values {
         }
         let n = t.layout().shape().iter().product::<usize>();
         let start = t.layout().start_offset();
-        F32Values::Owned(
-            t.storage::<bf16>()[start..start + n]
-                .par_iter()
-                .map(|v| v.to_f32())
-                .collect(),
-        )
+        F32Values::Owned(crate::convert::to_f32_vec(
+            &t.storage::<bf16>()[start..start + n],
+        ))
     }
 
     pub(crate) fn values(&self) -> &[f32] {
@@ -310,7 +307,7 @@ pub(crate) fn bf16_values(t: &FlexTensor) -> &[bf16] {
 
 /// A bf16 flex tensor of `shape` holding `values` rounded (in parallel).
 pub(crate) fn round_to_bf16(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
-    let out: Vec<bf16> = values.par_iter().map(|&v| bf16::from_f32(v)).collect();
+    let out: Vec<bf16> = crate::convert::to_bf16_vec(&values);
     FlexTensor::from_data(TensorData::new(out, shape))
 }
 

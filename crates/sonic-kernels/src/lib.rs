@@ -33,6 +33,7 @@
 pub mod activation;
 pub mod attention;
 pub mod conv;
+pub mod convert;
 pub mod cpu;
 pub mod flex;
 pub mod gemm_bf16;

@@ -131,14 +131,10 @@ impl Staged for f32 {
 
 impl Staged for bf16 {
     fn load(src: &[bf16], dst: &mut [f32]) {
-        for (d, s) in dst.iter_mut().zip(src) {
-            *d = s.to_f32();
-        }
+        crate::convert::bf16_to_f32(src, dst);
     }
     fn store(src: &[f32], dst: &mut [bf16]) {
-        for (d, s) in dst.iter_mut().zip(src) {
-            *d = bf16::from_f32(*s);
-        }
+        crate::convert::f32_to_bf16(src, dst);
     }
 }
 

@@ -89,7 +89,7 @@ pub fn upsample2x_conv3x3(conv: &Conv2d, x: Tensor<4>) -> Result<Tensor<4>, Tens
     let y = if dtype == DType::BF16 && crate::gemm_bf16::available() {
         // bf16 products: the folded taps (sums of two to four bf16 taps, in f32) are rounded
         // to bf16 once more; the input is read in place.
-        let folded: Vec<bf16> = folded.par_iter().map(|&v| bf16::from_f32(v)).collect();
+        let folded: Vec<bf16> = crate::convert::to_bf16_vec(&folded);
         let xc = contiguous(xf);
         conv2d_bf16(&g, bf16_values(&xc), &folded, bias4.as_deref())
     } else {
