@@ -6,7 +6,7 @@ use crate::error::ClipError;
 use crate::text_encoder::HiddenAct;
 use burn::module::Module;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::{gelu, sigmoid};
+use burn::tensor::activation::gelu;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Tensor};
@@ -129,7 +129,7 @@ impl ClipMlp {
     pub(crate) fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let h = self.fc1.forward(x);
         let h = if self.quick_gelu {
-            h.clone() * sigmoid(h.mul_scalar(1.702))
+            sonic_kernels::activation::quick_gelu(h)
         } else {
             gelu(h)
         };

@@ -9,13 +9,19 @@
 //!   products, online softmax, vectorised exponential), f32 and bf16.
 //! - [`conv::conv2d`]: dense convolutions as banded im2col + packed products written in the
 //!   output's final layout (the weight used as stored, no per-call re-layout), f32 and bf16.
-//!   Large 3x3 stride-1 convolutions go through [`winograd`] (F(2x2, 3x3): 2.25x fewer
+//!   Large 3x3 stride-1 f32 convolutions go through [`winograd`] (F(2x2, 3x3): 2.25x fewer
 //!   multiplications).
+//!
+//! bf16 tensors are computed with the AVX512-BF16 products of [`gemm_bf16`] where the CPU has
+//! them (convolutions, linear layers, attention, the up-sampler), otherwise widened to f32.
+//! Every kernel family can be sent back to Burn with `SONIC_KERNELS_OFF` ([`cpu::enabled`]).
 //! - [`upsample::upsample2x_conv3x3`]: nearest x2 upsampling + 3x3 convolution as four 2x2
 //!   convolutions at the input resolution, the folded weight built in one parallel pass.
 //! - [`gemm_bf16::matmul`]: bf16 matrix products with AVX512-BF16 dot products, f32 accumulation.
 //! - [`linear::forward`]: bf16 linear layers on those products (bias added in f32, rounded once).
-//! - [`norm::group_norm`], [`norm::group_norm_silu`]: GroupNorm (+ SiLU) in three passes.
+//! - [`norm::group_norm`], [`norm::group_norm_silu`]: GroupNorm (+ SiLU) in three passes;
+//!   [`norm::layer_norm`]: LayerNorm in bf16 in one parallel pass.
+//! - [`convert`]: vectorised f32 <-> bf16 conversion (ties to even, as `half`).
 //! - [`activation::geglu`], [`activation::gelu`]: GEGLU and GELU in one parallel pass with a
 //!   vectorised `erf`.
 //! - [`reduce::all_finite`]: the finiteness check of loaded weights, in place.

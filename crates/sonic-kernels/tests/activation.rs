@@ -151,3 +151,32 @@ fn geglu_and_gelu_match_the_formula_and_burn() {
         }
     }
 }
+
+/// Quick GELU (`x * sigmoid(1.702 x)`) value by value against the f64 formula, on a width that
+/// is not a multiple of 16, one value, a strided view and the tails; bf16 takes Burn's chain.
+#[test]
+fn quick_gelu_matches_the_formula() {
+    use sonic_kernels::activation::quick_gelu;
+    let device = Device::flex();
+    let d = Distribution::Normal(0.0, 4.0);
+    for x in [
+        Tensor::<3>::random([2, 77, 3072], d, &device),
+        Tensor::<3>::random([1, 1, 1], d, &device),
+        Tensor::<3>::random([3, 13, 5], d, &device).swap_dims(1, 2),
+        Tensor::<3>::from_floats([[[-100.0, -20.0, -1e-3, 0.0, 1e-3, 20.0, 100.0]]], &device),
+    ] {
+        let got = quick_gelu(x.clone());
+        assert_eq!(got.dims(), x.dims());
+        for (&v, &g) in host(&x).iter().zip(&host(&got)) {
+            let v64 = v as f64;
+            let want = v64 / (1.0 + (-1.702 * v64).exp());
+            let tol = 4e-7 * want.abs() + 1e-7 * (1.0 + v64.abs()) * 1e-3 + 1e-30;
+            assert!((g as f64 - want).abs() <= tol, "x = {v}: {g} vs {want}");
+        }
+    }
+    let x = Tensor::<3>::random([2, 7, 40], d, &device).cast(DType::BF16);
+    let got = quick_gelu(x.clone());
+    assert_eq!(got.dtype(), DType::BF16);
+    let want = x.clone() * burn::tensor::activation::sigmoid(x.mul_scalar(1.702));
+    assert_eq!(host(&got), host(&want));
+}
