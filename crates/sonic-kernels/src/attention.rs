@@ -10,8 +10,9 @@
 //! Inputs are read in place through their strides (the `[B, N, heads, d]` memory that
 //! diffusers' head split produces is used as is), and the output is written in
 //! `[B, N, heads, d]` order and returned as a `[B, heads, N, d]` view of it, so merging the
-//! heads back afterwards costs nothing. `bf16` tensors are widened to `f32` once, computed in
-//! `f32` and rounded once at the end.
+//! heads back afterwards costs nothing. `bf16` tensors run on the AVX512-BF16 products of
+//! [`crate::gemm_bf16`] where the CPU has them (keys and values packed once per head);
+//! elsewhere they are widened to `f32` once, computed in `f32` and rounded once at the end.
 
 use crate::cpu::Isa;
 use crate::flex::{OutPtr, all_flex_float, from_flex, from_vec_permuted, into_flex};

@@ -14,9 +14,11 @@
 //! than threads, the products themselves are split over the threads instead.
 //!
 //! The sums run in another order than Burn's, so results equal Burn's up to float rounding.
-//! `bf16` is widened to `f32` once (input and weight), computed in `f32` and rounded once.
+//! `bf16` runs on the AVX512-BF16 products of [`crate::gemm_bf16`] (f32 accumulation, one
+//! rounding of the result) where the CPU has them; elsewhere it is widened to `f32` once
+//! (input and weight), computed in `f32` and rounded once.
 
-use crate::flex::{OutPtr, from_flex, into_flex, on_plain_flex};
+use crate::flex::{OutPtr, from_flex, host_f32, into_flex, on_plain_flex};
 use burn::backend::flex::FlexTensor;
 use burn::nn::conv::{Conv1d, Conv2d};
 use burn::nn::{PaddingConfig1d, PaddingConfig2d};
@@ -264,8 +266,7 @@ fn fused<const D: usize>(
 ) -> Option<FlexTensor> {
     let dtype = x.dtype();
     let (xf, wf) = (into_flex(x)?, into_flex(weight)?);
-    let bias: Option<Vec<f32>> =
-        bias.and_then(|b| b.cast(DType::F32).into_data().try_into_vec::<f32>().ok());
+    let bias: Option<Vec<f32>> = bias.and_then(host_f32);
     if dtype == DType::BF16 && crate::gemm_bf16::available() {
         // bf16 products, read in place (no widening). Also for the 3x3 convolutions Winograd
         // would take in f32: at twice the f32 rate the direct products are as fast as f32
@@ -273,7 +274,7 @@ fn fused<const D: usize>(
         // (docs/PERFORMANCE.md, entry 21: unet-32 bf16 1.74 s with f32 Winograd, 1.45 s without).
         let (xc, wc) = (contiguous(xf), contiguous(wf));
         let out = conv2d_bf16(g, bf16_values(&xc), bf16_values(&wc), bias.as_deref());
-        return Some(round_to_bf16(out, vec![g.b, g.c_out, g.oh(), g.ow()]));
+        return Some(output(out, vec![g.b, g.c_out, g.oh(), g.ow()], dtype));
     }
     let (xv, wv) = (F32Values::new(xf), F32Values::new(wf));
     let out = if winograd_pays(g) {
@@ -281,12 +282,17 @@ fn fused<const D: usize>(
     } else {
         conv2d_f32(g, xv.values(), wv.values(), bias.as_deref())
     };
-    let shape = vec![g.b, g.c_out, g.oh(), g.ow()];
-    Some(if dtype == DType::BF16 {
-        round_to_bf16(out, shape)
+    Some(output(out, vec![g.b, g.c_out, g.oh(), g.ow()], dtype))
+}
+
+/// A flex tensor of `shape` holding `values` in `dtype`: as they are for f32, rounded to bf16
+/// (in parallel) for bf16.
+pub(crate) fn output(values: Vec<f32>, shape: Vec<usize>, dtype: DType) -> FlexTensor {
+    if dtype == DType::BF16 {
+        round_to_bf16(values, shape)
     } else {
-        FlexTensor::from_data(TensorData::new(out, shape))
-    })
+        FlexTensor::from_data(TensorData::new(values, shape))
+    }
 }
 
 /// `t` itself if contiguous, else a contiguous copy.

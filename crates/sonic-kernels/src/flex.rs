@@ -33,6 +33,12 @@ pub fn into_flex<const D: usize>(t: Tensor<D>) -> Option<FlexTensor> {
     t.try_into_primitive::<Flex>().ok()
 }
 
+/// The values of a small 1-d tensor (a bias, a norm's scale) as f32 on the host; `None` if the
+/// read-back fails.
+pub(crate) fn host_f32(t: Tensor<1>) -> Option<Vec<f32>> {
+    t.cast(DType::F32).into_data().try_into_vec::<f32>().ok()
+}
+
 /// Wraps a flex primitive back into a Burn tensor.
 pub fn from_flex<const D: usize>(t: FlexTensor) -> Tensor<D> {
     Tensor::from_primitive::<Flex>(t)

@@ -6,7 +6,7 @@
 //! f32 layers, other devices and CPUs without AVX512-BF16 keep Burn's `Linear::forward`.
 
 use crate::conv::{bf16_values, contiguous, round_to_bf16};
-use crate::flex::{from_flex, into_flex, on_plain_flex};
+use crate::flex::{from_flex, host_f32, into_flex, on_plain_flex};
 use crate::gemm_bf16::{Mat, available, gemm};
 use burn::nn::Linear;
 use burn::tensor::{DType, Tensor};
@@ -43,13 +43,7 @@ fn bf16_forward<const D: usize>(linear: &Linear, x: Tensor<D>) -> Option<Tensor<
     let m: usize = dims[..D - 1].iter().product();
     dims[D - 1] = n;
     let bias: Option<Vec<f32>> = match &linear.bias {
-        Some(b) => Some(
-            b.val()
-                .cast(DType::F32)
-                .into_data()
-                .try_into_vec::<f32>()
-                .ok()?,
-        ),
+        Some(b) => Some(host_f32(b.val())?),
         None => None,
     };
     let (xf, wf) = (

@@ -10,7 +10,7 @@
 //! for f32).
 
 use crate::cpu::Isa;
-use crate::flex::{from_flex, into_flex, on_plain_flex};
+use crate::flex::{from_flex, host_f32, into_flex, on_plain_flex};
 use crate::vecmath;
 use burn::backend::flex::FlexTensor;
 use burn::nn::{GroupNorm, LayerNorm};
@@ -56,13 +56,7 @@ pub fn group_norm_with<const D: usize>(
         return if with_silu { silu(y) } else { y };
     }
     let channel_values = |p: &Option<burn::module::Param<Tensor<1>>>| -> Option<Vec<f32>> {
-        p.as_ref().and_then(|p| {
-            p.val()
-                .cast(DType::F32)
-                .into_data()
-                .try_into_vec::<f32>()
-                .ok()
-        })
+        p.as_ref().and_then(|p| host_f32(p.val()))
     };
     let (gamma, beta) = if gn.affine {
         (channel_values(&gn.gamma), channel_values(&gn.beta))
@@ -215,25 +209,23 @@ pub fn layer_norm<const D: usize>(ln: &LayerNorm, eps: f64, x: Tensor<D>) -> Ten
     if !fits {
         return ln.forward(x);
     }
-    let values = |p: &burn::module::Param<Tensor<1>>| {
-        p.val()
-            .cast(DType::F32)
-            .into_data()
-            .try_into_vec::<f32>()
-            .ok()
-    };
-    let (Some(gamma), beta) = (values(&ln.gamma), ln.beta.as_ref().map(values)) else {
-        return ln.forward(x);
-    };
-    let beta = match beta {
-        Some(Some(b)) => Some(b),
-        Some(None) => return ln.forward(x),
+    match layer_norm_bf16(ln, eps, x.clone()) {
+        Some(y) => y,
+        None => ln.forward(x),
+    }
+}
+
+/// The bf16 pass of [`layer_norm`]; `None` where a tensor cannot be read (the caller then
+/// takes `ln.forward`).
+fn layer_norm_bf16<const D: usize>(ln: &LayerNorm, eps: f64, x: Tensor<D>) -> Option<Tensor<D>> {
+    let dims = x.dims();
+    let width = dims[D - 1];
+    let gamma = host_f32(ln.gamma.val())?;
+    let beta = match &ln.beta {
+        Some(b) => Some(host_f32(b.val())?),
         None => None,
     };
-    let Some(t) = into_flex(x.clone()) else {
-        return ln.forward(x);
-    };
-    let t = crate::conv::contiguous(t);
+    let t = crate::conv::contiguous(into_flex(x)?);
     let src = crate::conv::bf16_values(&t);
     let mut out = vec![bf16::ZERO; src.len()];
     let rows_per_task = (1 << 14) / width + 1;
@@ -256,5 +248,8 @@ pub fn layer_norm<const D: usize>(ln: &LayerNorm, eps: f64, x: Tensor<D>) -> Ten
                 bf16::store(row, o);
             }
         });
-    from_flex(FlexTensor::from_data(TensorData::new(out, dims.to_vec())))
+    Some(from_flex(FlexTensor::from_data(TensorData::new(
+        out,
+        dims.to_vec(),
+    ))))
 }

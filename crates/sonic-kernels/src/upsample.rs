@@ -13,14 +13,11 @@
 //! Burn's operations built the folded weight with per-value concatenations on every call
 //! (~10 % of a 32 x 32 UNet step); here it is one parallel pass over the weight.
 
-use crate::conv::{
-    F32Values, Geometry, bf16_values, contiguous, conv2d_bf16, conv2d_f32, round_to_bf16,
-};
-use crate::flex::{OutPtr, from_flex, into_flex, on_plain_flex};
-use burn::backend::flex::FlexTensor;
+use crate::conv::{F32Values, Geometry, bf16_values, contiguous, conv2d_bf16, conv2d_f32, output};
+use crate::flex::{OutPtr, from_flex, host_f32, into_flex, on_plain_flex};
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::tensor::{DType, Tensor};
 use half::bf16;
 use rayon::prelude::*;
 
@@ -62,13 +59,7 @@ pub fn upsample2x_conv3x3(conv: &Conv2d, x: Tensor<4>) -> Result<Tensor<4>, Tens
     let [b, c_in, h, w] = x.dims();
     let c_out = conv.weight.dims()[0];
     let dtype = x.dtype();
-    let bias: Option<Vec<f32>> = conv.bias.as_ref().and_then(|p| {
-        p.val()
-            .cast(DType::F32)
-            .into_data()
-            .try_into_vec::<f32>()
-            .ok()
-    });
+    let bias: Option<Vec<f32>> = conv.bias.as_ref().and_then(|p| host_f32(p.val()));
     let (Some(xf), Some(wf)) = (into_flex(x.clone()), into_flex(conv.weight.val())) else {
         return Err(x);
     };
@@ -97,12 +88,7 @@ pub fn upsample2x_conv3x3(conv: &Conv2d, x: Tensor<4>) -> Result<Tensor<4>, Tens
     };
     let out = interleave(&y, b, c_out, h, w);
     let shape = vec![b, c_out, 2 * h, 2 * w];
-    let t = if dtype == DType::BF16 {
-        round_to_bf16(out, shape)
-    } else {
-        FlexTensor::from_data(TensorData::new(out, shape))
-    };
-    Ok(from_flex(t))
+    Ok(from_flex(output(out, shape, dtype)))
 }
 
 /// The four folded kernels of a 3x3 weight `[c_out, c_in, 3, 3]`, as one weight
